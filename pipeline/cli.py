@@ -1,0 +1,198 @@
+"""The ``ferroflow`` command line.
+
+Exit codes: 0 success; 1 error (one line on stderr; ``--debug`` for the traceback);
+2 usage error; 3 finished, but some input was quarantined or some fits were flagged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from .errors import InputError
+from .settings import Settings, get_settings
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
+
+
+class Progress:
+    """A one-line progress bar on stderr for long work; silent when quiet or not a tty
+    (then a summary line every 10 % is printed instead, so logs still show progress)."""
+
+    def __init__(self, label: str, quiet: bool = False):
+        self.label, self.quiet = label, quiet
+        self.tty = sys.stderr.isatty()
+        self.start = time.monotonic()
+        self._last_decile = 0
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.quiet or total < 20:
+            return
+        frac = done / total
+        if self.tty:
+            bar = "#" * int(30 * frac)
+            end = "\n" if done == total else ""
+            print(f"\r{self.label} [{bar:<30}] {done}/{total} {time.monotonic() - self.start:5.1f}s",
+                  end=end, file=sys.stderr, flush=True)
+        elif int(frac * 10) > self._last_decile:
+            self._last_decile = int(frac * 10)
+            print(f"{self.label}: {done}/{total}", file=sys.stderr, flush=True)
+
+
+def _settings(args) -> Settings:
+    return get_settings().with_overrides(store=getattr(args, "store", None),
+                                         registry=getattr(args, "registry", None))
+
+
+def _out(args, human: str, machine: dict) -> None:
+    if args.json:
+        print(json.dumps(machine, indent=1, default=str))
+    elif not args.quiet:
+        print(human)
+
+
+# --- generate -----------------------------------------------------------------
+def cmd_generate(args) -> int:
+    from .generator import GeneratorConfig, generate_wafer
+
+    cfg = GeneratorConfig(wafer=args.wafer, seed=args.seed, dies_x=args.dies, dies_y=args.dies,
+                          devices_per_die=args.devices, cycles=args.cycles)
+    result = generate_wafer(cfg, Path(args.out), fmt=args.format,
+                            progress=Progress("generate", args.quiet))
+    _out(args, f"wrote {len(result.files)} files for wafer {args.wafer} to {args.out} "
+               f"(ground truth: {Path(args.out) / '_ground_truth.csv'})",
+         {"files": [str(f) for f in result.files], "wafer": args.wafer})
+    return EXIT_OK
+
+
+# --- ingest -------------------------------------------------------------------
+def _trace_options(args):
+    from .readers import TraceOptions
+
+    if not (args.wafer or args.device or args.pulse_width):
+        return None
+    if not (args.wafer and args.device and args.pulse_width):
+        raise InputError("two-column traces need all of --wafer, --device and --pulse-width")
+    return TraceOptions(wafer=args.wafer, device=args.device, pulse_width_s=args.pulse_width,
+                        die=args.die, amplitude_v=args.amplitude, state_unit=args.state_unit)
+
+
+def run_ingest(settings: Settings, paths, *, incoming: bool, mapping=None, trace=None,
+               quiet=False, min_age_s: float = 5.0):
+    from .ingest import ingest, ready_files
+    from .readers import load_mapping
+    from .store import MeasurementStore
+
+    if incoming:
+        paths = ready_files(settings.incoming, min_age_s=min_age_s)
+    return ingest(paths, MeasurementStore(settings.store), settings.quarantine,
+                  mapping=load_mapping(mapping) if mapping else None, trace=trace,
+                  move_from=settings.incoming, processed_dir=settings.processed,
+                  progress=Progress("ingest", quiet))
+
+
+def cmd_ingest(args) -> int:
+    settings = _settings(args)
+    if not args.paths and not args.incoming:
+        raise InputError("give files or folders to ingest, or --incoming")
+    report = run_ingest(settings, args.paths, incoming=args.incoming, mapping=args.mapping,
+                        trace=_trace_options(args), quiet=args.quiet or args.json,
+                        min_age_s=args.min_age)
+    if not args.json and not args.quiet:
+        for o in report.outcomes:
+            if o.status == "quarantined":
+                print(f"quarantined: {o.reason}", file=sys.stderr)
+    _out(args, f"ingest: {report.summary()} -> {settings.store}", report.to_json())
+    return EXIT_PARTIAL if report.count("quarantined") else EXIT_OK
+
+
+# --- demo ---------------------------------------------------------------------
+def cmd_demo(args) -> int:
+    settings = _settings(args)
+    t0 = time.monotonic()
+    report = run_ingest(settings, [settings.sample], incoming=False, quiet=args.quiet)
+    print(f"[demo] ingest: {report.summary()} ({time.monotonic() - t0:.1f}s)")
+    return EXIT_PARTIAL if report.count("quarantined") else EXIT_OK
+
+
+# --- parser -------------------------------------------------------------------
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--store", help="measurement store root (default: $FERRO_STORE or "
+                   "raw_measurements/store)")
+    p.add_argument("--registry", help="model registry root (default: $FERRO_REGISTRY or models/)")
+    p.add_argument("--json", action="store_true", help="print a machine-readable result")
+    p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="ferroflow", formatter_class=fmt,
+        description="Characterization pipeline for ferroelectric synaptic devices.",
+        epilog="exit codes: 0 ok, 1 error, 2 usage error, 3 done but input quarantined "
+               "or fits flagged")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="run the whole pipeline on the shipped sample wafer",
+                       formatter_class=fmt, epilog="example:\n  ferroflow demo")
+    _common(p)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("generate", help="write a synthetic wafer of raw files",
+                       formatter_class=fmt,
+                       epilog="example:\n  ferroflow generate --wafer W02 --out /tmp/W02 --seed 7")
+    _common(p)
+    p.add_argument("--wafer", default="W01")
+    p.add_argument("--out", required=True, help="folder for the raw files")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--dies", type=int, default=5, help="dies per side of the grid (default 5)")
+    p.add_argument("--devices", type=int, default=2, help="devices per die (default 2)")
+    p.add_argument("--cycles", type=int, default=3)
+    p.add_argument("--format", choices=["instrument", "tidy"], default="instrument")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("ingest", help="read, validate and store raw files",
+                       formatter_class=fmt,
+                       epilog="examples:\n  ferroflow ingest raw_measurements/sample\n"
+                              "  ferroflow ingest --incoming\n"
+                              "  ferroflow ingest trace.csv --wafer GONG --device R1 "
+                              "--pulse-width 1e-6")
+    _common(p)
+    p.add_argument("paths", nargs="*", help="files or folders")
+    p.add_argument("--incoming", action="store_true",
+                   help="ingest the complete files of the landing folder")
+    p.add_argument("--min-age", type=float, default=5.0,
+                   help="seconds a landing file must stay unchanged (default 5)")
+    p.add_argument("--mapping", help="mapping TOML for instrument exports "
+                   "(default: the generator's format)")
+    p.add_argument("--wafer", help="for two-column traces: wafer id")
+    p.add_argument("--die", default="X00Y00", help="for two-column traces: die id")
+    p.add_argument("--device", help="for two-column traces: device id")
+    p.add_argument("--pulse-width", type=float, help="for two-column traces: seconds")
+    p.add_argument("--amplitude", type=float, help="for two-column traces: write amplitude, V")
+    p.add_argument("--state-unit", default="normalized", choices=["normalized", "S"],
+                   help="for two-column traces: unit of the values")
+    p.set_defaults(func=cmd_ingest)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (InputError, FileNotFoundError, ValueError) as exc:
+        if args.debug:
+            raise
+        print(f"ferroflow {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

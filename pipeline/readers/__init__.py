@@ -1,0 +1,54 @@
+"""Readers: every input format becomes the canonical table (``pipeline.schema``).
+
+``read_file`` picks the reader from the file's content:
+
+- ``.parquet``, or a CSV whose header names canonical columns: ``canonical``;
+- a ``key:<TAB>value`` header block: ``instrument`` (with a mapping file);
+- two numeric columns and no header: ``updown`` (needs ``TraceOptions``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+
+from ..errors import InputError
+from . import canonical, instrument, updown
+from .common import RawFile, load
+from .mapping import DEFAULT_MAPPING, Mapping, load_mapping
+from .updown import TraceOptions
+
+__all__ = ["read_file", "read_raw", "load", "RawFile", "TraceOptions", "Mapping",
+           "load_mapping", "DEFAULT_MAPPING", "detect_format"]
+
+
+def detect_format(raw: RawFile) -> str:
+    if raw.path.suffix == ".parquet" or raw.data[:4] == b"PAR1":
+        return "canonical"
+    first = raw.data[:4096].split(b"\n", 1)[0].decode("utf-8-sig", errors="replace").strip()
+    if canonical.looks_like(first):
+        return "canonical"
+    if instrument.looks_like(first):
+        return "instrument"
+    if updown.looks_like(first):
+        return "updown"
+    raise InputError("unknown file format: expected a canonical CSV/parquet, an instrument "
+                     "export with a 'key:<TAB>value' header, or a two-column up/down trace",
+                     file=raw.name, row=1)
+
+
+def read_raw(raw: RawFile, mapping: Mapping | None = None,
+             trace: TraceOptions | None = None) -> pa.Table:
+    kind = detect_format(raw)
+    if kind == "canonical":
+        return canonical.read_canonical(raw)
+    if kind == "instrument":
+        return instrument.read_instrument(raw, mapping or load_mapping())
+    return updown.read_updown(raw, trace)
+
+
+def read_file(path: str | Path, mapping: Mapping | None = None,
+              trace: TraceOptions | None = None) -> pa.Table:
+    """Read one raw file into the canonical table (not yet validated)."""
+    return read_raw(load(path), mapping, trace)

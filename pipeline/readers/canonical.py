@@ -1,0 +1,49 @@
+"""Tidy CSV or parquet files that already use the canonical column names."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..errors import InputError
+from ..schema import COLUMNS, LINEAGE
+from .common import RawFile, decode, derive_direction, die_position, finish, parse_table, sniff_delimiter
+from .instrument import INTEGER_FIELDS, _integral
+
+NUMERIC = tuple(c for c, t in COLUMNS.items()
+                if (pa.types.is_floating(t) or pa.types.is_integer(t)) and c not in LINEAGE)
+
+
+def looks_like(first_line: str) -> bool:
+    names = {c.strip().strip('"') for c in first_line.replace(";", ",").replace("\t", ",").split(",")}
+    return {"wafer", "conductance_s"} <= names
+
+
+def read_canonical(raw: RawFile) -> pa.Table:
+    if raw.path.suffix == ".parquet":
+        try:
+            table = pq.read_table(pa.BufferReader(raw.data))
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise InputError(f"not a readable parquet file ({exc})", file=raw.name) from None
+        first_data = 1
+    else:
+        text = decode(raw)
+        first = text.split("\n", 1)[0].rstrip("\r")
+        delimiter = sniff_delimiter(first)
+        names = [c.strip() for c in first.split(delimiter)]
+        table = parse_table(text, delimiter=delimiter, first_line=1, file=raw.name,
+                            numeric=tuple(c for c in NUMERIC if c in names))
+        first_data = 2
+    fields = {c: table.column(c) for c in table.column_names if c in COLUMNS and c not in LINEAGE}
+    for name in INTEGER_FIELDS & fields.keys():
+        fields[name] = _integral(fields[name], name, first_data, raw.name)
+    n = table.num_rows
+    if "die" in fields and "die_x" not in fields:
+        dies = [die_position(str(d)) for d in fields["die"].to_pylist()]
+        fields["die"] = pa.array([d[0] for d in dies])
+        fields["die_x"] = pa.array([d[1] for d in dies], pa.int32())
+        fields["die_y"] = pa.array([d[2] for d in dies], pa.int32())
+    if "direction" not in fields and "pulse_amplitude_v" in fields:
+        fields["direction"] = derive_direction(fields["pulse_amplitude_v"])
+    return finish(fields, n, raw, first_data)

@@ -1,0 +1,193 @@
+"""Pieces every reader shares: raw bytes, table parsing with row-exact errors, lineage."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from ..errors import InputError
+from ..schema import conform
+
+MAX_HEADER_LINES = 200
+MAX_HEADER_BYTES = 64 * 1024
+_DIE_XY = re.compile(r"^\s*X(-?\d+)\s*Y(-?\d+)\s*$", re.I)
+_DIE_PAIR = re.compile(r"^\s*\(\s*(-?\d+)\s*[,;]\s*(-?\d+)\s*\)\s*$")
+
+
+@dataclass(frozen=True)
+class RawFile:
+    """A file's bytes (decompressed when gzip) and the SHA-256 of the bytes on disk."""
+
+    path: Path
+    data: bytes
+    sha256: str
+    size_on_disk: int = 0
+
+    @property
+    def name(self) -> str:
+        return str(self.path)
+
+
+def load(path: str | Path) -> RawFile:
+    path = Path(path)
+    raw = path.read_bytes()
+    sha = hashlib.sha256(raw).hexdigest()
+    data = raw
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(raw)
+        except (OSError, EOFError) as exc:
+            raise InputError(f"corrupt gzip file ({exc})", file=str(path)) from None
+    if not data.strip():
+        raise InputError("file is empty", file=str(path))
+    if b"\x00" in data[:8192] and data[:4] != b"PAR1":
+        raise InputError("binary file (NUL bytes), not a text measurement file", file=str(path))
+    return RawFile(path=path, data=data, sha256=sha, size_on_disk=len(raw))
+
+
+def decode(raw: RawFile) -> str:
+    """UTF-8 text; a leading byte-order mark is accepted and dropped."""
+    try:
+        return raw.data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.data[: exc.start].count(b"\n") + 1
+        raise InputError(f"not UTF-8 text (byte 0x{raw.data[exc.start]:02x})",
+                         file=raw.name, row=line) from None
+
+
+def sniff_delimiter(first_line: str) -> str:
+    counts = {d: first_line.count(d) for d in ("\t", ",", ";")}
+    best = max(counts, key=counts.get)
+    return best if counts[best] else ","
+
+
+def parse_table(data: bytes | str, *, delimiter: str, first_line: int, file: str,
+                numeric: tuple[str, ...] = (), header: bool = True,
+                names: list[str] | None = None) -> pa.Table:
+    """Parse a delimited table; errors name the file line and column.
+
+    ``first_line`` is the 1-based line number of the table's first line (its header row
+    when ``header``). Numeric columns named in ``numeric`` must parse as numbers.
+    """
+    if isinstance(data, str):
+        data = data.encode()
+    # One file per thread: the ingest pool parallelises across files, and pyarrow's own
+    # threads would only add hand-off waits on tables this small.
+    read_opts = pacsv.ReadOptions(autogenerate_column_names=not header and names is None,
+                                  column_names=names, use_threads=False)
+    parse_opts = pacsv.ParseOptions(delimiter=delimiter)
+
+    def read(typ):
+        return pacsv.read_csv(io.BytesIO(data), read_options=read_opts, parse_options=parse_opts,
+                              convert_options=pacsv.ConvertOptions(
+                                  column_types={c: typ for c in numeric}, strings_can_be_null=False,
+                                  null_values=[""]))
+
+    try:
+        table = read(pa.float64())  # the fast path: clean numbers
+    except pa.ArrowInvalid:
+        try:
+            table = read(pa.string())  # locate the bad cell, or accept padded numbers
+        except pa.ArrowInvalid:
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError("not UTF-8 text", file=file,
+                                 row=first_line + data[: exc.start].count(b"\n")) from None
+            _raise_shape_error(text, delimiter, first_line, file, header)
+            raise InputError("table could not be parsed", file=file) from None
+    if table.num_rows == 0:
+        raise InputError("table has a header but no data rows", file=file,
+                         row=first_line)
+    data_offset = first_line + (1 if header else 0)
+    columns = {}
+    for name in table.column_names:
+        col = table.column(name)
+        if name in numeric and not pa.types.is_floating(col.type):
+            col = _to_float(col, name, data_offset, file)
+        columns[name] = col
+    return pa.table(columns)
+
+
+def _to_float(col: pa.ChunkedArray, name: str, data_offset: int, file: str) -> pa.Array:
+    stripped = pc.utf8_trim_whitespace(col)
+    try:
+        return pc.cast(stripped, pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        values = stripped.to_numpy(zero_copy_only=False)
+        for i, v in enumerate(values):
+            try:
+                float(v)
+            except (TypeError, ValueError):
+                raise InputError(f"not a number: {v!r}", file=file, row=data_offset + i,
+                                 column=name) from None
+        raise InputError("column could not be read as numbers", file=file, column=name) from None
+
+
+def _raise_shape_error(text: str, delimiter: str, first_line: int, file: str, header: bool):
+    rows = csv.reader(io.StringIO(text), delimiter=delimiter)
+    expected = None
+    for i, row in enumerate(rows):
+        if not row:
+            continue
+        if expected is None:
+            expected = len(row)
+            continue
+        if len(row) != expected:
+            raise InputError(f"expected {expected} fields, found {len(row)}"
+                             + (" (truncated row?)" if len(row) < expected else ""),
+                             file=file, row=first_line + i)
+
+
+def die_position(die: str) -> tuple[str, int | None, int | None]:
+    """Normalise a die name; ``X03Y05`` and ``(3, 5)`` both give ("X03Y05", 3, 5)."""
+    for pattern in (_DIE_XY, _DIE_PAIR):
+        m = pattern.match(die)
+        if m:
+            x, y = int(m.group(1)), int(m.group(2))
+            return (f"X{x:02d}Y{y:02d}" if x >= 0 and y >= 0 else die.strip()), x, y
+    return die.strip(), None, None
+
+
+def derive_direction(amplitude, positive_is_up: bool = True) -> pa.Array:
+    """Direction from the write amplitude sign, by the declared convention.
+
+    Some HZO tunnel junctions lower G under positive pulses: their mapping declares
+    ``positive_amplitude = "down"``. Zero or missing amplitudes give no direction.
+    """
+    amp = pa.array(amplitude, pa.float64()) if not isinstance(amplitude, (pa.Array, pa.ChunkedArray)) \
+        else amplitude
+    up = pc.greater(amp, 0.0) if positive_is_up else pc.less(amp, 0.0)
+    down = pc.less(amp, 0.0) if positive_is_up else pc.greater(amp, 0.0)
+    return pc.if_else(up, "up", pc.if_else(down, "down", pa.scalar(None, pa.string())))
+
+
+def finish(columns: dict[str, pa.Array | object], n: int, raw: RawFile,
+           first_data_line: int) -> pa.Table:
+    """Broadcast scalars, add lineage columns and cast to the canonical schema."""
+    arrays = {}
+    for name, value in columns.items():
+        if isinstance(value, (pa.Array, pa.ChunkedArray, np.ndarray)):
+            arrays[name] = value
+        else:
+            arrays[name] = pa.repeat(pa.scalar(value), n) if value is not None else pa.nulls(n)
+    arrays["source_file"] = pa.repeat(pa.scalar(raw.path.name), n)
+    arrays["source_sha256"] = pa.repeat(pa.scalar(raw.sha256), n)
+    arrays["source_row"] = pa.array(np.arange(first_data_line, first_data_line + n, dtype=np.int64))
+    try:
+        return conform(pa.table(arrays))
+    except KeyError as exc:
+        raise InputError(f"required column {exc.args[0]!r} is missing", file=raw.name,
+                         column=exc.args[0]) from None
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise InputError(f"wrong value type ({exc})", file=raw.name) from None

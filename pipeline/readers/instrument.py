@@ -1,0 +1,158 @@
+"""Instrument exports: a ``key:<TAB>value`` header block, a blank line, a table.
+
+What each header key and column means comes from a mapping file (``mapping.py``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..errors import InputError, MappingError
+from ..schema import COLUMNS
+from .common import (MAX_HEADER_BYTES, MAX_HEADER_LINES, RawFile, derive_direction,
+                     die_position, finish, parse_table, sniff_delimiter)
+from .mapping import Mapping, TEXT_FIELDS
+
+INTEGER_FIELDS = frozenset(c for c, t in COLUMNS.items() if pa.types.is_integer(t))
+
+
+def looks_like(first_line: str) -> bool:
+    key, sep, _ = first_line.partition(":")
+    return bool(sep) and "\t" not in key and "," not in key and bool(key.strip())
+
+
+def split_header(data: bytes, file: str) -> tuple[dict[str, tuple[str, int]], bytes, int]:
+    """Header dict (key -> (value, line)), the table bytes, and its first line number.
+
+    Only the header is decoded here; the table goes to pyarrow as bytes.
+    """
+    header: dict[str, tuple[str, int]] = {}
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    pos = 0
+    for line_no in range(1, MAX_HEADER_LINES + 2):
+        end = data.find(b"\n", pos)
+        if end < 0:
+            raise InputError("header block has no blank line after it, or the file has no table",
+                             file=file, row=line_no)
+        try:
+            line = data[pos:end].decode("utf-8").rstrip("\r")
+        except UnicodeDecodeError:
+            raise InputError("not UTF-8 text", file=file, row=line_no) from None
+        pos = end + 1
+        if pos > MAX_HEADER_BYTES:
+            raise InputError(f"header block is larger than {MAX_HEADER_BYTES} bytes",
+                             file=file, row=line_no)
+        if not line.strip():
+            if not header:
+                raise InputError("file starts with a blank line, expected a header block",
+                                 file=file, row=line_no)
+            return header, data[pos:], line_no + 1
+        key, sep, value = line.partition(":")
+        if not sep:
+            raise InputError(f"header line is not 'key:<TAB>value': {line[:60]!r}",
+                             file=file, row=line_no)
+        key, value = key.strip(), value.strip()
+        if key in header and header[key][0] != value:
+            raise InputError(f"header key {key!r} given twice with different values",
+                             file=file, row=line_no)
+        header[key] = (value, line_no)
+    raise InputError(f"header block is longer than {MAX_HEADER_LINES} lines",
+                     file=file, row=MAX_HEADER_LINES)
+
+
+def _header_value(rule, header, file):
+    if rule.key not in header:
+        raise InputError(f"header key {rule.key!r} (for {rule.target}) is missing", file=file)
+    value, line = header[rule.key]
+    if rule.target in TEXT_FIELDS:
+        if rule.target == "measured_at":
+            try:
+                ts = datetime.fromisoformat(value)
+            except ValueError:
+                raise InputError(f"timestamp {value!r} is not ISO 8601", file=file, row=line,
+                                 column=rule.key) from None
+            return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
+        return value
+    try:
+        return float(value) * rule.scale
+    except ValueError:
+        raise InputError(f"header value {value!r} is not a number", file=file, row=line,
+                         column=rule.key) from None
+
+
+def _integral(values, name: str, first_line: int, file: str) -> pa.Array:
+    """Whole numbers as int64; a fractional or non-finite value is an error at its row."""
+    if pa.types.is_integer(values.type):
+        return values
+    try:
+        return pc.cast(values, pa.int64())  # safe cast: refuses fractions and NaN
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    arr = np.asarray(values.to_numpy(zero_copy_only=False), dtype=float)
+    bad = ~np.isfinite(arr) | (arr != np.round(arr))
+    i = int(np.argmax(bad))
+    raise InputError(f"expected a whole number, found {arr[i]:g}", file=file,
+                     row=first_line + i, column=name)
+
+
+def read_instrument(raw: RawFile, mapping: Mapping) -> pa.Table:
+    file = raw.name
+    header, body, table_line = split_header(raw.data, file)
+    if not body.strip():
+        raise InputError("header only: the file has no table", file=file, row=table_line)
+    try:
+        first = body[:4096].split(b"\n", 1)[0].decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError("not UTF-8 text", file=file, row=table_line) from None
+    delimiter = sniff_delimiter(first) if mapping.delimiter == "auto" else mapping.delimiter
+    names = [c.strip() for c in first.rstrip("\r").split(delimiter)]
+    if len(names) < 2:
+        raise InputError(f"table header has one column; expected {delimiter!r}-separated "
+                         "columns (wrong delimiter?)", file=file, row=table_line)
+    fields: dict[str, object] = {}
+    for rule in mapping.header:
+        fields[rule.target] = _header_value(rule, header, file)
+    numeric = tuple(c for c in names if c in mapping.numeric_columns)
+    table = parse_table(body, delimiter=delimiter, first_line=table_line, file=file,
+                        numeric=numeric)
+    table = table.rename_columns([c.strip() for c in table.column_names])
+    first_data = table_line + 1
+
+    def operand(name: str):
+        if name in table.column_names:
+            return table.column(name)
+        if name in fields:
+            return fields[name]
+        raise MappingError(f"mapping names column {name!r}, which the file lacks "
+                           f"(columns: {', '.join(table.column_names)})", file=file,
+                           row=table_line, column=name)
+
+    for rule in mapping.columns:
+        if rule.column:
+            value = operand(rule.column)
+            if rule.target not in TEXT_FIELDS and rule.scale != 1.0:
+                value = pc.multiply(value, rule.scale)
+        elif rule.divide:
+            a, b = (operand(n) for n in rule.divide)
+            fa, fb = rule.divide_scales
+            value = pc.divide(pc.multiply(a, fa), pc.multiply(b, fb))
+        else:
+            value = pc.divide(1.0, pc.multiply(operand(rule.reciprocal), rule.scale))
+        if rule.target in INTEGER_FIELDS:
+            value = _integral(value, rule.column or rule.target, first_data, file)
+        fields[rule.target] = value
+
+    n = table.num_rows
+    if "die" in fields and "die_x" not in fields and not isinstance(fields["die"], pa.ChunkedArray):
+        fields["die"], fields["die_x"], fields["die_y"] = die_position(str(fields["die"]))
+    if "direction" not in fields and "pulse_amplitude_v" in fields:
+        amp = fields["pulse_amplitude_v"]
+        amp = pa.repeat(pa.scalar(float(amp)), n) if np.isscalar(amp) else amp
+        fields["direction"] = derive_direction(amp, mapping.positive_is_up)
+    fields.setdefault("state_unit", mapping.state_unit)
+    return finish(fields, n, raw, first_data)

@@ -1,0 +1,66 @@
+"""Every path the pipeline uses, from one place.
+
+Environment variables (all optional):
+
+- ``FERRO_ROOT``: project root; default: the checkout this package lives in when it has
+  a ``raw_measurements/`` folder, else the current directory.
+- ``FERRO_STORE``: measurement store root (default ``<root>/raw_measurements/store``).
+- ``FERRO_INCOMING``: landing folder (default ``<root>/raw_measurements/incoming``).
+- ``FERRO_QUARANTINE``: quarantine folder (default ``<root>/raw_measurements/quarantine``).
+- ``FERRO_REGISTRY``: device-model registry root (default ``<root>/models``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+
+def _default_root() -> Path:
+    env = os.environ.get("FERRO_ROOT")
+    if env:
+        return Path(env).expanduser().resolve()
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "raw_measurements").is_dir():
+        return checkout
+    return Path.cwd()
+
+
+@dataclass(frozen=True)
+class Settings:
+    root: Path
+    store: Path
+    incoming: Path
+    quarantine: Path
+    registry: Path
+
+    @property
+    def processed(self) -> Path:
+        """Where landing-folder files go once stored."""
+        return self.incoming.parent / "processed"
+
+    @property
+    def sample(self) -> Path:
+        return self.root / "raw_measurements" / "sample"
+
+    def with_overrides(self, **kwargs) -> "Settings":
+        clean = {k: Path(v) for k, v in kwargs.items() if v is not None}
+        return replace(self, **clean)
+
+
+def get_settings() -> Settings:
+    root = _default_root()
+
+    def path(var: str, default: Path) -> Path:
+        value = os.environ.get(var)
+        return Path(value).expanduser() if value else default
+
+    raw = root / "raw_measurements"
+    return Settings(
+        root=root,
+        store=path("FERRO_STORE", raw / "store"),
+        incoming=path("FERRO_INCOMING", raw / "incoming"),
+        quarantine=path("FERRO_QUARANTINE", raw / "quarantine"),
+        registry=path("FERRO_REGISTRY", root / "models"),
+    )

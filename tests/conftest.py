@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("FERRO_SHARED", ROOT.parent / "shared"))
+GONG = SHARED / "data" / "real" / "gong_et_al_reram.csv"
+SAMPLE = ROOT / "raw_measurements" / "sample"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_paths(tmp_path, monkeypatch):
+    """No test writes into the checkout: every default path points into tmp_path."""
+    monkeypatch.setenv("FERRO_ROOT", str(ROOT))
+    monkeypatch.setenv("FERRO_STORE", str(tmp_path / "store"))
+    monkeypatch.setenv("FERRO_INCOMING", str(tmp_path / "incoming"))
+    monkeypatch.setenv("FERRO_QUARANTINE", str(tmp_path / "quarantine"))
+    monkeypatch.setenv("FERRO_REGISTRY", str(tmp_path / "models"))
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
+
+
+@pytest.fixture
+def gong_path() -> Path:
+    assert GONG.exists(), f"real data missing: {GONG} (shared/ must sit beside the checkout)"
+    return GONG
+
+
+@pytest.fixture
+def sample_file() -> Path:
+    return SAMPLE / "W01_X00Y00_D1_20ns.txt"

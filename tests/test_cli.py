@@ -1,0 +1,50 @@
+import json
+import subprocess
+import sys
+
+from tests.conftest import SAMPLE
+from tests.helpers import edit_cell, sample_lines, write
+
+
+def ferroflow(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *map(str, args)],
+                          capture_output=True, text=True, env=env)
+
+
+def test_ingest_exit_codes_and_json(tmp_path):
+    folder = tmp_path / "batch"
+    for f in sorted(SAMPLE.glob("W01_X00Y00_*"))[:3]:
+        write(folder / f.name, f.read_bytes())
+    ok = ferroflow("ingest", folder, "--json")
+    assert ok.returncode == 0, ok.stderr
+    summary = json.loads(ok.stdout)
+    assert summary["stored"] == 3 and summary["rows"] == 1800
+    assert "Traceback" not in ok.stderr
+
+    write(folder / "zz_bad.txt", edit_cell(sample_lines(), 12, 1, "x"))
+    partial = ferroflow("ingest", folder)
+    assert partial.returncode == 3
+    assert "zz_bad.txt, row 12, column 'Cycle': not a number" in partial.stderr
+    assert "0 file(s) stored (0 rows), 3 already stored, 1 quarantined" in partial.stdout
+
+
+def test_errors_are_one_line_without_traceback(tmp_path):
+    r = ferroflow("ingest", tmp_path / "nope")
+    assert r.returncode == 1
+    assert r.stderr.strip().count("\n") == 0 and "no such file" in r.stderr
+    assert ferroflow("ingest", "--bogus").returncode == 2
+
+
+def test_gong_trace_via_cli(gong_path):
+    r = ferroflow("ingest", gong_path, "--wafer", "GONG", "--device", "R1", "--pulse-width", "1e-6", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["rows"] == 2000
+
+
+def test_generate_then_ingest(tmp_path):
+    r = ferroflow("generate", "--wafer", "W09", "--out", tmp_path / "w", "--dies", "2", "--devices", "1",
+                  "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "w" / "_ground_truth.csv").exists()
+    r = ferroflow("ingest", tmp_path / "w", "--json")
+    assert json.loads(r.stdout)["stored"] == 4 * 5
