@@ -109,6 +109,64 @@ def cmd_ingest(args) -> int:
     return EXIT_PARTIAL if report.count("quarantined") else EXIT_OK
 
 
+# --- fit ----------------------------------------------------------------------
+def _fmt_width(pw: float) -> str:
+    for unit, scale in (("s", 1), ("ms", 1e-3), ("us", 1e-6), ("ns", 1e-9)):
+        if pw >= scale:
+            return f"{pw / scale:g} {unit}"
+    return f"{pw:g} s"
+
+
+def fit_table(result) -> str:
+    """One line per pulse width: what a device engineer scans first."""
+    pop = result.population
+    lines = [f"{'wafer':<8}{'pulse':>9}{'devices':>8}{'flagged':>8}  {'family':<11}"
+             f"{'SP (norm)':>17}{'k_up':>16}{'k_down':>16}{'c2c':>7}{'E/pulse':>10}  energy"]
+    for (wafer, pw), devs in result.devices.groupby(["wafer", "pulse_width_s"], sort=True):
+        p = pop[(pop.wafer == wafer) & (pop.pulse_width_s == pw)].set_index("param")
+
+        def stat(name, fmt):
+            if name not in p.index:
+                return "-"
+            return f"{p.at[name, 'median']:{fmt}}±{p.at[name, 'spread']:{fmt}}"
+
+        fam = devs["family"].mode()
+        energy = devs["energy_per_pulse_j"].median()
+        lines.append(
+            f"{wafer:<8}{_fmt_width(pw):>9}{len(devs):>8}{int(devs['family'].isna().sum()):>8}  "
+            f"{(fam.iloc[0] if len(fam) else '-'):<11}{stat('sp_norm', '.3f'):>17}"
+            f"{stat('k_p', '.4f'):>16}{stat('k_d', '.4f'):>16}"
+            f"{devs['c2c_rel'].median():>7.2f}{energy * 1e12:>8.3g}pJ  "
+            f"{devs['energy_source'].mode().iloc[0]}")
+    return "\n".join(lines)
+
+
+def run_fit(settings: Settings, wafer: str, pulse_width: float | None, workers: int = 0,
+            quiet: bool = False):
+    from .fitting import FitConfig, fit_frame
+    from .store import MeasurementStore
+
+    df = MeasurementStore(settings.store).read(wafer=wafer, pulse_width_s=pulse_width)
+    if df.empty:
+        raise InputError(f"no stored data for wafer {wafer!r}"
+                         + (f" at pulse width {pulse_width:g} s" if pulse_width else "")
+                         + f" in {settings.store} (ingest first)")
+    return fit_frame(df, FitConfig(workers=workers), progress=Progress("fit", quiet))
+
+
+def cmd_fit(args) -> int:
+    settings = _settings(args)
+    result = run_fit(settings, args.wafer, args.pulse_width, args.workers, args.quiet or args.json)
+    out = Path(args.out) if args.out else settings.registry / "fits" / args.wafer
+    result.save(out)
+    flagged = int(result.devices["family"].isna().sum())
+    machine = {"wafer": args.wafer, "saved_to": str(out), "devices": len(result.devices),
+               "flagged": flagged,
+               "by_pulse_width": result.population.to_dict(orient="records")}
+    _out(args, fit_table(result) + f"\nresults: {out}", machine)
+    return EXIT_PARTIAL if flagged else EXIT_OK
+
+
 # --- demo ---------------------------------------------------------------------
 def cmd_demo(args) -> int:
     settings = _settings(args)
@@ -177,6 +235,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-unit", default="normalized", choices=["normalized", "S"],
                    help="for two-column traces: unit of the values")
     p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("fit", help="fit device-update models to stored data",
+                       formatter_class=fmt,
+                       epilog="examples:\n  ferroflow fit --wafer W01\n"
+                              "  ferroflow fit --wafer W01 --pulse-width 20e-9 --json")
+    _common(p)
+    p.add_argument("--wafer", required=True)
+    p.add_argument("--pulse-width", type=float, help="only this pulse width (seconds)")
+    p.add_argument("--workers", type=int, default=0, help="processes (default: one per core)")
+    p.add_argument("--out", help="folder for the result tables (parquet)")
+    p.set_defaults(func=cmd_fit)
     return parser
 
 

@@ -36,8 +36,9 @@ Device-to-device variation: a smooth wafer-scale gradient (linear in die x for
 ``ln tau_inf``, linear in die y for ``V_imp``, radial for ``Gmin``) plus random spread
 per die and per device.
 
-Energy of one pulse (DOMAIN.md section 6): ``E = V^2 G t + C V^2 + 2 Pr A |V| |ds|``,
-with ``C = eps0 eps_r A / d``. The "measured" energy column adds 2 % instrument noise.
+Energy of one pulse: ``pipeline.energy.pulse_energy`` (DOMAIN.md section 6),
+``E = V^2 G t + C V^2 + 2 Pr A |V| |ds|`` with ``C = eps0 eps_r A / d``. The "measured"
+energy column adds 2 % instrument noise.
 
 Defaults and where they come from
 ---------------------------------
@@ -68,7 +69,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-EPS0 = 8.8541878128e-12  # F/m
+from .energy import EnergyConstants, pulse_energy
+
 DEFAULT_PULSE_WIDTHS = (2e-8, 2e-7, 2e-6, 2e-5, 2e-4)
 INSTRUMENT = "Keysight B1500A (ferroflow generator)"
 GROUND_TRUTH = "_ground_truth.csv"
@@ -142,14 +144,6 @@ def switch_probability(cfg: GeneratorConfig, pulse_width_s: float, v_eff: float,
     return p_max * (0.5 + math.atan((math.log(pulse_width_s) - ln_tau_m) / cfg.nls_width) / math.pi)
 
 
-def pulse_energy_j(cfg: GeneratorConfig, amplitude_v, conductance_s, pulse_width_s, switched):
-    """DOMAIN.md section 6: resistive + charging + polarisation-switching energy."""
-    cap = EPS0 * cfg.eps_r * cfg.area_m2 / cfg.thickness_m
-    v = np.abs(amplitude_v)
-    return (v ** 2 * conductance_s * pulse_width_s + cap * v ** 2
-            + 2 * cfg.pr_c_per_m2 * cfg.area_m2 * v * np.abs(switched))
-
-
 def make_devices(cfg: GeneratorConfig, rng: np.random.Generator) -> list[Device]:
     devices = []
     cx, cy = (cfg.dies_x - 1) / 2, (cfg.dies_y - 1) / 2
@@ -198,7 +192,8 @@ def simulate_series(cfg: GeneratorConfig, dev: Device, pulse_width_s: float,
     g_true = dev.gmin_s + span * s
     g_read = g_true * (1 + cfg.sigma_read * rng.standard_normal(n))
     amplitude = np.where(up, cfg.amplitude_v, -cfg.amplitude_v)
-    energy = pulse_energy_j(cfg, amplitude, g_true, pulse_width_s, ds)
+    energy = pulse_energy(amplitude, g_true, pulse_width_s, ds, cfg.area_m2,
+                          EnergyConstants(cfg.eps_r, cfg.thickness_m, cfg.pr_c_per_m2, cfg.area_m2))
     energy = energy * (1 + cfg.energy_noise * rng.standard_normal(n))
     table = pd.DataFrame({
         "Pulse": np.tile(np.arange(1, per_cycle + 1), cfg.cycles),

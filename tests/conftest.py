@@ -31,3 +31,30 @@ def gong_path() -> Path:
 @pytest.fixture
 def sample_file() -> Path:
     return SAMPLE / "W01_X00Y00_D1_20ns.txt"
+
+
+@pytest.fixture(scope="session")
+def sample_frame(tmp_path_factory):
+    """The shipped sample wafer, ingested into a fresh store and read back."""
+    from pipeline.ingest import ingest
+    from pipeline.store import MeasurementStore
+
+    root = tmp_path_factory.mktemp("sample_store")
+    store = MeasurementStore(root / "store")
+    report = ingest([SAMPLE], store, root / "quarantine")
+    assert report.count("stored") == 250
+    return store.read(wafer="W01")
+
+
+@pytest.fixture(scope="session")
+def sample_fit(sample_frame):
+    from pipeline.fitting import FitConfig, fit_frame
+
+    return fit_frame(sample_frame, FitConfig(workers=2))
+
+
+@pytest.fixture(scope="session")
+def truth():
+    import pandas as pd
+
+    return pd.read_csv(SAMPLE / "_ground_truth.csv")

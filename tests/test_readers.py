@@ -48,6 +48,7 @@ def test_real_gong_trace_is_carried_as_normalized_state(gong_path):
     assert (t.conductance_s < 0).any()  # real data: negative normalised states exist
     assert t.pulse_amplitude_v.isna().all()  # unknown, not invented
     assert (t.direction.iloc[:1000] == "up").all() and (t.direction.iloc[1000:] == "down").all()
+    assert (t.cycle.iloc[:1000] == 1).all() and (t.cycle.iloc[1000:] == 2).all()
     assert t.conductance_s.iloc[0] == pytest.approx(-0.84444)
     assert t.conductance_s.iloc[1000] == pytest.approx(0.76667)
 

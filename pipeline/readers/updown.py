@@ -61,8 +61,10 @@ def read_updown(raw: RawFile, opts: TraceOptions | None) -> pa.Table:
         "wafer": opts.wafer, "die": opts.die, "device": opts.device,
         "pulse_width_s": float(opts.pulse_width_s),
         "pulse_amplitude_v": amp,
-        "cycle": 1,
-        "pulse": pa.array(np.arange(1, 2 * n + 1, dtype=np.int32)),
+        # Two separate measurements, not one continuous series: cycle 1 holds the up
+        # trace, cycle 2 the down trace, so no step is taken across the seam.
+        "cycle": pa.array(np.repeat(np.array([1, 2], np.int32), n)),
+        "pulse": pa.array(np.tile(np.arange(1, n + 1, dtype=np.int32), 2)),
         "conductance_s": pa.array(state),
         "direction": pa.array(["up"] * n + ["down"] * n),
         "state_unit": opts.state_unit,

@@ -1,0 +1,102 @@
+"""What every device-update model family provides (DOMAIN.md section 3).
+
+All families work on a normalised state ``g`` (the fitting code maps conductance onto
+[0, 1] by the data range, which keeps lmfit well conditioned) and give the expected step
+of one pulse in each direction: positive for up (potentiation), negative for down.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+import lmfit
+import numpy as np
+from scipy.optimize import brentq
+
+
+@dataclass(frozen=True)
+class Data:
+    """A step map in normalised units."""
+
+    g: np.ndarray
+    dg: np.ndarray
+    up: np.ndarray  # bool
+
+
+class DeviceModel:
+    name: str = ""
+    equation: str = ""
+    param_names: tuple[str, ...] = ()
+
+    # --- to implement -----------------------------------------------------------
+    def step(self, g, up, **p) -> np.ndarray:
+        raise NotImplementedError
+
+    def guess(self, data: Data) -> lmfit.Parameters:
+        raise NotImplementedError
+
+    def state_range(self, p: dict) -> tuple[float, float]:
+        """(low, high) bounds of the state the model saturates toward."""
+        raise NotImplementedError
+
+    # --- shared -----------------------------------------------------------------
+    def model(self) -> lmfit.Model:
+        names = self.param_names
+
+        def func(g, up, **p):
+            return self.step(g, up, **p)
+
+        func.__name__ = self.name
+        # lmfit reads parameter names from the signature: give it an explicit one.
+        kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+        func.__signature__ = inspect.Signature(
+            [inspect.Parameter(n, kind) for n in ("g", "up", *names)])
+        return lmfit.Model(func, independent_vars=["g", "up"])
+
+    def symmetry_point(self, p: dict) -> float:
+        """State where |up step| = |down step|: bracketed root on the state range."""
+        lo, hi = self.state_range(p)
+        grid = np.linspace(lo, hi, 401)
+        net = self.step(grid, np.ones_like(grid, bool), **p) + self.step(grid, np.zeros_like(grid, bool), **p)
+        sign = np.sign(net)
+        cross = np.flatnonzero(sign[:-1] * sign[1:] <= 0)
+        if len(cross) == 0:
+            return float("nan")
+        i = cross[0]
+
+        def f(x):
+            return float(self.step(np.array([x]), np.array([True]), **p)[0]
+                         + self.step(np.array([x]), np.array([False]), **p)[0])
+
+        if f(grid[i]) == 0:
+            return float(grid[i])
+        return float(brentq(f, grid[i], grid[i + 1], xtol=1e-12))
+
+    def response(self, p: dict, g0: float, n: int, up: bool) -> np.ndarray:
+        """States after 1..n identical pulses from ``g0`` (noise free)."""
+        out = np.empty(n)
+        g = g0
+        flag = np.array([up])
+        for i in range(n):
+            g = g + float(self.step(np.array([g]), flag, **p)[0])
+            out[i] = g
+        return out
+
+    def run(self, p: dict, start: np.ndarray, up: np.ndarray, length: int) -> np.ndarray:
+        """States after 1..length pulses for many traces at once.
+
+        ``start`` has shape (..., n_traces) and parameters broadcast against it (a batch
+        of parameter sets for a finite-difference Jacobian has shape (batch, 1)).
+        Returns shape ``start.shape + (length,)``. Families with a closed-form
+        response override this loop.
+        """
+        g = np.asarray(start, dtype=float)
+        out = np.empty(g.shape + (length,))
+        for j in range(length):
+            g = g + self.step(g, up, **p)
+            out[..., j] = g
+        return out
+
+    def params_dict(self, params: lmfit.Parameters) -> dict:
+        return {k: params[k].value for k in self.param_names}

@@ -1,0 +1,49 @@
+"""Beta kernel, as used by the paper's group for HZO FTJs (DOMAIN.md section 3).
+
+    W = (g - g_min) / (g_max - g_min)
+    dg+ = A_p W^(alpha_p - 1) (1 - W)^(beta_p - 1)
+    dg- = -A_d W^(alpha_d - 1) (1 - W)^(beta_d - 1)
+
+fitted per direction on shared bounds. Soft bounds is ``alpha_p = 1, beta_p = 2`` and
+``alpha_d = 2, beta_d = 1``. Symmetry point: bracketed root.
+"""
+
+from __future__ import annotations
+
+import lmfit
+import numpy as np
+
+from .base import Data, DeviceModel
+from .softbounds import SoftBounds
+
+
+class Beta(DeviceModel):
+    name = "beta"
+    equation = "W = (g - g_min)/(g_max - g_min); dg = +/-A W^(alpha-1) (1 - W)^(beta-1)"
+    param_names = ("A_p", "alpha_p", "beta_p", "A_d", "alpha_d", "beta_d", "g_min", "g_max")
+
+    def step(self, g, up, A_p, alpha_p, beta_p, A_d, alpha_d, beta_d, g_min, g_max):
+        w = np.clip((g - g_min) / (g_max - g_min), 1e-6, 1 - 1e-6)
+        upstep = A_p * w ** (alpha_p - 1) * (1 - w) ** (beta_p - 1)
+        down = -A_d * w ** (alpha_d - 1) * (1 - w) ** (beta_d - 1)
+        return np.where(up, upstep, down)
+
+    def guess(self, data: Data) -> lmfit.Parameters:
+        sb = SoftBounds().guess(data)
+        lo = min(sb["b_lo"].value, float(data.g.min()) - 1e-3)
+        hi = max(sb["b_hi"].value, float(data.g.max()) + 1e-3)
+        span = hi - lo
+        p = lmfit.Parameters()
+        p.add("A_p", max(sb["k_p"].value * span, 1e-6), min=0.0, max=2.0)
+        p.add("alpha_p", 1.0, min=0.2, max=10.0)
+        p.add("beta_p", 2.0, min=0.2, max=10.0)
+        p.add("A_d", max(sb["k_d"].value * span, 1e-6), min=0.0, max=2.0)
+        p.add("alpha_d", 2.0, min=0.2, max=10.0)
+        p.add("beta_d", 1.0, min=0.2, max=10.0)
+        # W is clipped to (0, 1): the bounds need not enclose every read.
+        p.add("g_min", max(lo, -19.0), min=-20.0, max=float(data.g.max()) - 1e-3)
+        p.add("g_max", min(hi, 19.0), min=float(data.g.min()) + 1e-3, max=20.0)
+        return p
+
+    def state_range(self, p):
+        return p["g_min"], p["g_max"]

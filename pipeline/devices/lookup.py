@@ -1,0 +1,78 @@
+"""Piecewise / lookup-table model (aihwkit ``PiecewiseStepDevice``, Sandia CrossSim).
+
+Model-free: the mean step of each direction at ``n`` evenly spaced nodes over the data
+range, linearly interpolated between nodes (and held beyond the end nodes). Linear in
+its parameters, so least squares has a closed form (used as the start; lmfit then only
+confirms it and supplies the covariance). The state range is the node span: the model
+does not extrapolate bounds. Symmetry point: bracketed root.
+"""
+
+from __future__ import annotations
+
+import lmfit
+import numpy as np
+
+from .base import Data, DeviceModel
+
+N_NODES = 8
+
+
+def hat_basis(g: np.ndarray, nodes: np.ndarray) -> np.ndarray:
+    """Linear-interpolation weights of each node at each g (rows sum to 1)."""
+    g = np.clip(g, nodes[0], nodes[-1])
+    out = np.zeros((len(g), len(nodes)))
+    j = np.clip(np.searchsorted(nodes, g, side="right") - 1, 0, len(nodes) - 2)
+    t = (g - nodes[j]) / (nodes[j + 1] - nodes[j])
+    rows = np.arange(len(g))
+    out[rows, j] = 1 - t
+    out[rows, j + 1] += t
+    return out
+
+
+class Lookup(DeviceModel):
+    name = "lookup"
+    equation = "dg = linear interpolation of node steps (n nodes per direction)"
+
+    def __init__(self, n_nodes: int = N_NODES):
+        self.n = n_nodes
+        self.param_names = (tuple(f"up_{i}" for i in range(n_nodes))
+                            + tuple(f"down_{i}" for i in range(n_nodes)) + ("g_lo", "g_hi"))
+
+    def step(self, g, up, **p):
+        g = np.asarray(g, float)
+        lo, hi = float(np.ravel(p["g_lo"])[0]), float(np.ravel(p["g_hi"])[0])
+        nodes = np.linspace(lo, hi, self.n)
+        gc = np.clip(g, lo, hi)
+        j = np.clip(np.searchsorted(nodes, gc, side="right") - 1, 0, self.n - 2)
+        t = (gc - nodes[j]) / (nodes[j + 1] - nodes[j])
+
+        def interp(prefix):
+            # node values broadcast against g: (n,) for one parameter set, (batch, 1, n)
+            # for a batch of sets
+            v = np.stack(np.broadcast_arrays(*[np.asarray(p[f"{prefix}_{i}"], float)
+                                               for i in range(self.n)]), axis=-1)
+            v = np.broadcast_to(v, g.shape + (self.n,))
+            a = np.take_along_axis(v, j[..., None], -1)[..., 0]
+            b = np.take_along_axis(v, (j + 1)[..., None], -1)[..., 0]
+            return a + t * (b - a)
+
+        return np.where(up, interp("up"), interp("down"))
+
+    def guess(self, data: Data) -> lmfit.Parameters:
+        lo, hi = float(data.g.min()), float(data.g.max())
+        nodes = np.linspace(lo, hi, self.n)
+        p = lmfit.Parameters()
+        for prefix, m in (("up", data.up), ("down", ~data.up)):
+            values = np.zeros(self.n)
+            if m.sum() >= 2:
+                basis = hat_basis(data.g[m], nodes)
+                values = np.linalg.lstsq(basis, data.dg[m], rcond=None)[0]
+            for i, v in enumerate(values):
+                p.add(f"{prefix}_{i}", float(v), min=-2.0, max=2.0)
+        # The node span is the data range: fixed, not fitted.
+        p.add("g_lo", lo, vary=False)
+        p.add("g_hi", hi if hi > lo else lo + 1.0, vary=False)
+        return p
+
+    def state_range(self, p):
+        return p["g_lo"], p["g_hi"]

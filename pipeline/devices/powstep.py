@@ -1,0 +1,47 @@
+"""Power step (aihwkit ``PowStepDevice``, Fusi-Abbott; DOMAIN.md section 3).
+
+    w = (b_hi - g) / (b_hi - b_lo)
+    dg+ = a_p w^gamma_p          dg- = -a_d (1 - w)^gamma_d
+
+With ``gamma = 1`` it is soft bounds (``a_p = k_p (b_hi - b_lo)``); the exponents bend
+the step map. Symmetry point: bracketed root of ``a_p w^gp = a_d (1 - w)^gd``.
+"""
+
+from __future__ import annotations
+
+import lmfit
+import numpy as np
+
+from .base import Data, DeviceModel
+from .softbounds import SoftBounds
+
+
+class PowStep(DeviceModel):
+    name = "powstep"
+    equation = "w = (b_hi - g)/(b_hi - b_lo); dg+ = a_p w^gamma_p; dg- = -a_d (1 - w)^gamma_d"
+    param_names = ("a_p", "a_d", "gamma_p", "gamma_d", "b_hi", "b_lo")
+
+    def step(self, g, up, a_p, a_d, gamma_p, gamma_d, b_hi, b_lo):
+        w = np.clip((b_hi - g) / (b_hi - b_lo), 0.0, 1.0)
+        return np.where(up, a_p * w ** gamma_p, -a_d * (1 - w) ** gamma_d)
+
+    def guess(self, data: Data) -> lmfit.Parameters:
+        sb = SoftBounds().guess(data)
+        hi, lo = sb["b_hi"].value, sb["b_lo"].value
+        if not hi > lo:
+            lo, hi = float(data.g.min()), float(data.g.max())
+        hi, lo = max(hi, float(data.g.max()) + 1e-3), min(lo, float(data.g.min()) - 1e-3)
+        span = hi - lo
+        p = lmfit.Parameters()
+        p.add("a_p", max(sb["k_p"].value * span, 1e-6), min=0.0, max=2.0)
+        p.add("a_d", max(sb["k_d"].value * span, 1e-6), min=0.0, max=2.0)
+        p.add("gamma_p", 1.0, min=0.05, max=10.0)
+        p.add("gamma_d", 1.0, min=0.05, max=10.0)
+        # Bounds may sit inside the data (w is clipped to [0, 1]), so a fit is never
+        # pinned to the data's extremes.
+        p.add("b_hi", min(hi, 19.0), min=float(data.g.min()) + 1e-3, max=20.0)
+        p.add("b_lo", max(lo, -19.0), min=-20.0, max=float(data.g.max()) - 1e-3)
+        return p
+
+    def state_range(self, p):
+        return p["b_lo"], p["b_hi"]

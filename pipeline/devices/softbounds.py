@@ -1,0 +1,75 @@
+"""Soft bounds (IBM aihwkit ``SoftBoundsDevice``; DOMAIN.md section 3).
+
+    dg+ = k_p (b_hi - g)        dg- = -k_d (g - b_lo)
+
+``k_p``, ``k_d`` are the shares of the remaining range one pulse moves (the step-size
+parameters); ``b_hi``/``b_lo`` the states the device saturates toward. In aihwkit terms
+``alpha+ = k_p (b_hi - w)`` at ``w = 0``, ``w_max = b_hi``, ``w_min = b_lo``. The step is
+linear in the state, so a linear least-squares fit of dg on g per direction is the exact
+least-squares solution (used as the start, and as the fast trace fit).
+
+Symmetry point (closed form): ``g* = (k_p b_hi + k_d b_lo) / (k_p + k_d)``.
+Pulse response (closed form): ``g_n = b - (b - g_0)(1 - k)^n`` toward ``b``.
+"""
+
+from __future__ import annotations
+
+import lmfit
+import numpy as np
+
+from .base import Data, DeviceModel
+
+
+def line_fit(g: np.ndarray, dg: np.ndarray) -> tuple[float, float]:
+    """Least-squares slope and intercept of dg against g."""
+    gm, dm = g.mean(), dg.mean()
+    var = ((g - gm) ** 2).sum()
+    slope = ((g - gm) * (dg - dm)).sum() / var if var > 0 else 0.0
+    return slope, dm - slope * gm
+
+
+class SoftBounds(DeviceModel):
+    name = "softbounds"
+    equation = "dg+ = k_p (b_hi - g); dg- = -k_d (g - b_lo)"
+    param_names = ("k_p", "k_d", "b_hi", "b_lo")
+
+    def step(self, g, up, k_p, k_d, b_hi, b_lo):
+        return np.where(up, k_p * (b_hi - g), -k_d * (g - b_lo))
+
+    def guess(self, data: Data) -> lmfit.Parameters:
+        p = lmfit.Parameters()
+        values = {}
+        for is_up, (k, b) in ((True, ("k_p", "b_hi")), (False, ("k_d", "b_lo"))):
+            m = data.up == is_up
+            slope, icpt = line_fit(data.g[m], data.dg[m]) if m.sum() > 2 else (-0.05, 0.05)
+            rate = float(np.clip(-slope, 1e-6, 0.99))
+            values[k], values[b] = rate, icpt / rate
+        p.add("k_p", values["k_p"], min=0.0, max=1.0)
+        p.add("k_d", values["k_d"], min=0.0, max=1.0)
+        # Wide bounds: a trace far from saturation puts its asymptote far outside the data.
+        p.add("b_hi", float(np.clip(values["b_hi"], -9.0, 19.0)), min=-10.0, max=20.0)
+        p.add("b_lo", float(np.clip(values["b_lo"], -19.0, 9.0)), min=-20.0, max=10.0)
+        return p
+
+    def state_range(self, p):
+        return min(p["b_lo"], p["b_hi"]), max(p["b_lo"], p["b_hi"])
+
+    def symmetry_point(self, p):
+        kp, kd = p["k_p"], p["k_d"]
+        return float((kp * p["b_hi"] + kd * p["b_lo"]) / (kp + kd)) if kp + kd > 0 else float("nan")
+
+    def response(self, p, g0, n, up):
+        k, b = (p["k_p"], p["b_hi"]) if up else (p["k_d"], p["b_lo"])
+        return b - (b - g0) * (1 - k) ** np.arange(1, n + 1)
+
+    def run(self, p, start, up, length):
+        return geometric_run(p["k_p"], p["k_d"], p["b_hi"], p["b_lo"], start, up, length)
+
+
+def geometric_run(k_p, k_d, b_hi, b_lo, start, up, length):
+    """Closed-form soft-bounds response of many traces: ``g_n = b - (b - g_0)(1 - k)^n``."""
+    start = np.asarray(start, dtype=float)
+    k = np.where(up, k_p, k_d)[..., None]
+    b = np.where(up, b_hi, b_lo)[..., None]
+    n = np.arange(1, length + 1)
+    return b - (b - start[..., None]) * (1 - k) ** n

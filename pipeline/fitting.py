@@ -1,0 +1,541 @@
+"""Fit device-update models, select the best, and summarise a wafer's population.
+
+For each device series (one device at one pulse width):
+
+1. map the state onto ``g`` in [0, 1] by the data range (``G = lo + span * g``);
+2. fit every family of ``pipeline.devices`` with lmfit on the step map (up and down
+   jointly, shared bounds), from analytic starting values;
+3. report values and standard errors, chi-square, reduced chi-square, AIC, BIC, R^2 of
+   the steps and of the trajectories (each trace re-simulated from its first read);
+4. flag implausible fits (failed, a parameter at its bound, trajectory R^2 below the
+   threshold, no symmetry point inside the range, steps of the wrong sign, too few
+   points) and never stop the batch;
+5. choose the family with the lowest BIC among unflagged fits (AIC is reported too;
+   BIC's ln(n) penalty keeps extra shape parameters out unless the data need them);
+6. symmetry point of the chosen model with a propagated (delta-method, from lmfit's
+   covariance) uncertainty; c2c and read noise from the step residuals; energy per pulse.
+
+Noise (from residuals ``r`` of measured steps around the fitted step ``f``): the
+variance model ``r_i^2 ~ a^2 f_i^2 + b^2`` is fitted by non-negative least squares.
+``a`` is the relative c2c noise (multiplicative, DOMAIN.md section 3); a read error
+enters two consecutive steps, so ``b^2 = 2 sigma_read^2``. ``c2c_abs`` is the c2c part
+of the residual spread, ``sqrt(mean(r^2) - b^2)``. The same model gives the fit weights
+``1/sqrt(a^2 f^2 + b^2)`` (from a first soft-bounds pass). Where read noise swamps the
+steps (short pulses, small steps) ``a`` is poorly determined: compare its spread.
+
+Population per (wafer, pulse width): median and robust spread (1.4826 * MAD) of every
+parameter of the family most devices chose, across its unflagged devices: the d2d
+variation a simulator samples from.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lmfit
+import numpy as np
+import pandas as pd
+from scipy.optimize import nnls
+
+from .devices import FAMILIES, Data, family
+from .energy import energy_per_pulse
+from .errors import InputError
+from .traces import Series, check_protocol, series_from_frame, step_map, traces
+
+SERIES_COLUMNS = ["wafer", "die", "device", "pulse_width_s"]
+READ_DOMINATED = 2.0
+TRAJECTORY_MAX_NFEV = 400  # each evaluation simulates every pulse; a fit still short of
+                           # convergence then is flagged, not waited for
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    families: tuple[str, ...] = tuple(FAMILIES)
+    criterion: str = "bic"          # or "aic"
+    r2_min: float = 0.9             # trajectory R^2 below this flags a fit
+    workers: int = 0                # 0: one process per core; 1: in this process
+
+    def hash(self) -> str:
+        import hashlib
+        import json
+
+        doc = {"families": self.families, "criterion": self.criterion, "r2_min": self.r2_min}
+        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class FitResult:
+    """Tables of a fit run; every table carries the series key columns."""
+
+    fits: pd.DataFrame          # one row per (series, family)
+    params: pd.DataFrame        # one row per (series, family, parameter)
+    devices: pd.DataFrame       # one row per series: chosen model, SP, noise, energy
+    population: pd.DataFrame    # one row per (wafer, pulse width, parameter)
+    traces: pd.DataFrame = field(default_factory=pd.DataFrame)  # per-trace soft-bounds fits
+
+    TABLES = ("fits", "params", "devices", "population", "traces")
+
+    def save(self, folder: Path) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in self.TABLES:
+            getattr(self, name).to_parquet(folder / f"{name}.parquet", index=False)
+
+    @classmethod
+    def load(cls, folder: Path) -> "FitResult":
+        return cls(**{n: pd.read_parquet(Path(folder) / f"{n}.parquet") for n in cls.TABLES})
+
+
+# --- one family on one series ----------------------------------------------------------
+def _robust_var(x: np.ndarray) -> float:
+    x = x[np.isfinite(x)]
+    if len(x) < 3:
+        return float("nan")
+    return float((1.4826 * np.median(np.abs(x - np.median(x)))) ** 2)
+
+
+def _at_bound(params: lmfit.Parameters) -> str | None:
+    for p in params.values():
+        if not p.vary:
+            continue
+        tol = 1e-6 * max(1.0, abs(p.max - p.min) if np.isfinite(p.max - p.min) else 1.0)
+        if (np.isfinite(p.min) and p.value - p.min < tol) or (np.isfinite(p.max) and p.max - p.value < tol):
+            return p.name
+    return None
+
+
+def _trajectory_r2(model, p: dict, ts: TraceSet, fitted: dict | None = None) -> float:
+    """R^2 of every trace re-simulated (noise free) from its start: the fitted start
+    states of a trajectory fit, else the read before the trace's second pulse."""
+    if not ts.mask.any():
+        return float("nan")
+    if fitted is not None:
+        start = np.array([fitted[f"start_{i}"] for i in range(len(ts.up))])
+        sim = ts.simulate(model, p, start)
+        meas = ts.states
+    else:  # from the first read: predict reads 2..n
+        sim = TraceSet(ts.up, ts.states[:, 1:], ts.mask[:, 1:]).simulate(model, p, ts.states[:, 0])
+        meas = ts.states[:, 1:]
+    m = np.isfinite(meas)
+    ss_tot = ((meas[m] - meas[m].mean()) ** 2).sum()
+    return float(1 - ((meas[m] - sim[m]) ** 2).sum() / ss_tot) if ss_tot > 0 else float("nan")
+
+
+def _sp_uncertainty(model, result: lmfit.model.ModelResult) -> float:
+    """Delta method: gradient of the symmetry point times lmfit's covariance."""
+    if result.covar is None:
+        return float("nan")
+    base = result.params.valuesdict()
+    sp_of = lambda v: model.symmetry_point(_model_values(model, v))  # noqa: E731
+    grad = np.empty(len(result.var_names))
+    for i, name in enumerate(result.var_names):
+        h = 1e-6 * max(abs(base[name]), 1e-3)
+        hi, lo_ = dict(base), dict(base)
+        hi[name] += h
+        lo_[name] -= h
+        grad[i] = (sp_of(hi) - sp_of(lo_)) / (2 * h)
+    var = float(grad @ result.covar @ grad)
+    return float(np.sqrt(var)) if np.isfinite(var) and var >= 0 else float("nan")
+
+
+def noise_weights(data: Data) -> tuple[np.ndarray, str]:
+    """Weights 1/sigma_i from a two-part noise model fitted to soft-bounds residuals:
+    ``sigma_i^2 = (a * step_i)^2 + b^2`` (multiplicative c2c noise plus additive read
+    noise, DOMAIN.md section 3). Every family is fitted with the same weights, so their
+    chi-square, AIC and BIC stay comparable; without them the few large, noisy steps
+    of fast-saturating devices dominate and flexible families fit that noise.
+
+    Also returns the fit target: ``steps`` normally, ``trajectory`` when the additive
+    (read) noise is larger than ``READ_DOMINATED`` times the typical step."""
+    sb = family("softbounds")
+    pred = sb.step(data.g, data.up, **sb.guess(data).valuesdict())
+    a2, b2 = noise_model(data.dg - pred, pred)
+    floor = max(b2, 1e-6 * float(np.mean((data.dg - pred) ** 2)) + 1e-30)
+    # Read noise more than twice the typical step: a step map is mostly noise, and the
+    # trajectories (where read noise does not accumulate) carry the information.
+    target = "trajectory" if b2 > READ_DOMINATED ** 2 * float(np.mean(pred ** 2)) else "steps"
+    return 1.0 / np.sqrt(a2 * pred ** 2 + floor), target
+
+
+@dataclass(frozen=True)
+class TraceSet:
+    """Traces in normalised units, padded into a matrix for vectorised simulation."""
+
+    up: np.ndarray           # (n_traces,)
+    states: np.ndarray       # (n_traces, max_len), nan-padded: reads after each pulse
+    mask: np.ndarray         # valid entries of ``states``
+
+    @classmethod
+    def build(cls, trs, lo: float, span: float) -> "TraceSet":
+        trs = [t for t in trs if len(t.states) >= 2]
+        n = max((len(t.states) for t in trs), default=0)
+        states = np.full((len(trs), n), np.nan)
+        for i, t in enumerate(trs):
+            states[i, :len(t.states)] = (t.states - lo) / span
+        return cls(np.array([t.up for t in trs], bool), states, np.isfinite(states))
+
+    def simulate(self, model, p: dict, start: np.ndarray) -> np.ndarray:
+        """States after each pulse from ``start`` (state before the first pulse);
+        ``start`` may carry leading batch dimensions (see ``DeviceModel.run``)."""
+        return model.run(p, start, self.up, self.states.shape[1])
+
+
+def _model_values(model, values: dict) -> dict:
+    return {k: values[k] for k in model.param_names}
+
+
+def _run_fit(model, params, data: Data, ts: TraceSet, target: str, weights):
+    """lmfit on the step map (``steps``) or on the trajectories (``trajectory``: each
+    trace re-simulated from a fitted start state; right when read noise swamps steps)."""
+    if target == "steps":
+        return model.model().fit(data.dg, params, g=data.g, up=data.up, weights=weights,
+                                 max_nfev=4000)
+    first = ts.states[:, 0]
+    for i, g0 in enumerate(first):
+        params.add(f"start_{i}", float(g0), min=float(g0) - 1.0, max=float(g0) + 1.0)
+
+    n_tr = len(first)
+
+    def residual(pars):
+        v = pars.valuesdict()
+        start = np.array([v[f"start_{i}"] for i in range(n_tr)])
+        return (ts.simulate(model, _model_values(model, v), start) - ts.states)[ts.mask]
+
+    def jacobian(pars):
+        """Forward differences for all varying parameters in one batched simulation."""
+        v = pars.valuesdict()
+        names = [n for n, q in pars.items() if q.vary]
+        h = np.array([1e-7 * max(abs(v[n]), 1e-3) for n in names])
+        batch = {k: np.full((len(names) + 1, 1), v[k], dtype=float) for k in model.param_names}
+        start = np.tile([v[f"start_{i}"] for i in range(n_tr)], (len(names) + 1, 1))
+        for i, n in enumerate(names):
+            if n.startswith("start_"):
+                start[i + 1, int(n[6:])] += h[i]
+            else:
+                batch[n][i + 1, 0] += h[i]
+        sim = ts.simulate(model, batch, start)[:, ts.mask]
+        return ((sim[1:] - sim[0]) / h[:, None]).T
+
+    return lmfit.Minimizer(residual, params).minimize(method="leastsq", Dfun=jacobian,
+                                                      max_nfev=TRAJECTORY_MAX_NFEV)
+
+
+def smooth_start(model, reference: Data) -> lmfit.Parameters:
+    """Starting values for a trajectory fit: the family fitted to a noise-free step map
+    (``reference``, from the soft-bounds trajectory fit). Guesses taken from a step map
+    that is mostly read noise send trajectory fits to poor local minima."""
+    params = model.guess(reference)
+    try:
+        fitted = model.model().fit(reference.dg, params, g=reference.g, up=reference.up,
+                                   max_nfev=2000)
+        return fitted.params
+    except (ValueError, FloatingPointError, np.linalg.LinAlgError):
+        return params
+
+
+def fit_family(name: str, data: Data, ts: TraceSet, cfg: FitConfig,
+               weights: np.ndarray | None = None, target: str = "steps",
+               reference: Data | None = None) -> dict:
+    model = family(name)
+    out = {"family": name, "fit_target": target}
+    params = model.guess(data) if reference is None else smooth_start(model, reference)
+    n_var = sum(p.vary for p in params.values())
+    n_points = int(len(data.g) if target == "steps" else ts.mask.sum())
+    out["n_points"] = n_points
+    if n_points < 2 * n_var + 2:
+        return {**out, "success": False, "flag": f"too few points ({n_points}) for {n_var} parameters",
+                "values": {}, "stderr": {}}
+    try:
+        result = _run_fit(model, params, data, ts, target, weights)
+    except (ValueError, FloatingPointError, np.linalg.LinAlgError) as exc:
+        return {**out, "success": False, "flag": f"fit failed: {exc}", "values": {}, "stderr": {}}
+    values = result.params.valuesdict()
+    p = _model_values(model, values)
+    resid = data.dg - model.step(data.g, data.up, **p)
+    ss_tot = ((data.dg - data.dg.mean()) ** 2).sum()
+    sp = model.symmetry_point(p)
+    lo_r, hi_r = model.state_range(p)
+    row = {
+        **out, "success": bool(result.success), "nfev": int(result.nfev),
+        "chisqr": float(result.chisqr), "redchi": float(result.redchi),
+        "aic": float(result.aic), "bic": float(result.bic),
+        "r2_steps": float(1 - (resid ** 2).sum() / ss_tot) if ss_tot > 0 else float("nan"),
+        "r2_trace": _trajectory_r2(model, p, ts, values if target == "trajectory" else None),
+        "sp_g": sp, "sp_g_err": _sp_uncertainty(model, result) if np.isfinite(sp) else float("nan"),
+        "range_lo_g": float(lo_r), "range_hi_g": float(hi_r),
+        "values": {k: float(v) for k, v in p.items()},
+        "stderr": {k: (float(result.params[k].stderr) if result.params[k].stderr is not None
+                       else float("nan")) for k in p},
+        "resid": resid,
+    }
+    row["flag"] = _flag(result, row, cfg) or _wrong_sign(model, p, lo_r, hi_r, data)
+    return row
+
+
+def _wrong_sign(model, p: dict, lo: float, hi: float, data: Data) -> str:
+    """Up steps must raise and down steps lower the state over the measured range."""
+    a, b = max(lo, float(data.g.min())), min(hi, float(data.g.max()))
+    grid = np.linspace(a, b, 101)
+    up = model.step(grid, np.ones(101, bool), **p)
+    down = model.step(grid, np.zeros(101, bool), **p)
+    tol = 1e-9 * float(np.max(np.abs(np.r_[up, down]))) if len(grid) else 0.0
+    if (up < -tol).any():
+        return f"up steps negative near g = {grid[np.argmax(up < -tol)]:.3f}"
+    if (down > tol).any():
+        return f"down steps positive near g = {grid[np.argmax(down > tol)]:.3f}"
+    return ""
+
+
+def _flag(result, row: dict, cfg: FitConfig) -> str:
+    if not result.success:
+        return f"fit failed: {result.message}"
+    bound = _at_bound(result.params)
+    if bound:
+        return f"parameter {bound} at its bound"
+    if not np.isfinite(row["r2_trace"]) or row["r2_trace"] < cfg.r2_min:
+        return f"trajectory R^2 {row['r2_trace']:.3f} below {cfg.r2_min}"
+    if not np.isfinite(row["sp_g"]) or not row["range_lo_g"] <= row["sp_g"] <= row["range_hi_g"]:
+        return "no symmetry point inside the state range"
+    return ""
+
+
+# --- one series ---------------------------------------------------------------------------
+def noise_model(resid: np.ndarray, pred: np.ndarray) -> tuple[float, float]:
+    """(a^2, b^2) of ``resid_i^2 ~ a^2 pred_i^2 + b^2`` by non-negative least squares."""
+    coef, _ = nnls(np.column_stack([pred ** 2, np.ones_like(pred)]), resid ** 2)
+    return float(coef[0]), float(coef[1])
+
+
+def _noise(resid: np.ndarray, pred: np.ndarray, span: float) -> dict:
+    """c2c and read noise from the residual variance model (module docstring)."""
+    a2, b2 = noise_model(resid, pred)
+    c2c_abs = np.sqrt(max(float(np.mean(resid ** 2)) - b2, 0.0))
+    return {"c2c_rel": float(np.sqrt(a2)), "c2c_abs_s": float(c2c_abs * span),
+            # a read error enters two consecutive steps: b^2 = 2 sigma_read^2
+            "read_noise_s": float(np.sqrt(b2 / 2) * span)}
+
+
+def _read_noise(best: dict, ts: TraceSet, span: float) -> float:
+    """Read-noise dominated series: c2c is not resolvable (reported as NaN); the read
+    noise is the spread of the reads around the fitted trajectories."""
+    return float(np.sqrt(best["chisqr"] / max(best["n_points"] - 1, 1)) * span)
+
+
+def fit_series(s: Series, cfg: FitConfig = FitConfig()) -> dict:
+    """All families on one series; returns rows for the fits/params/devices tables."""
+    key = dict(zip(SERIES_COLUMNS, s.key))
+    base = {**key, "die_x": s.die_x, "die_y": s.die_y, "state_unit": s.state_unit}
+    lo, hi = float(np.min(s.state)), float(np.max(s.state))
+    span = hi - lo
+    energy = energy_per_pulse(s.energy_j if s.energy_j is not None else [np.nan],
+                              s.amplitude, s.state, s.pulse_width_s, s.state_unit, s.area_m2)
+    device = {**base, "n_pulses": int(len(s.state)), "energy_per_pulse_j": energy.energy_j,
+              "energy_source": energy.source, "norm_lo": lo, "norm_span": span}
+    problem = _series_problem(s, span)
+    if problem:
+        return {"fits": [{**base, "family": f, "success": False, "flag": problem} for f in cfg.families],
+                "params": [], "device": {**device, "family": None, "flag": problem}}
+    sm = step_map(s)
+    data = Data(g=(sm.g - lo) / span, dg=sm.dg / span, up=sm.up)
+    ts = TraceSet.build(traces(s), lo, span)
+    weights, target = noise_weights(data)
+    rows = _fit_all(data, ts, cfg, weights, target)
+    fits, params = [], []
+    for r in rows:
+        fits.append({**base, **{k: v for k, v in r.items() if k not in ("values", "stderr", "resid")}})
+        for name, value in r.get("values", {}).items():
+            params.append({**key, "family": r["family"], "param": name, "value": value,
+                           "stderr": r["stderr"].get(name, np.nan)})
+    ok = [r for r in rows if r.get("success") and not r["flag"]]
+    # Ties (soft bounds and NeuroSim are one step map in two parametrisations) go to
+    # the family listed first.
+    order = {f: i for i, f in enumerate(cfg.families)}
+    ranked = sorted(ok, key=lambda r: (round(r[cfg.criterion], 3), order[r["family"]]))
+    for f in fits:
+        f["rank"] = next((i + 1 for i, r in enumerate(ranked) if r["family"] == f["family"]), None)
+        f["chosen"] = f["rank"] == 1
+    if not ranked:
+        reasons = "; ".join(f"{r['family']}: {r['flag']}" for r in rows)
+        return {"fits": fits, "params": params,
+                "device": {**device, "family": None, "flag": f"no acceptable fit ({reasons})"}}
+    best = ranked[0]
+    model = family(best["family"])
+    pred = model.step(data.g, data.up, **best["values"])
+    r_lo, r_hi = best["range_lo_g"], best["range_hi_g"]
+    up_mean = data.dg[data.up].mean() if data.up.any() else np.nan
+    down_mean = data.dg[~data.up].mean() if (~data.up).any() else np.nan
+    sb = next((r for r in rows if r["family"] == "softbounds" and r.get("values")), None)
+    device.update({
+        "family": best["family"], "runner_up": ranked[1]["family"] if len(ranked) > 1 else None,
+        "criterion": cfg.criterion, "delta_criterion": (ranked[1][cfg.criterion] - best[cfg.criterion])
+        if len(ranked) > 1 else np.nan,
+        "r2_trace": best["r2_trace"], "r2_steps": best["r2_steps"],
+        "sp_g": best["sp_g"], "sp_g_err": best["sp_g_err"],
+        "sp_conductance_s": lo + span * best["sp_g"], "sp_conductance_err_s": span * best["sp_g_err"],
+        "sp_norm": (best["sp_g"] - r_lo) / (r_hi - r_lo), "sp_norm_err": best["sp_g_err"] / (r_hi - r_lo),
+        "gmin_s": lo + span * r_lo, "gmax_s": lo + span * r_hi,
+        "dynamic_range": (lo + span * r_hi) / (lo + span * r_lo) if s.state_unit == "S" and lo + span * r_lo > 0
+        else np.nan,
+        "mean_step_up": up_mean * span, "mean_step_down": down_mean * span,
+        "asymmetry": (sb["values"]["k_d"] / sb["values"]["k_p"]) if sb and sb["values"]["k_p"] > 0 else np.nan,
+        "flag": "",
+        **(_noise(best["resid"], pred, span) if target == "steps" else
+           {"c2c_rel": np.nan, "c2c_abs_s": np.nan, "read_noise_s": _read_noise(best, ts, span)}),
+        "fit_target": target,
+    })
+    return {"fits": fits, "params": params, "device": device}
+
+
+def _fit_all(data: Data, ts: TraceSet, cfg: FitConfig, weights, target: str) -> list[dict]:
+    if target == "steps":
+        return [fit_family(f, data, ts, cfg, weights, target) for f in cfg.families]
+    # Trajectory fits start from the soft-bounds trajectory fit's smooth step map.
+    first = fit_family("softbounds", data, ts, cfg, weights, target)
+    grid = np.linspace(data.g.min(), data.g.max(), 64)
+    ref = None
+    if first.get("values"):
+        both = np.r_[grid, grid]
+        up = np.r_[np.ones(64, bool), np.zeros(64, bool)]
+        ref = Data(both, family("softbounds").step(both, up, **first["values"]), up)
+    rows = {"softbounds": first}
+    for f in cfg.families:
+        if f not in rows:
+            rows[f] = fit_family(f, data, ts, cfg, weights, target, reference=ref)
+    return [rows[f] for f in cfg.families]
+
+
+def _series_problem(s: Series, span: float) -> str | None:
+    if len(s.state) < 10:
+        return f"too few pulses ({len(s.state)})"
+    if not np.isfinite(span) or span <= 0:
+        return "constant state: no steps to fit"
+    try:
+        check_protocol(s)
+    except InputError as exc:  # a protocol we cannot fit: flagged, not raised
+        return exc.message
+    sm = step_map(s)
+    if sm.up.any() and sm.dg[sm.up].mean() <= 0:
+        return "steps of the wrong sign: up pulses lower the state on average"
+    if (~sm.up).any() and sm.dg[~sm.up].mean() >= 0:
+        return "steps of the wrong sign: down pulses raise the state on average"
+    return None
+
+
+# --- many series ------------------------------------------------------------------------
+def _fit_many(series: list[Series], cfg: FitConfig) -> list[dict]:
+    return [fit_series(s, cfg) for s in series]
+
+
+def fit_frame(df: pd.DataFrame, cfg: FitConfig = FitConfig(), progress=None) -> FitResult:
+    """Fit every device series in canonical rows ``df``."""
+    series = series_from_frame(df)
+    workers = cfg.workers or os.cpu_count() or 1
+    chunks = [series[i:i + 8] for i in range(0, len(series), 8)]
+    results: list[dict] = []
+    if workers == 1 or len(chunks) <= 1:
+        for i, chunk in enumerate(chunks):
+            results += _fit_many(chunk, cfg)
+            if progress:
+                progress(min((i + 1) * 8, len(series)), len(series))
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for i, out in enumerate(pool.map(_fit_many, chunks, [cfg] * len(chunks))):
+                results += out
+                if progress:
+                    progress(min((i + 1) * 8, len(series)), len(series))
+    fits = pd.DataFrame([f for r in results for f in r["fits"]])
+    params = pd.DataFrame([p for r in results for p in r["params"]],
+                          columns=[*SERIES_COLUMNS, "family", "param", "value", "stderr"])
+    devices = pd.DataFrame([r["device"] for r in results])
+    return FitResult(fits=fits, params=params, devices=devices,
+                     population=population(devices, params), traces=fit_traces(series))
+
+
+def population(devices: pd.DataFrame, params: pd.DataFrame) -> pd.DataFrame:
+    """Median and robust spread of each parameter per (wafer, pulse width)."""
+    rows = []
+    for (wafer, pw), devs in devices.groupby(["wafer", "pulse_width_s"], sort=True):
+        good = devs[devs["family"].notna()]
+        failed = int(len(devs) - len(good))
+        fam = good["family"].mode().iloc[0] if len(good) else None
+        base = {"wafer": wafer, "pulse_width_s": pw, "family": fam, "n_devices": int(len(devs)),
+                "n_failed": failed}
+        if fam is None:
+            rows.append({**base, "param": None})
+            continue
+        keys = set(map(tuple, good[["die", "device"]].to_numpy()))
+        p = params[(params.wafer == wafer) & (params.pulse_width_s == pw) & (params.family == fam)]
+        p = p[[k in keys for k in zip(p.die, p.device)]]
+        extra = good[["sp_g", "sp_norm", "sp_conductance_s", "c2c_rel", "c2c_abs_s", "read_noise_s",
+                      "energy_per_pulse_j", "gmin_s", "gmax_s", "norm_lo", "norm_span"]]
+        series = {name: grp["value"].to_numpy() for name, grp in p.groupby("param")}
+        series.update({c: extra[c].to_numpy(float) for c in extra.columns})
+        for name, values in series.items():
+            v = values[np.isfinite(values)]
+            med = float(np.median(v)) if len(v) else np.nan
+            spread = float(1.4826 * np.median(np.abs(v - med))) if len(v) else np.nan
+            rows.append({**base, "param": name, "median": med, "spread": spread,
+                         "rel_spread": spread / abs(med) if med else np.nan, "n": int(len(v))})
+    return pd.DataFrame(rows)
+
+
+# --- trace-level soft-bounds fits (vectorised) -----------------------------------------
+def fit_traces(series: list[Series]) -> pd.DataFrame:
+    """Soft-bounds fit of every trace: ``dg = k (b - g)`` per (cycle, direction) run.
+
+    The model is linear in (slope = -k, intercept = k b), so the least-squares solution
+    is closed form; all traces are solved at once with segment sums. Standard errors come
+    from the regression covariance, propagated to (k, b). ``bench/fit.py`` checks that
+    lmfit from generic starting values converges to the same parameters.
+    """
+    rows, gs, dgs, ids = [], [], [], []
+    for s in series:
+        lo, span = float(np.min(s.state)), float(np.ptp(s.state)) or 1.0
+        for t in traces(s):
+            states = t.states if np.isnan(t.state_before) else np.r_[t.state_before, t.states]
+            if len(states) < 4:
+                continue
+            g = (states - lo) / span
+            rows.append({**dict(zip(SERIES_COLUMNS, s.key)), "cycle": t.cycle,
+                         "direction": "up" if t.up else "down", "norm_lo": lo, "norm_span": span})
+            gs.append(g[:-1])
+            dgs.append(np.diff(g))
+            ids.append(np.full(len(g) - 1, len(rows) - 1))
+    if not rows:
+        return pd.DataFrame()
+    out = pd.DataFrame(rows)
+    k, b, k_err, b_err, n, r2 = solve_linear_steps(np.concatenate(gs), np.concatenate(dgs),
+                                                   np.concatenate(ids), len(rows))
+    out["k"], out["b"], out["k_err"], out["b_err"], out["n_steps"], out["r2_steps"] = k, b, k_err, b_err, n, r2
+    return out
+
+
+def solve_linear_steps(g, dg, ids, n_groups):
+    """Per group, least squares of ``dg = k (b - g)``; returns k, b, their errors, n, R^2."""
+    n = np.bincount(ids, minlength=n_groups).astype(float)
+    sx = np.bincount(ids, g, n_groups)
+    sy = np.bincount(ids, dg, n_groups)
+    sxx = np.bincount(ids, g * g, n_groups)
+    sxy = np.bincount(ids, g * dg, n_groups)
+    syy = np.bincount(ids, dg * dg, n_groups)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sxx_c = sxx - sx * sx / n
+        syy_c = syy - sy * sy / n
+        slope = (sxy - sx * sy / n) / sxx_c
+        icpt = (sy - slope * sx) / n
+        rss = np.maximum(syy_c - slope * (sxy - sx * sy / n), 0.0)
+        s2 = rss / (n - 2)
+        var_slope = s2 / sxx_c
+        xbar = sx / n
+        var_icpt = s2 * (1 / n + xbar ** 2 / sxx_c)
+        cov = -xbar * var_slope
+        k = -slope
+        b = icpt / k
+        # b = -icpt/slope: gradient (db/dslope, db/dicpt) = (icpt/slope^2, -1/slope)
+        db_ds, db_di = icpt / slope ** 2, -1 / slope
+        b_var = db_ds ** 2 * var_slope + db_di ** 2 * var_icpt + 2 * db_ds * db_di * cov
+        r2 = 1 - rss / syy_c
+    return k, b, np.sqrt(var_slope), np.sqrt(b_var), n.astype(int), r2
