@@ -155,24 +155,97 @@ def run_fit(settings: Settings, wafer: str, pulse_width: float | None, workers: 
 
 
 def cmd_fit(args) -> int:
+    from .publish import register_fit
+    from .registry import Registry
+    from .store import MeasurementStore
+
     settings = _settings(args)
     result = run_fit(settings, args.wafer, args.pulse_width, args.workers, args.quiet or args.json)
-    out = Path(args.out) if args.out else settings.registry / "fits" / args.wafer
-    result.save(out)
+    if args.out:
+        result.save(Path(args.out))
+    registered = register_fit(Registry(settings.registry), result,
+                              store=MeasurementStore(settings.store), stack=args.stack)
     flagged = int(result.devices["family"].isna().sum())
-    machine = {"wafer": args.wafer, "saved_to": str(out), "devices": len(result.devices),
-               "flagged": flagged,
+    refs = [f"{r.ref} ({'new' if r.created else 'unchanged'})" for r in registered]
+    machine = {"wafer": args.wafer, "devices": len(result.devices), "flagged": flagged,
+               "registered": [{"ref": str(r.ref), "created": r.created,
+                               "pulse_width_s": r.pulse_width_s} for r in registered],
                "by_pulse_width": result.population.to_dict(orient="records")}
-    _out(args, fit_table(result) + f"\nresults: {out}", machine)
+    _out(args, fit_table(result) + "\nregistered: " + ", ".join(refs), machine)
     return EXIT_PARTIAL if flagged else EXIT_OK
+
+
+# --- models ---------------------------------------------------------------------
+def _table(df) -> str:
+    import pandas as pd
+
+    if df.empty:
+        return "(none)"
+    with pd.option_context("display.width", 200, "display.max_columns", 30,
+                           "display.float_format", "{:.4g}".format):
+        return df.to_string(index=False)
+
+
+def cmd_models(args) -> int:
+    from .registry import Ref, Registry
+
+    reg = Registry(_settings(args).registry)
+    action = args.action
+    if action == "list":
+        df = reg.list()
+        _out(args, _table(df), df.to_dict(orient="records"))
+    elif action == "show":
+        info = reg.get(args.ref)
+        version = reg.load(info["ref"])
+        pop = version.population[["param", "median", "spread", "rel_spread", "n"]]
+        human = "\n".join(f"{k}: {v}" for k, v in info.items()) + "\n\npopulation:\n" + _table(pop)
+        _out(args, human, {**info, "population": pop.to_dict(orient="records")})
+    elif action == "history":
+        df = reg.history(Ref.parse(args.ref).name)
+        _out(args, _table(df), df.to_dict(orient="records"))
+    elif action == "search":
+        df = reg.search(wafer=args.wafer, pulse_width_min=args.pulse_width_min,
+                        pulse_width_max=args.pulse_width_max, tags=tuple(args.tag or ()),
+                        family=args.family, min_r2=args.min_r2, max_failed=args.max_failed,
+                        latest_only=not args.all_versions)
+        _out(args, _table(df), df.to_dict(orient="records"))
+    elif action == "alias":
+        if args.remove:
+            reg.remove_alias(Ref.parse(args.ref).name, args.name)
+            _out(args, f"removed alias {Ref.parse(args.ref).name}@{args.name}", {"removed": args.name})
+        else:
+            target = reg.set_alias(args.ref, args.name)
+            _out(args, f"{target.name}@{args.name} -> {target}", {"alias": args.name, "ref": str(target)})
+    elif action == "tag":
+        reg.add_tag(args.ref, args.name)
+        _out(args, f"tagged {reg.resolve(args.ref)} with {args.name}", {"tag": args.name})
+    elif action == "lineage":
+        lin = reg.lineage(args.ref)
+        human = (f"{lin['ref']}\n  fit config {lin['fit_config_hash']}, code {lin['code_version']}\n"
+                 f"  raw files ({len(lin['raw_files'])}):\n"
+                 + "\n".join(f"    {r['file_name']}  {r['sha256']}" for r in lin["raw_files"])
+                 + f"\n  simulation runs ({len(lin['runs'])}):\n"
+                 + "\n".join(f"    {r['run_id']}  {r['kind']}  {r['path']}" for r in lin["runs"]))
+        _out(args, human, lin)
+    return EXIT_OK
 
 
 # --- demo ---------------------------------------------------------------------
 def cmd_demo(args) -> int:
+    from .publish import register_fit
+    from .registry import Registry
+    from .store import MeasurementStore
+
     settings = _settings(args)
     t0 = time.monotonic()
     report = run_ingest(settings, [settings.sample], incoming=False, quiet=args.quiet)
     print(f"[demo] ingest: {report.summary()} ({time.monotonic() - t0:.1f}s)")
+    t0 = time.monotonic()
+    result = run_fit(settings, "W01", None, quiet=args.quiet)
+    registered = register_fit(Registry(settings.registry), result, store=MeasurementStore(settings.store))
+    print(fit_table(result))
+    print(f"[demo] fit + register: {', '.join(str(r.ref) for r in registered)} "
+          f"({time.monotonic() - t0:.1f}s)")
     return EXIT_PARTIAL if report.count("quarantined") else EXIT_OK
 
 
@@ -244,8 +317,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wafer", required=True)
     p.add_argument("--pulse-width", type=float, help="only this pulse width (seconds)")
     p.add_argument("--workers", type=int, default=0, help="processes (default: one per core)")
-    p.add_argument("--out", help="folder for the result tables (parquet)")
+    p.add_argument("--out", help="also save the full fit tables (parquet) to this folder")
+    p.add_argument("--stack", default="hzo", help="material/stack part of model names (default hzo)")
     p.set_defaults(func=cmd_fit)
+
+    p = sub.add_parser("models", help="the device-model registry", formatter_class=fmt,
+                       epilog="REF is NAME, NAME@3 or NAME@ALIAS. examples:\n"
+                              "  ferroflow models list\n  ferroflow models show hzo-W01-20ns\n"
+                              "  ferroflow models search --wafer W01 --pulse-width-max 1e-6\n"
+                              "  ferroflow models alias hzo-W01-20ns@1 production\n"
+                              "  ferroflow models lineage hzo-W01-20ns@production")
+    models = p.add_subparsers(dest="action", required=True)
+    for action, helptext in (("list", "latest version of every model"),
+                             ("show", "one version: index row and population"),
+                             ("history", "every version of a name"),
+                             ("search", "versions matching criteria"),
+                             ("alias", "point an alias at a version (or --remove it)"),
+                             ("tag", "add a tag to a version"),
+                             ("lineage", "raw files upstream, simulation runs downstream")):
+        q = models.add_parser(action, help=helptext)
+        _common(q)
+        q.set_defaults(func=cmd_models)
+        if action in ("show", "history", "alias", "tag", "lineage"):
+            q.add_argument("ref", help="NAME, NAME@VERSION or NAME@ALIAS")
+        if action in ("alias", "tag"):
+            q.add_argument("name", help="alias or tag")
+        if action == "alias":
+            q.add_argument("--remove", action="store_true")
+        if action == "search":
+            q.add_argument("--wafer")
+            q.add_argument("--pulse-width-min", type=float)
+            q.add_argument("--pulse-width-max", type=float)
+            q.add_argument("--tag", action="append")
+            q.add_argument("--family")
+            q.add_argument("--min-r2", type=float)
+            q.add_argument("--max-failed", type=int)
+            q.add_argument("--all-versions", action="store_true")
     return parser
 
 
@@ -254,6 +361,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
+    except KeyError as exc:
+        if args.debug:
+            raise
+        print(f"ferroflow {args.command}: error: {exc.args[0]}", file=sys.stderr)
+        return EXIT_ERROR
     except (InputError, FileNotFoundError, ValueError) as exc:
         if args.debug:
             raise

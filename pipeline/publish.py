@@ -1,0 +1,86 @@
+"""Turn a fit result into registered device-model versions (one per wafer and pulse width)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from .devices import family as get_family
+from .fitting import SERIES_COLUMNS, FitConfig, FitResult
+from .registry import Ref, Registry, model_name
+from .store import MeasurementStore
+
+DEFAULT_STACK = "hzo"
+_DEVICE_COLUMNS = ["die_x", "die_y", "state_unit", "family", "c2c_rel", "c2c_abs_s",
+                   "read_noise_s", "energy_per_pulse_j", "energy_source", "norm_lo", "norm_span",
+                   "fit_target"]
+_FIT_COLUMNS = ["n_points", "chisqr", "redchi", "aic", "bic", "r2_steps", "r2_trace", "sp_g",
+                "sp_g_err", "range_lo_g", "range_hi_g", "flag"]
+
+
+@dataclass(frozen=True)
+class Registered:
+    ref: Ref
+    created: bool
+    wafer: str
+    pulse_width_s: float
+
+
+def version_tables(result: FitResult, wafer: str, pulse_width_s: float):
+    """(devices, population, meta) of one wafer and pulse width, in the registry's format."""
+    devs = result.devices[(result.devices.wafer == wafer) & (result.devices.pulse_width_s == pulse_width_s)]
+    pop = result.population[(result.population.wafer == wafer)
+                            & (result.population.pulse_width_s == pulse_width_s)]
+    fam = pop["family"].iloc[0] if len(pop) else None
+    if fam is None or pd.isna(fam):
+        return None
+    key = SERIES_COLUMNS
+    fits = result.fits[(result.fits.family == fam)][key + _FIT_COLUMNS]
+    params = result.params[result.params.family == fam]
+    values = params.pivot_table(index=key, columns="param", values="value").add_prefix("p_")
+    errors = params.pivot_table(index=key, columns="param", values="stderr").add_prefix("e_")
+    rows = (devs[key + _DEVICE_COLUMNS].rename(columns={"family": "chosen_family"})
+            .merge(fits, on=key).merge(values.reset_index(), on=key).merge(errors.reset_index(), on=key))
+    ok = rows["chosen_family"].notna() & (rows["flag"] == "")
+    rows = rows[ok].reset_index(drop=True)
+    span = rows["range_hi_g"] - rows["range_lo_g"]
+    rows["sp_norm"] = (rows["sp_g"] - rows["range_lo_g"]) / span
+    rows["sp_norm_err"] = rows["sp_g_err"] / span
+    rows["sp_state"] = rows["norm_lo"] + rows["norm_span"] * rows["sp_g"]
+    rows["gmin_state"] = rows["norm_lo"] + rows["norm_span"] * rows["range_lo_g"]
+    rows["gmax_state"] = rows["norm_lo"] + rows["norm_span"] * rows["range_hi_g"]
+    state_unit = str(devs["state_unit"].iloc[0])
+    energy = rows["energy_per_pulse_j"]
+    meta = {
+        "wafer": wafer, "pulse_width_s": float(pulse_width_s), "family": fam,
+        "equation": get_family(fam).equation, "state_unit": state_unit,
+        "n_devices": int(len(devs)), "n_failed": int(len(devs) - len(rows)),
+        "sp_norm_median": float(rows["sp_norm"].median()) if len(rows) else None,
+        "r2_median": float(rows["r2_trace"].median()) if len(rows) else None,
+        "energy_per_pulse_j": float(energy.median()) if energy.notna().any() else None,
+        "energy_source": str(rows["energy_source"].mode().iloc[0]) if len(rows) else None,
+        "units": "parameters p_* are in normalised state g; state = norm_lo + norm_span * g",
+    }
+    return rows, pop.drop(columns=["wafer", "pulse_width_s"]).reset_index(drop=True), meta
+
+
+def register_fit(registry: Registry, result: FitResult, *, store: MeasurementStore | None = None,
+                 stack: str = DEFAULT_STACK, config: FitConfig = FitConfig(),
+                 tags: tuple[str, ...] = ()) -> list[Registered]:
+    """Register every (wafer, pulse width) of ``result``; identical content is not duplicated."""
+    out = []
+    for (wafer, pw), _ in result.devices.groupby(["wafer", "pulse_width_s"], sort=True):
+        tables = version_tables(result, wafer, pw)
+        if tables is None:
+            continue
+        devices, population, meta = tables
+        meta = {**meta, "stack": stack, "fit_config_hash": config.hash()}
+        raw = store.source_files(wafer, pw) if store is not None else None
+        ref, created = registry.register(model_name(stack, wafer, pw), devices, population, meta,
+                                         raw_files=raw, tags=tags)
+        out.append(Registered(ref, created, wafer, float(pw)))
+    return out
+
+
+__all__ = ["register_fit", "version_tables", "Registered", "DEFAULT_STACK"]
