@@ -230,6 +230,69 @@ def cmd_models(args) -> int:
     return EXIT_OK
 
 
+# --- simulate -------------------------------------------------------------------
+def _variants(args):
+    algos = args.algorithm or ["fp", "analog-sgd", "mixed-precision"]
+    out = []
+    for a in algos:
+        if a == "fp":
+            out.append(("fp", False))
+            continue
+        if args.shift_symmetry_point in ("off", "both"):
+            out.append((a, False))
+        if args.shift_symmetry_point in ("on", "both"):
+            out.append((a, True))
+    return tuple(dict.fromkeys(out))
+
+
+def run_simulation(settings: Settings, refs: list[str], variants, seeds, cfg, data_path=None,
+                   quiet=False):
+    from .registry import Registry
+    from .simulation import plan, run_sweep, summarize, sweep_table
+
+    reg = Registry(settings.registry)
+    sweep = plan(reg, refs, variants, seeds, cfg, dataset=str(data_path) if data_path else "digits")
+    say = (lambda line: None) if quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+    epochs = run_sweep(reg, sweep, progress=say)
+    summary = summarize(epochs)
+    return epochs, summary, sweep_table(summary)
+
+
+def sim_table(table) -> str:
+    lines = [f"{'pulse':>9}  {'algorithm':<26}{'seeds':>5}{'test acc':>15}{'epochs->target':>15}"
+             f"{'pulses/epoch':>14}{'E/pulse':>10}{'energy':>12}"]
+    for r in table.itertuples():
+        pw = _fmt_width(r.pulse_width_s) if r.pulse_width_s == r.pulse_width_s else "-"
+        ept = f"{r.epochs_to_target:.1f} ({r.reached}/{r.seeds})" if r.reached else f"never (0/{r.seeds})"
+        lines.append(f"{pw:>9}  {r.label:<26}{r.seeds:>5}{r.acc_mean:>9.3f}±{(r.acc_sd if r.acc_sd == r.acc_sd else 0):.3f}"
+                     f"{ept:>15}{r.pulses_per_epoch:>14.3g}{r.energy_per_pulse_j * 1e12:>8.3g}pJ"
+                     f"{r.energy_j * 1e6:>10.3g}uJ")
+    return "\n".join(lines)
+
+
+def cmd_simulate(args) -> int:
+    from .registry import Registry
+    from .simulation import TrainConfig
+
+    settings = _settings(args)
+    if args.wafer:
+        found = Registry(settings.registry).search(wafer=args.wafer)
+        refs = [f"{r.name}@{r.version}" for r in found.itertuples()]
+        if not refs:
+            raise InputError(f"no registered models for wafer {args.wafer!r} (run ferroflow fit)")
+    elif args.refs:
+        refs = args.refs
+    else:
+        raise InputError("give model refs (NAME, NAME@3, NAME@alias) or --wafer for a sweep")
+    cfg = TrainConfig(hidden=tuple(args.hidden), epochs=args.epochs, lr=args.lr,
+                      target_accuracy=args.target, activation=args.activation)
+    epochs, summary, table = run_simulation(settings, refs, _variants(args), tuple(range(args.seeds)),
+                                            cfg, args.mnist, quiet=args.quiet or args.json)
+    _out(args, sim_table(table), {"runs": summary.to_dict(orient="records"),
+                                  "table": table.to_dict(orient="records")})
+    return EXIT_OK
+
+
 # --- demo ---------------------------------------------------------------------
 def cmd_demo(args) -> int:
     from .publish import register_fit
@@ -245,6 +308,15 @@ def cmd_demo(args) -> int:
     registered = register_fit(Registry(settings.registry), result, store=MeasurementStore(settings.store))
     print(fit_table(result))
     print(f"[demo] fit + register: {', '.join(str(r.ref) for r in registered)} "
+          f"({time.monotonic() - t0:.1f}s)")
+    from .simulation import DEFAULT_VARIANTS, TrainConfig
+
+    t0 = time.monotonic()
+    refs = [str(r.ref) for r in registered]
+    _, _, table = run_simulation(settings, refs, DEFAULT_VARIANTS, (0,), TrainConfig(epochs=args.epochs),
+                                 quiet=args.quiet)
+    print(sim_table(table))
+    print(f"[demo] simulate: {len(table)} configurations, {args.epochs} epochs "
           f"({time.monotonic() - t0:.1f}s)")
     return EXIT_PARTIAL if report.count("quarantined") else EXIT_OK
 
@@ -271,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="run the whole pipeline on the shipped sample wafer",
                        formatter_class=fmt, epilog="example:\n  ferroflow demo")
     _common(p)
+    p.add_argument("--epochs", type=int, default=5, help="training epochs per run (default 5)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("generate", help="write a synthetic wafer of raw files",
@@ -320,6 +393,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="also save the full fit tables (parquet) to this folder")
     p.add_argument("--stack", default="hzo", help="material/stack part of model names (default hzo)")
     p.set_defaults(func=cmd_fit)
+
+    p = sub.add_parser("simulate", help="hardware-aware training on registered device models",
+                       formatter_class=fmt,
+                       epilog="examples:\n  ferroflow simulate hzo-W01-20ns --algorithm analog-sgd "
+                              "--shift-symmetry-point on --epochs 10\n"
+                              "  ferroflow simulate --wafer W01 --seeds 3   # sweep every pulse width")
+    _common(p)
+    p.add_argument("refs", nargs="*", help="model refs: NAME, NAME@3 or NAME@alias")
+    p.add_argument("--wafer", help="sweep the latest models of every pulse width of this wafer")
+    p.add_argument("--algorithm", action="append", choices=["fp", "analog-sgd", "mixed-precision"],
+                   help="repeatable; default: all three")
+    p.add_argument("--shift-symmetry-point", nargs="?", const="on", default="both",
+                   choices=["on", "off", "both"],
+                   help="analog runs with the reference at each device's symmetry point "
+                        "(on), at mid-range (off), or both (default)")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--seeds", type=int, default=1, help="seeds 0..K-1 (default 1)")
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--hidden", type=int, nargs="+", default=[32], help="hidden layer sizes")
+    p.add_argument("--activation", default="sigmoid", choices=["sigmoid", "relu", "tanh"])
+    p.add_argument("--target", type=float, default=0.9, help="test accuracy counted as converged")
+    p.add_argument("--mnist", help="MNIST folder of IDX files or .npz (default: sklearn digits)")
+    p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("models", help="the device-model registry", formatter_class=fmt,
                        epilog="REF is NAME, NAME@3 or NAME@ALIAS. examples:\n"

@@ -14,6 +14,7 @@ import lmfit
 import numpy as np
 
 from .base import Data, DeviceModel
+from .xp import ops_for
 from .softbounds import SoftBounds
 
 
@@ -23,10 +24,11 @@ class Beta(DeviceModel):
     param_names = ("A_p", "alpha_p", "beta_p", "A_d", "alpha_d", "beta_d", "g_min", "g_max")
 
     def step(self, g, up, A_p, alpha_p, beta_p, A_d, alpha_d, beta_d, g_min, g_max):
-        w = np.clip((g - g_min) / (g_max - g_min), 1e-6, 1 - 1e-6)
+        xp = ops_for(g)
+        w = xp.clip((g - g_min) / (g_max - g_min), 1e-6, 1 - 1e-6)
         upstep = A_p * w ** (alpha_p - 1) * (1 - w) ** (beta_p - 1)
         down = -A_d * w ** (alpha_d - 1) * (1 - w) ** (beta_d - 1)
-        return np.where(up, upstep, down)
+        return xp.where(up, upstep, down)
 
     def guess(self, data: Data) -> lmfit.Parameters:
         sb = SoftBounds().guess(data)

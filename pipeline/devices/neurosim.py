@@ -21,13 +21,14 @@ import lmfit
 import numpy as np
 
 from .base import Data, DeviceModel
+from .xp import NP, ops_for
 from .softbounds import SoftBounds, geometric_run
 
 P_MAX = 100
 
 
-def _b(a, span, pmax=P_MAX):
-    return span / (1 - np.exp(-pmax / a))
+def _b(xp, a, span, pmax=P_MAX):
+    return span / (1 - xp.exp(-pmax / a))
 
 
 class NeuroSim(DeviceModel):
@@ -35,14 +36,15 @@ class NeuroSim(DeviceModel):
     equation = "G(P) = B (1 - exp(-P/A)) + Gmin; B = (Gmax - Gmin) / (1 - exp(-Pmax/A))"
     param_names = ("A_p", "A_d", "Gmin", "Gmax")
 
-    def _pieces(self, A_p, A_d, Gmin, Gmax):
+    def _pieces(self, A_p, A_d, Gmin, Gmax, xp=NP):  # noqa: N803
         span = Gmax - Gmin
-        kp, kd = 1 - np.exp(-1 / A_p), 1 - np.exp(-1 / A_d)
-        return kp, kd, Gmin + _b(A_p, span), Gmax - _b(A_d, span)
+        kp, kd = 1 - xp.exp(-1 / A_p), 1 - xp.exp(-1 / A_d)
+        return kp, kd, Gmin + _b(xp, A_p, span), Gmax - _b(xp, A_d, span)
 
     def step(self, g, up, A_p, A_d, Gmin, Gmax):
-        kp, kd, hi, lo = self._pieces(A_p, A_d, Gmin, Gmax)
-        return np.where(up, kp * (hi - g), -kd * (g - lo))
+        xp = ops_for(g)
+        kp, kd, hi, lo = self._pieces(A_p, A_d, Gmin, Gmax, xp)
+        return xp.where(up, kp * (hi - g), -kd * (g - lo))
 
     def guess(self, data: Data) -> lmfit.Parameters:
         sb = SoftBounds().guess(data)
@@ -66,8 +68,9 @@ class NeuroSim(DeviceModel):
         return p
 
     def state_range(self, p):
-        _, _, hi, lo = self._pieces(p["A_p"], p["A_d"], p["Gmin"], p["Gmax"])
-        return min(lo, hi), max(lo, hi)
+        xp = ops_for(p["A_p"])
+        _, _, hi, lo = self._pieces(p["A_p"], p["A_d"], p["Gmin"], p["Gmax"], xp)
+        return xp.minimum(lo, hi), xp.maximum(lo, hi)
 
     def symmetry_point(self, p):
         kp, kd, hi, lo = self._pieces(p["A_p"], p["A_d"], p["Gmin"], p["Gmax"])
@@ -77,6 +80,10 @@ class NeuroSim(DeviceModel):
         kp, kd, hi, lo = self._pieces(p["A_p"], p["A_d"], p["Gmin"], p["Gmax"])
         k, b = (kp, hi) if up else (kd, lo)
         return b - (b - g0) * (1 - k) ** np.arange(1, n + 1)
+
+    def geometric(self, p):
+        kp, kd, hi, lo = self._pieces(p["A_p"], p["A_d"], p["Gmin"], p["Gmax"], ops_for(p["A_p"]))
+        return kp, kd, hi, lo
 
     def run(self, p, start, up, length):
         kp, kd, hi, lo = self._pieces(p["A_p"], p["A_d"], p["Gmin"], p["Gmax"])

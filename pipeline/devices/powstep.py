@@ -13,6 +13,7 @@ import lmfit
 import numpy as np
 
 from .base import Data, DeviceModel
+from .xp import ops_for
 from .softbounds import SoftBounds
 
 
@@ -22,8 +23,9 @@ class PowStep(DeviceModel):
     param_names = ("a_p", "a_d", "gamma_p", "gamma_d", "b_hi", "b_lo")
 
     def step(self, g, up, a_p, a_d, gamma_p, gamma_d, b_hi, b_lo):
-        w = np.clip((b_hi - g) / (b_hi - b_lo), 0.0, 1.0)
-        return np.where(up, a_p * w ** gamma_p, -a_d * (1 - w) ** gamma_d)
+        xp = ops_for(g)
+        w = xp.clip((b_hi - g) / (b_hi - b_lo), 0.0, 1.0)
+        return xp.where(up, a_p * w ** gamma_p, -a_d * (1 - w) ** gamma_d)
 
     def guess(self, data: Data) -> lmfit.Parameters:
         sb = SoftBounds().guess(data)

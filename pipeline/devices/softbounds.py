@@ -18,6 +18,7 @@ import lmfit
 import numpy as np
 
 from .base import Data, DeviceModel
+from .xp import ops_for
 
 
 def line_fit(g: np.ndarray, dg: np.ndarray) -> tuple[float, float]:
@@ -34,7 +35,7 @@ class SoftBounds(DeviceModel):
     param_names = ("k_p", "k_d", "b_hi", "b_lo")
 
     def step(self, g, up, k_p, k_d, b_hi, b_lo):
-        return np.where(up, k_p * (b_hi - g), -k_d * (g - b_lo))
+        return ops_for(g).where(up, k_p * (b_hi - g), -k_d * (g - b_lo))
 
     def guess(self, data: Data) -> lmfit.Parameters:
         p = lmfit.Parameters()
@@ -52,7 +53,8 @@ class SoftBounds(DeviceModel):
         return p
 
     def state_range(self, p):
-        return min(p["b_lo"], p["b_hi"]), max(p["b_lo"], p["b_hi"])
+        xp = ops_for(p["b_lo"])
+        return xp.minimum(p["b_lo"], p["b_hi"]), xp.maximum(p["b_lo"], p["b_hi"])
 
     def symmetry_point(self, p):
         kp, kd = p["k_p"], p["k_d"]
@@ -61,6 +63,9 @@ class SoftBounds(DeviceModel):
     def response(self, p, g0, n, up):
         k, b = (p["k_p"], p["b_hi"]) if up else (p["k_d"], p["b_lo"])
         return b - (b - g0) * (1 - k) ** np.arange(1, n + 1)
+
+    def geometric(self, p):
+        return p["k_p"], p["k_d"], p["b_hi"], p["b_lo"]
 
     def run(self, p, start, up, length):
         return geometric_run(p["k_p"], p["k_d"], p["b_hi"], p["b_lo"], start, up, length)

@@ -1,0 +1,9 @@
+"""Hardware-aware training simulation on registered device models (torch)."""
+
+from .datasets import Dataset, load_dataset
+from .devices import DeviceLayer, DeviceSpec
+from .sweep import DEFAULT_VARIANTS, plan, run_sweep, summarize, sweep_table
+from .training import ALGORITHMS, RunSpec, TrainConfig, train
+
+__all__ = ["Dataset", "load_dataset", "DeviceLayer", "DeviceSpec", "DEFAULT_VARIANTS", "plan",
+           "run_sweep", "summarize", "sweep_table", "ALGORITHMS", "RunSpec", "TrainConfig", "train"]

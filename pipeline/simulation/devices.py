@@ -1,0 +1,197 @@
+"""Crossbar layers of simulated devices, batched over runs (torch).
+
+Every weight is one device following a registered model (DOMAIN.md sections 3-4):
+
+    w = gain * (g - g_ref)
+
+``g`` is the device state in the model's normalised units, ``g_ref`` a fixed reference:
+mid-range by default (the middle of the population's state range), or the device's own
+symmetry point when symmetry-point shifting is on (Kim et al. 2019; aihwkit
+``SoftBoundsReferenceDevice(subtract_symmetry_point=True)``). ``gain`` maps the
+population's state range onto weights in [-1, 1].
+
+A pulse moves ``g`` by the model's expected step at the current state, times
+``1 + c2c * xi`` (multiplicative cycle-to-cycle noise, the fitted ``c2c_rel``), clipped
+to the device's state range (hard bounds). When one update fires n > 1 pulses on a
+device of a soft-bounds-type family (soft bounds, NeuroSim: steps ``k (b - g)``), the n
+pulses are applied in closed form: the distance to the bound shrinks by
+``(1 - k)^n`` exactly in the mean, and the n noise factors combine into one lognormal
+factor ``exp(-k c2c sqrt(n) xi / (1 - k))``, which equals the pulse-by-pulse product to
+first order in ``k c2c``. Other families step pulse by pulse. Device-to-device variation: every parameter
+of every device is drawn from the registered population, lognormally around the median
+for parameters that are positive in every fitted device (relative spread
+``spread / median``), normally otherwise. Tensors carry a leading run dimension R so
+that runs with different models and seeds advance together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..devices import DeviceModel, family
+from ..registry import ModelVersion
+
+DTYPE = torch.float32  # states, weights and noise; float64 buys nothing at these step sizes
+SP_ITERATIONS = 48  # bisection steps for the symmetry point of every device
+
+
+@dataclass
+class DeviceSpec:
+    """What one run needs from a registered model version."""
+
+    family: str
+    median: dict[str, float]
+    spread: dict[str, float]
+    positive: dict[str, bool]
+    c2c: float
+    energy_per_pulse_j: float
+    ref: str
+    pulse_width_s: float = float("nan")
+
+    @classmethod
+    def from_version(cls, v: ModelVersion) -> "DeviceSpec":
+        model = family(v.family)
+        params = v.params()
+        median, spread, positive = {}, {}, {}
+        for name in model.param_names:
+            values = params[name].to_numpy(float) if name in params else np.array([np.nan])
+            median[name] = v.population_value(name, "median")
+            spread[name] = v.population_value(name, "spread")
+            if not np.isfinite(median[name]):
+                median[name] = float(np.nanmedian(values))
+            if not np.isfinite(spread[name]):
+                spread[name] = 0.0
+            positive[name] = bool(np.all(values > 0))
+        c2c = v.population_value("c2c_rel")
+        return cls(v.family, median, spread, positive, float(c2c) if np.isfinite(c2c) else 0.0,
+                   v.energy_per_pulse_j, v.ref, v.pulse_width_s)
+
+
+def sample_params(spec: DeviceSpec, shape: tuple[int, ...], rng: np.random.Generator,
+                  d2d: bool = True) -> dict[str, np.ndarray]:
+    out = {}
+    for name, med in spec.median.items():
+        sd = spec.spread[name] if d2d else 0.0
+        xi = np.clip(rng.standard_normal(shape), -3, 3)
+        if spec.positive[name] and med > 0:
+            out[name] = med * np.exp((sd / med) * xi)
+        else:
+            out[name] = med + sd * xi
+    return out
+
+
+def symmetry_points(model: DeviceModel, p: dict, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """Per-device symmetry point by bisection on [lo, hi] (any family)."""
+    a, b = lo.clone(), hi.clone()
+    up = torch.ones_like(a, dtype=torch.bool)
+
+    def net(g):
+        return model.step(g, up, **p) + model.step(g, ~up, **p)
+
+    f_a = net(a)
+    for _ in range(SP_ITERATIONS):
+        m = (a + b) / 2
+        f_m = net(m)
+        left = torch.sign(f_m) == torch.sign(f_a)
+        a = torch.where(left, m, a)
+        f_a = torch.where(left, f_m, f_a)
+        b = torch.where(left, b, m)
+    return (a + b) / 2
+
+
+class DeviceLayer:
+    """One crossbar: R runs x (out x in) devices of one model family."""
+
+    def __init__(self, specs: list[DeviceSpec], shape: tuple[int, int], seeds: list[int],
+                 shift: bool, w_init: torch.Tensor, d2d: bool = True, weight_range: float = 3.0):
+        fam = {s.family for s in specs}
+        if len(fam) != 1:
+            raise ValueError(f"runs batched together must share a model family, got {fam}")
+        self.model = family(fam.pop())
+        r = len(specs)
+        rngs = [np.random.default_rng([seed, 7]) for seed in seeds]
+        samples = [sample_params(s, shape, g, d2d) for s, g in zip(specs, rngs)]
+        self.p = {k: torch.tensor(np.stack([s[k] for s in samples]), dtype=DTYPE)
+                  for k in self.model.param_names}
+        lo, hi = self.model.state_range(self.p)
+        self.lo, self.hi = lo, hi
+        med = [{k: torch.tensor(v, dtype=DTYPE) for k, v in s.median.items()} for s in specs]
+        ranges = [self.model.state_range(m) for m in med]
+        lo_m = torch.tensor([float(a) for a, _ in ranges], dtype=DTYPE).view(r, 1, 1)
+        hi_m = torch.tensor([float(b) for _, b in ranges], dtype=DTYPE).view(r, 1, 1)
+        self.gain = 2 * weight_range / (hi_m - lo_m)
+        self.g_ref = symmetry_points(self.model, self.p, lo, hi) if shift else \
+            ((lo_m + hi_m) / 2).expand(r, *shape).clone()
+        self.c2c = torch.tensor([s.c2c for s in specs], dtype=DTYPE).view(r, 1, 1)
+        self.energy = torch.tensor([s.energy_per_pulse_j for s in specs], dtype=torch.float64)
+        self.g = torch.clamp(self.g_ref + w_init.to(DTYPE) / self.gain, lo, hi).contiguous()
+        self._prepare_sparse(r, shape)
+        self.pulses_up = torch.zeros(r, dtype=torch.float64)  # exact counts past 2^24
+        self.pulses_down = torch.zeros(r, dtype=torch.float64)
+        # smallest programmable weight change: the mean |step| at the reference state
+        ref_state = ((lo_m + hi_m) / 2)
+        up = torch.ones_like(ref_state, dtype=torch.bool)
+        med_p = {k: torch.tensor([m[k] for m in [s.median for s in specs]],
+                                 dtype=DTYPE).view(r, 1, 1) for k in self.model.param_names}
+        steps = (self.model.step(ref_state, up, **med_p).abs()
+                 + self.model.step(ref_state, ~up, **med_p).abs()) / 2
+        self.dw_min = (self.gain * steps).view(r)
+
+    def weights(self) -> torch.Tensor:
+        return self.gain * (self.g - self.g_ref)
+
+    def _prepare_sparse(self, r: int, shape: tuple[int, int]) -> None:
+        """Flat per-device tables for the sparse pulse path (built once)."""
+        self._per_run = shape[0] * shape[1]
+        self._g_flat = self.g.view(-1)  # g is updated in place through this view
+        c2c = self.c2c.expand(r, *shape).reshape(-1)
+        lo, hi = self.lo.reshape(-1), self.hi.reshape(-1)
+        geo = self.model.geometric(self.p)
+        if geo is not None:
+            k_up, k_dn, b_up, b_dn = (t.expand(r, *shape).reshape(-1) for t in geo)
+            # columns paired (up, down): log(1 - k), bound, noise coefficient k c2c / (1 - k)
+            self._static = torch.stack([torch.log1p(-k_up), torch.log1p(-k_dn), b_up, b_dn,
+                                        k_up * c2c / (1 - k_up), k_dn * c2c / (1 - k_dn), lo, hi], 1)
+        else:
+            self._static = None
+            self._p_flat = {k: v.reshape(-1) for k, v in self.p.items()}
+            self._lo_flat, self._hi_flat, self._c2c_flat = lo, hi, c2c
+
+    def pulse(self, n_signed: torch.Tensor, gen: torch.Generator) -> None:
+        """Fire |n| pulses on every device, up where n > 0 (module docstring).
+
+        Only devices with pulses are touched (a rank-one update fires on a few percent
+        of them): their state and parameters are gathered, moved, and scattered back.
+        """
+        self.pulses_up += n_signed.clamp(min=0).sum(dim=(1, 2))
+        self.pulses_down -= n_signed.clamp(max=0).sum(dim=(1, 2))
+        flat = n_signed.reshape(-1)
+        idx = flat.nonzero().squeeze(1)
+        if idx.numel() == 0:
+            return
+        n = flat[idx]
+        up = n > 0
+        n = n.abs()
+        g = self._g_flat[idx]
+        xi = torch.randn(g.shape, generator=gen, dtype=g.dtype)
+        if self._static is not None:
+            s = self._static[idx]
+            log_keep, bound, coef = torch.where(up.unsqueeze(1), s[:, 0:6:2], s[:, 1:6:2]).unbind(1)
+            shrink = torch.exp(n * log_keep - coef * torch.sqrt(n) * xi)
+            g = torch.clamp(bound - (bound - g) * shrink, min=s[:, 6], max=s[:, 7])
+        else:
+            p = {k: v[idx] for k, v in self._p_flat.items()}
+            lo, hi, c2c = self._lo_flat[idx], self._hi_flat[idx], self._c2c_flat[idx]
+            for j in range(int(n.max())):
+                if j:
+                    xi = torch.randn(g.shape, generator=gen, dtype=g.dtype)
+                moved = torch.clamp(g + self.model.step(g, up, **p) * (1 + c2c * xi), min=lo, max=hi)
+                g = torch.where(n > j, moved, g)
+        self._g_flat[idx] = g
+
+    @property
+    def energy_j(self) -> torch.Tensor:
+        return (self.pulses_up + self.pulses_down) * self.energy

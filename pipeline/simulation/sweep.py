@@ -1,0 +1,170 @@
+"""Sweeps: many runs (pulse widths x algorithms x seeds), batched, stored, linked.
+
+Results live under ``<registry>/runs/``: one parquet file per run with a row per epoch
+(``<run_id>.parquet``). Each run is recorded in the registry's lineage of its model
+version (version -> runs). A run whose file already exists is not run again (its id
+hashes the model version, algorithm, shift, seed, training configuration and data set).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..registry import Registry
+from .datasets import Dataset, load_dataset
+from .devices import DeviceSpec
+from .training import RunSpec, TrainConfig, train
+
+DEFAULT_VARIANTS = (("fp", False), ("analog-sgd", False), ("analog-sgd", True),
+                    ("mixed-precision", False), ("mixed-precision", True))
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    runs: tuple[RunSpec, ...]
+    cfg: TrainConfig
+    dataset: str
+
+    def batches(self) -> list[list[RunSpec]]:
+        """Runs that can share tensors: same algorithm, shift and model family."""
+        groups: dict[tuple, list[RunSpec]] = {}
+        for r in self.runs:
+            key = (r.algorithm, r.shift, r.device.family if r.device else None)
+            groups.setdefault(key, []).append(r)
+        return list(groups.values())
+
+
+def plan(registry: Registry, refs: list[str], variants=DEFAULT_VARIANTS, seeds=(0,),
+         cfg: TrainConfig = TrainConfig(), dataset: str = "digits") -> SweepPlan:
+    specs = [DeviceSpec.from_version(registry.load(ref)) for ref in refs]
+    runs = []
+    for seed in seeds:
+        for algorithm, shift in variants:
+            if algorithm == "fp":
+                runs.append(RunSpec("fp", seed))  # device independent: once per seed
+            else:
+                runs += [RunSpec(algorithm, seed, spec, shift) for spec in specs]
+    return SweepPlan(tuple(runs), cfg, dataset)
+
+
+def runs_dir(registry: Registry) -> Path:
+    return Path(registry.base) / "runs"
+
+
+def run_sweep(registry: Registry, sweep: SweepPlan, data: Dataset | None = None,
+              progress=None, skip_done: bool = True, threads: int = 1) -> pd.DataFrame:
+    """Train every run of the plan (batched), save and link results; return epoch rows.
+
+    ``progress(text)`` receives one line per epoch of each batch.
+    """
+    data = data or load_dataset(None if sweep.dataset == "digits" else sweep.dataset)
+    out_dir = runs_dir(registry)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    frames = []
+    todo = []
+    for r in sweep.runs:
+        path = out_dir / f"{r.run_id(sweep.cfg, data.name)}.parquet"
+        if skip_done and path.exists():
+            frames.append(pd.read_parquet(path))
+        else:
+            todo.append(r)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)  # per-sample tensors are tiny: threads only add overhead
+    try:
+        batches = SweepPlan(tuple(todo), sweep.cfg, sweep.dataset).batches()
+        for i, batch in enumerate(batches, 1):
+            label = f"batch {i}/{len(batches)} {batch[0].label}"
+            if batch[0].device:
+                label += f" ({batch[0].device.family})"
+            label += f", {len(batch)} runs"
+
+            def report(epoch, total, rec, label=label):
+                if progress:
+                    progress(f"{label}: epoch {epoch}/{total} test accuracy "
+                             f"{np.mean(rec.test_accuracy):.3f} (mean), {rec.wall_s:.1f}s")
+
+            result = train(batch, data, sweep.cfg, report)
+            for k, run in enumerate(batch):
+                df = _epoch_rows(run, result, k, sweep.cfg, data.name)
+                path = out_dir / f"{df.run_id.iloc[0]}.parquet"
+                tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+                df.to_parquet(tmp, index=False)
+                os.replace(tmp, path)
+                if run.device is not None:
+                    registry.add_run(run.device.ref, df.run_id.iloc[0], run.label, str(path))
+                frames.append(df)
+    finally:
+        torch.set_num_threads(previous)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _epoch_rows(run: RunSpec, result, k: int, cfg: TrainConfig, dataset: str) -> pd.DataFrame:
+    rows = []
+    ref = run.device.ref if run.device else None
+    name, _, version = (ref or "").partition("@")
+    for rec in result.epochs:
+        pulses = {f"pulses_{key}": float(v[k]) for key, v in rec.pulses.items()}
+        rows.append({
+            "run_id": run.run_id(cfg, dataset), "model_ref": ref, "model_name": name or None,
+            "model_version": int(version) if version else None,
+            "pulse_width_s": run.device.pulse_width_s if run.device else None, "family": run.device.family if run.device else None,
+            "algorithm": run.algorithm, "shift": run.shift, "label": run.label,
+            "config_hash": cfg.hash(), "seed": run.seed, "dataset": dataset, "epoch": rec.epoch,
+            "train_accuracy": float(rec.train_accuracy[k]), "test_accuracy": float(rec.test_accuracy[k]),
+            "loss": float(rec.loss[k]), **pulses,
+            "pulses_total": float(sum(pulses.values())), "energy_j": float(rec.energy_j[k]),
+            "energy_per_pulse_j": run.device.energy_per_pulse_j if run.device else 0.0,
+            "wall_s": rec.wall_s / len(result.runs), "batch_runs": len(result.runs),
+            "target_accuracy": cfg.target_accuracy,
+        })
+    return pd.DataFrame(rows)
+
+
+def summarize(epochs: pd.DataFrame) -> pd.DataFrame:
+    """One row per run: accuracy, epochs to target (absolute and 95 % of FP's best),
+    pulses and energy."""
+    if epochs.empty:
+        return pd.DataFrame()
+    fp_best = epochs[epochs.algorithm == "fp"].groupby("seed").test_accuracy.max()
+    rows = []
+    for run_id, df in epochs.sort_values("epoch").groupby("run_id", sort=False):
+        first = df.iloc[0]
+        target = first.target_accuracy
+        hit = df[df.test_accuracy >= target]
+        fp = fp_best.get(first.seed, np.nan)
+        hit_fp = df[df.test_accuracy >= 0.95 * fp] if np.isfinite(fp) else df.iloc[0:0]
+        last = df.iloc[-1]
+        epochs_to = int(hit.epoch.iloc[0]) if len(hit) else np.nan
+        rows.append({
+            "run_id": run_id, "model_ref": first.model_ref, "pulse_width_s": first.pulse_width_s,
+            "algorithm": first.algorithm, "shift": first.shift, "label": first.label,
+            "seed": first.seed, "epochs": int(last.epoch),
+            "final_test_accuracy": last.test_accuracy, "best_test_accuracy": df.test_accuracy.max(),
+            "epochs_to_target": epochs_to,
+            "epochs_to_95pct_fp": int(hit_fp.epoch.iloc[0]) if len(hit_fp) else np.nan,
+            "pulses_total": last.pulses_total, "pulses_per_epoch": last.pulses_total / last.epoch,
+            "energy_j": last.energy_j, "energy_per_pulse_j": first.energy_per_pulse_j,
+            "energy_to_target_j": float(hit.energy_j.iloc[0]) if len(hit) else np.nan,
+        })
+    return pd.DataFrame(rows)
+
+
+def sweep_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """Mean and standard deviation over seeds per (pulse width, algorithm)."""
+    if summary.empty:
+        return summary
+    g = summary.groupby(["pulse_width_s", "label"], dropna=False)
+    table = g.agg(seeds=("seed", "nunique"),
+                  acc_mean=("final_test_accuracy", "mean"), acc_sd=("final_test_accuracy", "std"),
+                  epochs_to_target=("epochs_to_target", "mean"),
+                  reached=("epochs_to_target", lambda s: int(s.notna().sum())),
+                  pulses_per_epoch=("pulses_per_epoch", "mean"),
+                  energy_per_pulse_j=("energy_per_pulse_j", "mean"),
+                  energy_j=("energy_j", "mean"), energy_to_target_j=("energy_to_target_j", "mean"))
+    return table.reset_index()
