@@ -142,29 +142,23 @@ def fit_table(result) -> str:
 
 
 def run_fit(settings: Settings, wafer: str, pulse_width: float | None, workers: int = 0,
-            quiet: bool = False):
-    from .fitting import FitConfig, fit_frame
-    from .store import MeasurementStore
-
-    df = MeasurementStore(settings.store).read(wafer=wafer, pulse_width_s=pulse_width)
-    if df.empty:
-        raise InputError(f"no stored data for wafer {wafer!r}"
-                         + (f" at pulse width {pulse_width:g} s" if pulse_width else "")
-                         + f" in {settings.store} (ingest first)")
-    return fit_frame(df, FitConfig(workers=workers), progress=Progress("fit", quiet))
-
-
-def cmd_fit(args) -> int:
-    from .publish import register_fit
+            quiet: bool = False, stack: str = "hzo"):
+    from .fitting import FitConfig
+    from .publish import fit_and_register
     from .registry import Registry
     from .store import MeasurementStore
 
+    return fit_and_register(Registry(settings.registry), MeasurementStore(settings.store), wafer,
+                            pulse_width, stack=stack, config=FitConfig(workers=workers),
+                            progress=Progress("fit", quiet))
+
+
+def cmd_fit(args) -> int:
     settings = _settings(args)
-    result = run_fit(settings, args.wafer, args.pulse_width, args.workers, args.quiet or args.json)
+    result, registered = run_fit(settings, args.wafer, args.pulse_width, args.workers,
+                                 args.quiet or args.json, args.stack)
     if args.out:
         result.save(Path(args.out))
-    registered = register_fit(Registry(settings.registry), result,
-                              store=MeasurementStore(settings.store), stack=args.stack)
     flagged = int(result.devices["family"].isna().sum())
     refs = [f"{r.ref} ({'new' if r.created else 'unchanged'})" for r in registered]
     machine = {"wafer": args.wafer, "devices": len(result.devices), "flagged": flagged,
@@ -248,14 +242,10 @@ def _variants(args):
 def run_simulation(settings: Settings, refs: list[str], variants, seeds, cfg, data_path=None,
                    quiet=False):
     from .registry import Registry
-    from .simulation import plan, run_sweep, summarize, sweep_table
+    from .simulation import simulate_refs
 
-    reg = Registry(settings.registry)
-    sweep = plan(reg, refs, variants, seeds, cfg, dataset=str(data_path) if data_path else "digits")
     say = (lambda line: None) if quiet else (lambda line: print(line, file=sys.stderr, flush=True))
-    epochs = run_sweep(reg, sweep, progress=say)
-    summary = summarize(epochs)
-    return epochs, summary, sweep_table(summary)
+    return simulate_refs(Registry(settings.registry), refs, variants, seeds, cfg, data_path, say)
 
 
 def sim_table(table) -> str:
@@ -293,19 +283,84 @@ def cmd_simulate(args) -> int:
     return EXIT_OK
 
 
+# --- run / serve (Prefect) ----------------------------------------------------------
+def cmd_run(args) -> int:
+    import os
+
+    if args.task_runner:
+        os.environ["FERRO_TASK_RUNNER"] = args.task_runner
+    if args.dask_address:
+        os.environ["FERRO_DASK_ADDRESS"] = args.dask_address
+    from flows.pipeline import FLOWS, with_runner
+
+    f = with_runner(FLOWS[args.flow])
+    if args.flow == "wafer":
+        out = f(paths=args.path or None, epochs=args.epochs, seeds=args.seeds)
+    elif args.flow == "ingest":
+        out = f(paths=args.path or None, incoming=not args.path)
+    elif args.flow == "fit":
+        out = f(wafer=args.wafer, epochs=args.epochs, seeds=args.seeds)
+    else:
+        if not args.ref:
+            raise InputError("ferroflow run simulate needs --ref NAME[@VERSION|@ALIAS]")
+        out = f(ref=args.ref, epochs=args.epochs, seeds=args.seeds)
+    _out(args, json.dumps(out, indent=1, default=str), {"result": out})
+    return EXIT_OK
+
+
+def start_local_server(host: str, port: int, timeout_s: float = 90.0):
+    """``prefect server start`` on host:port; returns (process, api_url) once healthy."""
+    import os
+    import subprocess
+    import urllib.request
+
+    url = f"http://{host}:{port}/api"
+    proc = subprocess.Popen(["prefect", "server", "start", "--host", host, "--port", str(port)],
+                            env={**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"prefect server exited with code {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                if r.status == 200:
+                    return proc, url
+        except OSError:
+            time.sleep(0.5)
+    proc.terminate()
+    raise RuntimeError(f"prefect server did not become healthy on {url} within {timeout_s:.0f}s")
+
+
+def cmd_serve(args) -> int:
+    import os
+
+    server = None
+    if not os.environ.get("PREFECT_API_URL"):
+        server, url = start_local_server(args.host, args.port)
+        os.environ["PREFECT_API_URL"] = url
+        print(f"prefect server: {url} (UI at http://{args.host}:{args.port})", flush=True)
+    from flows.serve import serve_all
+
+    print(f"serving: landing folder {get_settings().incoming} every "
+          f"{args.cron or f'{args.interval:g}s'}; Ctrl-C stops", flush=True)
+    try:
+        serve_all(interval=None if args.cron else args.interval, cron=args.cron, epochs=args.epochs)
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
+    return EXIT_OK
+
+
 # --- demo ---------------------------------------------------------------------
 def cmd_demo(args) -> int:
-    from .publish import register_fit
-    from .registry import Registry
-    from .store import MeasurementStore
-
     settings = _settings(args)
     t0 = time.monotonic()
     report = run_ingest(settings, [settings.sample], incoming=False, quiet=args.quiet)
     print(f"[demo] ingest: {report.summary()} ({time.monotonic() - t0:.1f}s)")
     t0 = time.monotonic()
-    result = run_fit(settings, "W01", None, quiet=args.quiet)
-    registered = register_fit(Registry(settings.registry), result, store=MeasurementStore(settings.store))
+    result, registered = run_fit(settings, "W01", None, quiet=args.quiet)
     print(fit_table(result))
     print(f"[demo] fit + register: {', '.join(str(r.ref) for r in registered)} "
           f"({time.monotonic() - t0:.1f}s)")
@@ -416,6 +471,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", type=float, default=0.9, help="test accuracy counted as converged")
     p.add_argument("--mnist", help="MNIST folder of IDX files or .npz (default: sklearn digits)")
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("run", help="run a Prefect flow here (embedded unless PREFECT_API_URL is set)",
+                       formatter_class=fmt,
+                       epilog="examples:\n  ferroflow run wafer --path raw_measurements/sample\n"
+                              "  ferroflow run fit --wafer W01 --task-runner dask\n"
+                              "  ferroflow run simulate --ref hzo-W01-20ns@latest")
+    _common(p)
+    p.add_argument("flow", choices=["wafer", "ingest", "fit", "simulate"])
+    p.add_argument("--path", action="append", help="files or folders (default: the landing folder)")
+    p.add_argument("--wafer", help="fit: only this wafer (default: every partition)")
+    p.add_argument("--ref", help="simulate: model ref")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--task-runner", choices=["threads", "dask"],
+                   help="default: $FERRO_TASK_RUNNER or threads")
+    p.add_argument("--dask-address", help="scheduler address; default: a local cluster")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("serve", help="serve the deployments: scheduled landing-folder ingestion, "
+                       "triggered simulations", formatter_class=fmt,
+                       epilog="examples:\n  ferroflow serve --interval 60\n"
+                              "  PREFECT_API_URL=http://prefect.lab:4200/api ferroflow serve --cron '*/10 * * * *'")
+    _common(p)
+    p.add_argument("--interval", type=float, default=60.0, help="seconds between landing-folder scans")
+    p.add_argument("--cron", help="cron schedule instead of an interval")
+    p.add_argument("--epochs", type=int, default=5, help="training epochs of triggered simulations")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="bind address of the server started when PREFECT_API_URL is unset")
+    p.add_argument("--port", type=int, default=4200)
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("models", help="the device-model registry", formatter_class=fmt,
                        epilog="REF is NAME, NAME@3 or NAME@ALIAS. examples:\n"

@@ -84,3 +84,19 @@ def register_fit(registry: Registry, result: FitResult, *, store: MeasurementSto
 
 
 __all__ = ["register_fit", "version_tables", "Registered", "DEFAULT_STACK"]
+
+
+def fit_and_register(registry: Registry, store: MeasurementStore, wafer: str,
+                     pulse_width_s: float | None = None, *, stack: str = DEFAULT_STACK,
+                     config: FitConfig = FitConfig(), progress=None) -> tuple[FitResult, list[Registered]]:
+    """Fit what the store holds for a wafer (or one of its pulse widths) and register it."""
+    from .errors import InputError
+    from .fitting import fit_frame
+
+    df = store.read(wafer=wafer, pulse_width_s=pulse_width_s)
+    if df.empty:
+        raise InputError(f"no stored data for wafer {wafer!r}"
+                         + (f" at pulse width {pulse_width_s:g} s" if pulse_width_s else "")
+                         + f" in {store.root} (ingest first)")
+    result = fit_frame(df, config, progress=progress)
+    return result, register_fit(registry, result, store=store, stack=stack, config=config)

@@ -20,6 +20,7 @@ once the next commit has cleaned up.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import sqlite3
 import uuid
@@ -149,6 +150,14 @@ class MeasurementStore:
         with closing(self._connect()) as con:
             return [(w, pw) for w, pw in con.execute(
                 "SELECT DISTINCT wafer, pulse_width_s FROM parts ORDER BY wafer, pulse_width_s")]
+
+    def partition_key(self, wafer: str, pulse_width_s: float) -> str:
+        """Content key of a partition: changes exactly when its stored files change."""
+        with closing(self._connect()) as con:
+            shas = sorted(r[0] for r in con.execute(
+                "SELECT DISTINCT sha256 FROM series WHERE wafer = ? AND pulse_width_s = ?",
+                (wafer, float(pulse_width_s))))
+        return hashlib.sha256("\n".join(shas).encode()).hexdigest()[:24]
 
     def source_files(self, wafer: str, pulse_width_s: float | None = None) -> pd.DataFrame:
         """Raw files (name, SHA-256) that fed a wafer or one of its partitions: lineage."""

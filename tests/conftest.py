@@ -10,6 +10,10 @@ SHARED = Path(os.environ.get("FERRO_SHARED", ROOT.parent / "shared"))
 GONG = SHARED / "data" / "real" / "gong_et_al_reram.csv"
 SAMPLE = ROOT / "raw_measurements" / "sample"
 
+# Flow-run logs are not asserted on; not shipping them to the temporary API avoids
+# "Error logging to API" once the session's server has stopped.
+os.environ.setdefault("PREFECT_LOGGING_TO_API_ENABLED", "false")
+
 
 @pytest.fixture(autouse=True)
 def _isolated_paths(tmp_path, monkeypatch):
@@ -58,3 +62,23 @@ def truth():
     import pandas as pd
 
     return pd.read_csv(SAMPLE / "_ground_truth.csv")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_prefect_servers():
+    """Stop Prefect's temporary servers while pytest's output streams are still open;
+    left to Prefect's atexit hook, the 'Stopping temporary server' log line is written
+    to a closed capture stream and prints a logging traceback."""
+    yield
+    import logging
+    import sys
+
+    if "prefect.server.api.server" in sys.modules:
+        from prefect.server.api.server import SubprocessASGIServer
+        # Prefect's console handler still points at the capture stream of the test that
+        # first configured logging, closed by now: its 'Stopping temporary server' line
+        # has nowhere to go.
+        logging.raiseExceptions = False
+
+        for server in list(SubprocessASGIServer._instances.values()):
+            server.stop()

@@ -2,8 +2,8 @@
 
 from .datasets import Dataset, load_dataset
 from .devices import DeviceLayer, DeviceSpec
-from .sweep import DEFAULT_VARIANTS, plan, run_sweep, summarize, sweep_table
+from .sweep import DEFAULT_VARIANTS, plan, run_sweep, simulate_refs, summarize, sweep_table
 from .training import ALGORITHMS, RunSpec, TrainConfig, train
 
 __all__ = ["Dataset", "load_dataset", "DeviceLayer", "DeviceSpec", "DEFAULT_VARIANTS", "plan",
-           "run_sweep", "summarize", "sweep_table", "ALGORITHMS", "RunSpec", "TrainConfig", "train"]
+           "run_sweep", "simulate_refs", "summarize", "sweep_table", "ALGORITHMS", "RunSpec", "TrainConfig", "train"]

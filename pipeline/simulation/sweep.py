@@ -168,3 +168,12 @@ def sweep_table(summary: pd.DataFrame) -> pd.DataFrame:
                   energy_per_pulse_j=("energy_per_pulse_j", "mean"),
                   energy_j=("energy_j", "mean"), energy_to_target_j=("energy_to_target_j", "mean"))
     return table.reset_index()
+
+
+def simulate_refs(registry: Registry, refs: list[str], variants=DEFAULT_VARIANTS, seeds=(0,),
+                  cfg: TrainConfig = TrainConfig(), data_path: str | None = None, progress=None):
+    """Plan, run (skipping done runs), and summarise: (epoch rows, run summary, table)."""
+    sweep = plan(registry, refs, variants, seeds, cfg, dataset=str(data_path) if data_path else "digits")
+    epochs = run_sweep(registry, sweep, progress=progress)
+    summary = summarize(epochs)
+    return epochs, summary, sweep_table(summary)

@@ -1,0 +1,12 @@
+"""Prefect flows and deployments for ferroflow. Orchestration only: every step calls
+the library (``pipeline``); no science lives here.
+
+Embedded mode (no ``PREFECT_API_URL``) runs a temporary Prefect server on SQLite. Its
+telemetry service writes to that database while flow runs do, and SQLite then answers
+``database is locked`` with a traceback on the console; ferroflow turns the telemetry
+heartbeat off unless the user has set ``PREFECT_SERVER_ANALYTICS_ENABLED`` themselves.
+"""
+
+import os
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

@@ -1,0 +1,156 @@
+"""The ferroflow flows: ingest, fit, simulate, and wafer (end to end).
+
+Tasks are coarse: one per ingest batch, one per (wafer, pulse width) partition, one per
+simulated model version. The fit task is cached on the partition's content key (the
+SHA-256 of the raw files stored in it), so a rerun on unchanged data does no work; its
+result is a small JSON list of model refs (no pickled objects).
+
+Automatic simulation of newly registered versions, exactly once:
+
+- embedded (no deployment: a plain ``ferroflow run fit``): the fit flow runs
+  ``simulate`` as a subflow for each new version;
+- served (the fit flow runs from a deployment): it emits one
+  ``ferroflow.model.registered`` event per new version, resource id
+  ``ferroflow.model.<name>@<version>``, and the ``simulate`` deployment's trigger starts
+  a run; no subflow is started, so both paths never apply at once;
+- either way ``simulate`` skips a version whose runs already exist (run ids hash the
+  version and the training configuration).
+"""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import INPUTS
+from prefect.events import emit_event
+from prefect.runtime import deployment
+
+from pipeline.fitting import FitConfig
+from pipeline.ingest import ingest, ready_files
+from pipeline.publish import fit_and_register
+from pipeline.registry import Registry
+from pipeline.settings import get_settings
+from pipeline.simulation import DEFAULT_VARIANTS, TrainConfig, simulate_refs
+from pipeline.store import MeasurementStore
+
+from .runners import task_runner, uses_processes_inside
+
+EVENT = "ferroflow.model.registered"
+
+
+def _artifact_key(*parts) -> str:
+    text = "-".join(str(p) for p in parts).lower()
+    return "".join(c if c.isalnum() else "-" for c in text).strip("-")[:100]
+
+
+@task(retries=2, retry_delay_seconds=2)
+def ingest_task(paths: list[str] | None, incoming: bool, min_age_s: float) -> dict:
+    s = get_settings()
+    files = ready_files(s.incoming, min_age_s) if incoming else paths or []
+    report = ingest(files, MeasurementStore(s.store), s.quarantine, move_from=s.incoming,
+                    processed_dir=s.processed)
+    get_run_logger().info("ingest: %s", report.summary())
+    return report.to_json()
+
+
+@task(retries=2, retry_delay_seconds=2, cache_policy=INPUTS, persist_result=True,
+      result_serializer="json")
+def fit_partition_task(wafer: str, pulse_width_s: float, content_key: str, registry_root: str,
+                       workers: int) -> list[dict]:
+    """Fit and register one partition. The cache key holds the partition's content key
+    and the registry it registers into, so unchanged data is never refitted and a cached
+    answer never names versions of another registry."""
+    s = get_settings()
+    result, registered = fit_and_register(Registry(s.registry), MeasurementStore(s.store), wafer,
+                                          pulse_width_s, config=FitConfig(workers=workers))
+    rows = result.population[result.population.param.isin(["sp_norm", "k_p", "k_d", "c2c_rel",
+                                                            "energy_per_pulse_j"])]
+    create_table_artifact(
+        key=_artifact_key("fit", wafer, f"{pulse_width_s:g}"),
+        table=[{k: (None if v != v else v) for k, v in r.items()}  # NaN -> null
+               for r in rows[["param", "median", "spread", "n", "family", "n_failed"]].to_dict("records")],
+        description=f"Fit of wafer {wafer} at {pulse_width_s:g} s: population medians and d2d spreads")
+    return [{"ref": str(r.ref), "created": r.created} for r in registered]
+
+
+@task(retries=1)
+def simulate_task(ref: str, epochs: int, seeds: int) -> list[dict]:
+    s = get_settings()
+    _, _, table = simulate_refs(Registry(s.registry), [ref], DEFAULT_VARIANTS, tuple(range(seeds)),
+                                TrainConfig(epochs=epochs))
+    records = [{k: (None if v != v else v) for k, v in r.items()} for r in table.to_dict("records")]
+    create_table_artifact(key=_artifact_key("sim", ref), table=records,
+                          description=f"Training sweep on {ref}: accuracy, epochs to target, energy")
+    return records
+
+
+@flow(name="ingest")
+def ingest_flow(paths: list[str] | None = None, incoming: bool = True, min_age_s: float = 5.0) -> dict:
+    """Ingest given paths, or the complete files of the landing folder."""
+    return ingest_task(paths, incoming and not paths, min_age_s)
+
+
+@flow(name="simulate")
+def simulate_flow(ref: str, epochs: int = 5, seeds: int = 1) -> list[dict]:
+    """Train every algorithm on one registered version (skips runs already done)."""
+    return simulate_task(ref, epochs, seeds)
+
+
+@flow(name="fit")
+def fit_flow(partitions: list[list] | None = None, wafer: str | None = None, simulate: bool = True,
+             epochs: int = 5, seeds: int = 1, served: bool | None = None) -> list[dict]:
+    """Fit and register the given (wafer, pulse width) partitions (default: all of
+    ``wafer``, or every partition in the store); then simulate new versions: by events
+    when ``served`` (default: when this run comes from a deployment), else as subflows."""
+    s = get_settings()
+    store = MeasurementStore(s.store)
+    if partitions is None:
+        partitions = [[w, pw] for w, pw in store.partitions() if wafer is None or w == wafer]
+    workers = 0 if uses_processes_inside() else 1
+    futures = [fit_partition_task.submit(w, float(pw), store.partition_key(w, pw), str(s.registry),
+                                         workers) for w, pw in partitions]
+    registered, failed = [], []
+    for (w, pw), fut in zip(partitions, futures):
+        try:
+            registered += fut.result()
+        except Exception as exc:  # one partition failing does not fail the others
+            failed.append(f"{w}@{pw:g}: {exc}")
+            get_run_logger().error("fit of %s at %g s failed: %s", w, pw, exc)
+    # A cached fit replays its old answer, so "created" alone is not enough: simulate
+    # exactly the versions that have no simulation runs yet.
+    registry = Registry(s.registry)
+    new = [r["ref"] for r in registered if registry.runs(r["ref"]).empty]
+    if served is None:
+        served = deployment.get_id() is not None
+    if simulate and new:
+        if served:  # the simulate deployment's trigger takes it
+            for ref in new:
+                emit_event(event=EVENT, resource={"prefect.resource.id": f"ferroflow.model.{ref}",
+                                                  "ferroflow.ref": ref})
+        else:  # embedded: run them here
+            for ref in new:
+                simulate_flow(ref, epochs, seeds)
+    if failed:
+        raise RuntimeError(f"{len(failed)} partition(s) failed: " + "; ".join(failed))
+    return registered
+
+
+@flow(name="wafer")
+def wafer_flow(paths: list[str] | None = None, epochs: int = 5, seeds: int = 1) -> list[dict]:
+    """End to end: ingest (paths, or the landing folder), fit the partitions that
+    received data, register, simulate."""
+    served = deployment.get_id() is not None
+    report = ingest_flow(paths, incoming=not paths)
+    touched = report["partitions"]
+    if not touched:
+        get_run_logger().info("no new data: nothing to fit")
+        return []
+    return fit_flow(touched, simulate=True, epochs=epochs, seeds=seeds, served=served)
+
+
+def with_runner(f, kind: str | None = None, address: str | None = None):
+    """The flow with the task runner chosen by settings (threads or Dask)."""
+    return f.with_options(task_runner=task_runner(kind, address))
+
+
+FLOWS = {"ingest": ingest_flow, "fit": fit_flow, "simulate": simulate_flow, "wafer": wafer_flow}

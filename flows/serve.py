@@ -1,0 +1,41 @@
+"""Served deployments: a schedule for the landing folder and a trigger for simulations.
+
+- ``wafer/incoming``: the wafer flow on the landing folder, every ``interval`` seconds
+  (or on a cron schedule): new files are ingested, their partitions fitted and
+  registered, and one ``ferroflow.model.registered`` event emitted per new version;
+- ``simulate/on-registration``: triggered by that event, simulates the version named in
+  the event (``ferroflow.ref``);
+- ``wafer/manual``, ``fit/manual``, ``ingest/manual``, ``simulate/manual``: for
+  ``prefect deployment run 'fit/manual' -p wafer=W01`` or ``ferroflow run``.
+
+Needs a Prefect server: ``PREFECT_API_URL`` pointing at one (local or remote), or
+``ferroflow serve`` starts ``prefect server start`` bound to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+from prefect import serve
+from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
+
+from .pipeline import EVENT, fit_flow, ingest_flow, simulate_flow, wafer_flow, with_runner
+
+
+def deployments(interval: float | None = 60, cron: str | None = None, epochs: int = 5):
+    schedule = {"cron": cron} if cron else {"interval": interval}
+    trigger = DeploymentEventTrigger(
+        expect={EVENT}, match={"prefect.resource.id": "ferroflow.model.*"},
+        parameters={"ref": "{{ event.resource['ferroflow.ref'] }}", "epochs": epochs})
+    return [
+        with_runner(wafer_flow).to_deployment(name="incoming", parameters={"epochs": epochs},
+                                              description="landing folder, on a schedule", **schedule),
+        with_runner(wafer_flow).to_deployment(name="manual"),
+        with_runner(fit_flow).to_deployment(name="manual"),
+        ingest_flow.to_deployment(name="manual"),
+        simulate_flow.to_deployment(name="on-registration", triggers=[trigger],
+                                    description="simulates each newly registered model version"),
+        simulate_flow.to_deployment(name="manual"),
+    ]
+
+
+def serve_all(interval: float | None = 60, cron: str | None = None, epochs: int = 5) -> None:
+    serve(*deployments(interval, cron, epochs), limit=2)
