@@ -17,19 +17,21 @@ from __future__ import annotations
 from prefect import serve
 from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
 
-from .pipeline import EVENT, fit_flow, ingest_flow, simulate_flow, wafer_flow, with_runner
+from .definitions import EVENT, fit_flow, ingest_flow, simulate_flow, wafer_flow
 
 
 def deployments(interval: float | None = 60, cron: str | None = None, epochs: int = 5):
     schedule = {"cron": cron} if cron else {"interval": interval}
     trigger = DeploymentEventTrigger(
         expect={EVENT}, match={"prefect.resource.id": "ferroflow.model.*"},
-        parameters={"ref": "{{ event.resource['ferroflow.ref'] }}", "epochs": epochs})
+        parameters={"ref": "{{ event.resource.id }}", "epochs": epochs})
     return [
-        with_runner(wafer_flow).to_deployment(name="incoming", parameters={"epochs": epochs},
-                                              description="landing folder, on a schedule", **schedule),
-        with_runner(wafer_flow).to_deployment(name="manual"),
-        with_runner(fit_flow).to_deployment(name="manual"),
+        # the task runner comes from FERRO_TASK_RUNNER in the process that runs the flow
+        # one scan at a time: overlapping scans would race for the same files
+        wafer_flow.to_deployment(name="incoming", parameters={"epochs": epochs}, concurrency_limit=1,
+                                 description="landing folder, on a schedule", **schedule),
+        wafer_flow.to_deployment(name="manual"),
+        fit_flow.to_deployment(name="manual"),
         ingest_flow.to_deployment(name="manual"),
         simulate_flow.to_deployment(name="on-registration", triggers=[trigger],
                                     description="simulates each newly registered model version"),

@@ -291,7 +291,7 @@ def cmd_run(args) -> int:
         os.environ["FERRO_TASK_RUNNER"] = args.task_runner
     if args.dask_address:
         os.environ["FERRO_DASK_ADDRESS"] = args.dask_address
-    from flows.pipeline import FLOWS, with_runner
+    from flows.definitions import FLOWS, with_runner
 
     f = with_runner(FLOWS[args.flow])
     if args.flow == "wafer":
@@ -315,7 +315,9 @@ def start_local_server(host: str, port: int, timeout_s: float = 90.0):
     import urllib.request
 
     url = f"http://{host}:{port}/api"
-    proc = subprocess.Popen(["prefect", "server", "start", "--host", host, "--port", str(port)],
+    # the prefect CLI of this interpreter, whether or not its bin folder is on PATH
+    prefect = str(Path(sys.executable).with_name("prefect"))
+    proc = subprocess.Popen([prefect, "server", "start", "--host", host, "--port", str(port)],
                             env={**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout_s

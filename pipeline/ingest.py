@@ -181,6 +181,8 @@ def _read_ahead(files: list[Path], pool: ThreadPoolExecutor, prepare):
     the pool parses files (pyarrow, mostly outside the GIL) while the caller validates
     and writes the previous window. At most two windows are in memory."""
     windows = [files[i:i + WINDOW] for i in range(0, len(files), WINDOW)]
+    if not windows:
+        return
     queue = deque((w, [pool.submit(prepare, p) for p in w]) for w in windows[:2])
     for nxt in windows[2:] + [None]:
         window, futures = queue.popleft()

@@ -18,7 +18,7 @@ def small_wafer(tmp_path):
 
 @pytest.mark.slow
 def test_wafer_flow_embedded_registers_and_simulates_exactly_once(small_wafer):
-    from flows.pipeline import fit_flow, wafer_flow, with_runner
+    from flows.definitions import fit_flow, wafer_flow, with_runner
 
     out = with_runner(wafer_flow)(paths=[str(small_wafer)], epochs=1)
     assert sorted(r["ref"] for r in out) == ["hzo-W07-20ns@1", "hzo-W07-2us@1"]
@@ -36,7 +36,7 @@ def test_wafer_flow_embedded_registers_and_simulates_exactly_once(small_wafer):
 
 @pytest.mark.slow
 def test_fit_on_a_local_dask_cluster_matches_threads(small_wafer, tmp_path, monkeypatch):
-    from flows.pipeline import fit_flow, ingest_flow, with_runner
+    from flows.definitions import fit_flow, ingest_flow, with_runner
 
     ingest_flow(paths=[str(small_wafer)])
     results = {}

@@ -118,3 +118,9 @@ def test_ready_files_waits_for_stable_or_marked_files(tmp_path):
     marked = write(folder / "marked.txt", "x")
     write(folder / "marked.txt.done", "")
     assert ready_files(folder, min_age_s=5) == sorted([old, marked])
+
+
+def test_ingesting_nothing_is_a_clean_no_op(tmp_path):
+    (tmp_path / "empty").mkdir()
+    report = ingest([tmp_path / "empty"], MeasurementStore(tmp_path / "store"), tmp_path / "q")
+    assert report.outcomes == [] and report.summary().startswith("0 file(s) stored")

@@ -33,9 +33,10 @@ from pipeline.settings import get_settings
 from pipeline.simulation import DEFAULT_VARIANTS, TrainConfig, simulate_refs
 from pipeline.store import MeasurementStore
 
-from .runners import task_runner, uses_processes_inside
+from flows.runners import task_runner, uses_processes_inside
 
 EVENT = "ferroflow.model.registered"
+RESOURCE_PREFIX = "ferroflow.model."
 
 
 def _artifact_key(*parts) -> str:
@@ -92,11 +93,12 @@ def ingest_flow(paths: list[str] | None = None, incoming: bool = True, min_age_s
 
 @flow(name="simulate")
 def simulate_flow(ref: str, epochs: int = 5, seeds: int = 1) -> list[dict]:
-    """Train every algorithm on one registered version (skips runs already done)."""
-    return simulate_task(ref, epochs, seeds)
+    """Train every algorithm on one registered version (skips runs already done).
+    ``ref`` may be an event resource id, ``ferroflow.model.<name>@<version>``."""
+    return simulate_task(ref.removeprefix(RESOURCE_PREFIX), epochs, seeds)
 
 
-@flow(name="fit")
+@flow(name="fit", task_runner=task_runner())
 def fit_flow(partitions: list[list] | None = None, wafer: str | None = None, simulate: bool = True,
              epochs: int = 5, seeds: int = 1, served: bool | None = None) -> list[dict]:
     """Fit and register the given (wafer, pulse width) partitions (default: all of
@@ -125,7 +127,7 @@ def fit_flow(partitions: list[list] | None = None, wafer: str | None = None, sim
     if simulate and new:
         if served:  # the simulate deployment's trigger takes it
             for ref in new:
-                emit_event(event=EVENT, resource={"prefect.resource.id": f"ferroflow.model.{ref}",
+                emit_event(event=EVENT, resource={"prefect.resource.id": f"{RESOURCE_PREFIX}{ref}",
                                                   "ferroflow.ref": ref})
         else:  # embedded: run them here
             for ref in new:
@@ -135,7 +137,7 @@ def fit_flow(partitions: list[list] | None = None, wafer: str | None = None, sim
     return registered
 
 
-@flow(name="wafer")
+@flow(name="wafer", task_runner=task_runner())
 def wafer_flow(paths: list[str] | None = None, epochs: int = 5, seeds: int = 1) -> list[dict]:
     """End to end: ingest (paths, or the landing folder), fit the partitions that
     received data, register, simulate."""
