@@ -129,8 +129,10 @@ class DeviceLayer:
         self.energy = torch.tensor([s.energy_per_pulse_j for s in specs], dtype=torch.float64)
         self.g = torch.clamp(self.g_ref + w_init.to(DTYPE) / self.gain, lo, hi).contiguous()
         self._prepare_sparse(r, shape)
-        self.pulses_up = torch.zeros(r, dtype=torch.float64)  # exact counts past 2^24
-        self.pulses_down = torch.zeros(r, dtype=torch.float64)
+        # pulses fired: up = (|n| + n) / 2, down = (|n| - n) / 2, summed; float64 keeps
+        # the counts exact past 2^24
+        self._signed_sum = torch.zeros(r, dtype=torch.float64)
+        self._abs_sum = torch.zeros(r, dtype=torch.float64)
         # smallest programmable weight change: the mean |step| at the reference state
         ref_state = ((lo_m + hi_m) / 2)
         up = torch.ones_like(ref_state, dtype=torch.bool)
@@ -166,8 +168,8 @@ class DeviceLayer:
         Only devices with pulses are touched (a rank-one update fires on a few percent
         of them): their state and parameters are gathered, moved, and scattered back.
         """
-        self.pulses_up += n_signed.clamp(min=0).sum(dim=(1, 2))
-        self.pulses_down -= n_signed.clamp(max=0).sum(dim=(1, 2))
+        self._signed_sum += n_signed.sum(dim=(1, 2))
+        self._abs_sum += n_signed.abs().sum(dim=(1, 2))
         flat = n_signed.reshape(-1)
         idx = flat.nonzero().squeeze(1)
         if idx.numel() == 0:
@@ -179,7 +181,8 @@ class DeviceLayer:
         xi = torch.randn(g.shape, generator=gen, dtype=g.dtype)
         if self._static is not None:
             s = self._static[idx]
-            log_keep, bound, coef = torch.where(up.unsqueeze(1), s[:, 0:6:2], s[:, 1:6:2]).unbind(1)
+            sel = torch.where(up.unsqueeze(1), s[:, 0:6:2], s[:, 1:6:2])
+            log_keep, bound, coef = sel[:, 0], sel[:, 1], sel[:, 2]
             shrink = torch.exp(n * log_keep - coef * torch.sqrt(n) * xi)
             g = torch.clamp(bound - (bound - g) * shrink, min=s[:, 6], max=s[:, 7])
         else:
@@ -191,6 +194,14 @@ class DeviceLayer:
                 moved = torch.clamp(g + self.model.step(g, up, **p) * (1 + c2c * xi), min=lo, max=hi)
                 g = torch.where(n > j, moved, g)
         self._g_flat[idx] = g
+
+    @property
+    def pulses_up(self) -> torch.Tensor:
+        return (self._abs_sum + self._signed_sum) / 2
+
+    @property
+    def pulses_down(self) -> torch.Tensor:
+        return (self._abs_sum - self._signed_sum) / 2
 
     @property
     def energy_j(self) -> torch.Tensor:

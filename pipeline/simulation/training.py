@@ -143,7 +143,7 @@ class Batch:
             for layer in self.layers:
                 layer.um_scale = torch.sqrt(cfg.lr / (layer.dw_min.view(-1, 1) * cfg.bl))
             self.chi = [torch.zeros_like(w) for w in w0]
-        self.x_train = torch.tensor(data.x_train, dtype=DTYPE)
+        self.x_train = torch.tensor(data.x_train, dtype=DTYPE)  # float32: see devices.DTYPE
         self.y_train = torch.tensor(data.y_train)
         self.x_test = torch.tensor(data.x_test, dtype=DTYPE)
         self.y_test = torch.tensor(data.y_test)
@@ -170,20 +170,21 @@ class Batch:
     def train_epoch(self) -> None:
         n = len(self.x_train)
         order = torch.tensor(np.stack([g.permutation(n) for g in self.rngs]))
-        r_idx = torch.arange(len(self.runs))
+        # gathered once per epoch: (n, R, ...) so that step t is a plain view
+        xs = self.x_train[order].transpose(0, 1).contiguous()
+        targets = torch.nn.functional.one_hot(self.y_train[order], self.sizes[-1]).to(DTYPE)
+        targets = targets.transpose(0, 1).contiguous()
         with torch.no_grad():
             for t in range(n):
-                idx = order[:, t]
-                self._step(self.x_train[idx], self.y_train[idx], r_idx)
+                self._step(xs[t], targets[t])
 
-    def _step(self, x: torch.Tensor, y: torch.Tensor, r_idx: torch.Tensor) -> None:
+    def _step(self, x: torch.Tensor, target: torch.Tensor) -> None:
         weights = self.weights()
         acts = [x]
         for i, (w, b) in enumerate(zip(weights, self.bias)):
-            z = torch.bmm(w, acts[-1].unsqueeze(-1)).squeeze(-1) + b
+            z = torch.baddbmm(b.unsqueeze(-1), w, acts[-1].unsqueeze(-1)).squeeze(-1)
             acts.append(z if i == len(weights) - 1 else self.act(z))
-        delta = torch.softmax(acts[-1], dim=-1)
-        delta[r_idx, y] -= 1.0
+        delta = torch.softmax(acts[-1], dim=-1) - target
         lr = self.cfg.lr
         for i in range(len(weights) - 1, -1, -1):
             x_in = acts[i]
