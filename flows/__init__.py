@@ -10,3 +10,8 @@ heartbeat off unless the user has set ``PREFECT_SERVER_ANALYTICS_ENABLED`` thems
 import os
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+# Prefect creates PREFECT_HOME without its parents and, failing, starts a server that
+# cannot open its database: make the folder first.
+if os.environ.get("PREFECT_HOME"):
+    os.makedirs(os.path.expanduser(os.environ["PREFECT_HOME"]), exist_ok=True)

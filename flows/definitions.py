@@ -75,13 +75,15 @@ def fit_partition_task(wafer: str, pulse_width_s: float, content_key: str, regis
 
 
 @task(retries=1)
-def simulate_task(ref: str, epochs: int, seeds: int) -> list[dict]:
+def simulate_task(refs: list[str], epochs: int, seeds: int) -> list[dict]:
+    """One batched sweep over all ``refs`` (runs of one algorithm share tensors)."""
     s = get_settings()
-    _, _, table = simulate_refs(Registry(s.registry), [ref], DEFAULT_VARIANTS, tuple(range(seeds)),
+    _, _, table = simulate_refs(Registry(s.registry), refs, DEFAULT_VARIANTS, tuple(range(seeds)),
                                 TrainConfig(epochs=epochs))
     records = [{k: (None if v != v else v) for k, v in r.items()} for r in table.to_dict("records")]
-    create_table_artifact(key=_artifact_key("sim", ref), table=records,
-                          description=f"Training sweep on {ref}: accuracy, epochs to target, energy")
+    create_table_artifact(key=_artifact_key("sim", *refs), table=records,
+                          description=f"Training sweep on {', '.join(refs)}: accuracy, epochs to "
+                                      "target, energy")
     return records
 
 
@@ -92,10 +94,11 @@ def ingest_flow(paths: list[str] | None = None, incoming: bool = True, min_age_s
 
 
 @flow(name="simulate")
-def simulate_flow(ref: str, epochs: int = 5, seeds: int = 1) -> list[dict]:
-    """Train every algorithm on one registered version (skips runs already done).
-    ``ref`` may be an event resource id, ``ferroflow.model.<name>@<version>``."""
-    return simulate_task(ref.removeprefix(RESOURCE_PREFIX), epochs, seeds)
+def simulate_flow(ref: str | list[str], epochs: int = 5, seeds: int = 1) -> list[dict]:
+    """Train every algorithm on registered versions, as one batched sweep (runs already
+    done are skipped). A ref may be an event resource id, ``ferroflow.model.<name>@<v>``."""
+    refs = [ref] if isinstance(ref, str) else list(ref)
+    return simulate_task([r.removeprefix(RESOURCE_PREFIX) for r in refs], epochs, seeds)
 
 
 @flow(name="fit", task_runner=task_runner())
@@ -129,9 +132,8 @@ def fit_flow(partitions: list[list] | None = None, wafer: str | None = None, sim
             for ref in new:
                 emit_event(event=EVENT, resource={"prefect.resource.id": f"{RESOURCE_PREFIX}{ref}",
                                                   "ferroflow.ref": ref})
-        else:  # embedded: run them here
-            for ref in new:
-                simulate_flow(ref, epochs, seeds)
+        else:  # embedded: one subflow, one batched sweep over the new versions
+            simulate_flow(new, epochs, seeds)
     if failed:
         raise RuntimeError(f"{len(failed)} partition(s) failed: " + "; ".join(failed))
     return registered
