@@ -23,11 +23,11 @@ from pathlib import Path
 import lmfit
 import numpy as np
 
-from pipeline.fitting import fit_traces
+from pipeline.fitting import fit_traces, trace_states
 from pipeline.generator import GeneratorConfig, generate_wafer
 from pipeline.ingest import ingest
 from pipeline.store import MeasurementStore
-from pipeline.traces import series_from_frame, traces
+from pipeline.traces import series_from_frame
 
 
 def step(g, k, b):
@@ -37,15 +37,9 @@ def step(g, k, b):
 def naive(series) -> list[tuple[float, float, bool]]:
     model = lmfit.Model(step)
     out = []
-    for s in series:
-        lo, span = float(np.min(s.state)), float(np.ptp(s.state)) or 1.0
-        for t in traces(s):
-            states = t.states if np.isnan(t.state_before) else np.r_[t.state_before, t.states]
-            if len(states) < 4:
-                continue
-            g = (states - lo) / span
-            r = model.fit(np.diff(g), model.make_params(k=0.1, b=0.5), g=g[:-1])
-            out.append((r.params["k"].value, r.params["b"].value, r.success))
+    for _, _, g, _, _ in trace_states(series):
+        r = model.fit(np.diff(g), model.make_params(k=0.1, b=0.5), g=g[:-1])
+        out.append((r.params["k"].value, r.params["b"].value, r.success))
     return out
 
 

@@ -483,6 +483,17 @@ def population(devices: pd.DataFrame, params: pd.DataFrame) -> pd.DataFrame:
 
 
 # --- trace-level soft-bounds fits (vectorised) -----------------------------------------
+def trace_states(series: list[Series], min_reads: int = 4):
+    """(series, trace, normalised reads incl. the one before the trace, lo, span) for
+    every trace with at least ``min_reads`` reads: what a trace fit sees."""
+    for s in series:
+        lo, span = float(np.min(s.state)), float(np.ptp(s.state)) or 1.0
+        for t in traces(s):
+            states = t.states if np.isnan(t.state_before) else np.r_[t.state_before, t.states]
+            if len(states) >= min_reads:
+                yield s, t, (states - lo) / span, lo, span
+
+
 def fit_traces(series: list[Series]) -> pd.DataFrame:
     """Soft-bounds fit of every trace: ``dg = k (b - g)`` per (cycle, direction) run.
 
@@ -492,18 +503,12 @@ def fit_traces(series: list[Series]) -> pd.DataFrame:
     lmfit from generic starting values converges to the same parameters.
     """
     rows, gs, dgs, ids = [], [], [], []
-    for s in series:
-        lo, span = float(np.min(s.state)), float(np.ptp(s.state)) or 1.0
-        for t in traces(s):
-            states = t.states if np.isnan(t.state_before) else np.r_[t.state_before, t.states]
-            if len(states) < 4:
-                continue
-            g = (states - lo) / span
-            rows.append({**dict(zip(SERIES_COLUMNS, s.key)), "cycle": t.cycle,
-                         "direction": "up" if t.up else "down", "norm_lo": lo, "norm_span": span})
-            gs.append(g[:-1])
-            dgs.append(np.diff(g))
-            ids.append(np.full(len(g) - 1, len(rows) - 1))
+    for s, t, g, lo, span in trace_states(series):
+        rows.append({**dict(zip(SERIES_COLUMNS, s.key)), "cycle": t.cycle,
+                     "direction": "up" if t.up else "down", "norm_lo": lo, "norm_span": span})
+        gs.append(g[:-1])
+        dgs.append(np.diff(g))
+        ids.append(np.full(len(g) - 1, len(rows) - 1))
     if not rows:
         return pd.DataFrame()
     out = pd.DataFrame(rows)
