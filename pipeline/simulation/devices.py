@@ -163,37 +163,14 @@ class DeviceLayer:
             self._lo_flat, self._hi_flat, self._c2c_flat = lo, hi, c2c
 
     def pulse(self, n_signed: torch.Tensor, gen: torch.Generator) -> None:
-        """Fire |n| pulses on every device, up where n > 0 (module docstring).
+        """Fire |n| pulses on every device, up where n > 0 (module docstring)."""
+        self.count(n_signed)
+        fire(self.model, self._g_flat, n_signed.reshape(-1), gen, self._static,
+             (self._p_flat, self._lo_flat, self._hi_flat, self._c2c_flat) if self._static is None else None)
 
-        Only devices with pulses are touched (a rank-one update fires on a few percent
-        of them): their state and parameters are gathered, moved, and scattered back.
-        """
+    def count(self, n_signed: torch.Tensor) -> None:
         self._signed_sum += n_signed.sum(dim=(1, 2))
         self._abs_sum += n_signed.abs().sum(dim=(1, 2))
-        flat = n_signed.reshape(-1)
-        idx = flat.nonzero().squeeze(1)
-        if idx.numel() == 0:
-            return
-        n = flat[idx]
-        up = n > 0
-        n = n.abs()
-        g = self._g_flat[idx]
-        xi = torch.randn(g.shape, generator=gen, dtype=g.dtype)
-        if self._static is not None:
-            s = self._static[idx]
-            sel = torch.where(up.unsqueeze(1), s[:, 0:6:2], s[:, 1:6:2])
-            log_keep, bound, coef = sel[:, 0], sel[:, 1], sel[:, 2]
-            shrink = torch.exp(n * log_keep - coef * torch.sqrt(n) * xi)
-            g = torch.clamp(bound - (bound - g) * shrink, min=s[:, 6], max=s[:, 7])
-        else:
-            p = {k: v[idx] for k, v in self._p_flat.items()}
-            lo, hi, c2c = self._lo_flat[idx], self._hi_flat[idx], self._c2c_flat[idx]
-            for j in range(int(n.max())):
-                if j:
-                    xi = torch.randn(g.shape, generator=gen, dtype=g.dtype)
-                moved = torch.clamp(g + self.model.step(g, up, **p) * (1 + c2c * xi), min=lo, max=hi)
-                g = torch.where(n > j, moved, g)
-        self._g_flat[idx] = g
 
     @property
     def pulses_up(self) -> torch.Tensor:
@@ -206,3 +183,81 @@ class DeviceLayer:
     @property
     def energy_j(self) -> torch.Tensor:
         return (self.pulses_up + self.pulses_down) * self.energy
+
+
+def fire(model: DeviceModel, g_flat: torch.Tensor, flat: torch.Tensor, gen: torch.Generator,
+         static: torch.Tensor | None, tables=None) -> None:
+    """Move the devices with pulses (``flat`` signed counts, aligned with ``g_flat``).
+
+    Only devices with pulses are touched (a rank-one update fires on a few percent of
+    them): their state and parameters are gathered, moved, and scattered back.
+    """
+    idx = flat.nonzero().squeeze(1)
+    if idx.numel() == 0:
+        return
+    n = flat[idx]
+    up = n > 0
+    n = n.abs()
+    g = g_flat[idx]
+    xi = torch.randn(g.shape, generator=gen, dtype=g.dtype)
+    if static is not None:
+        s = static[idx]
+        sel = torch.where(up.unsqueeze(1), s[:, 0:6:2], s[:, 1:6:2])
+        shrink = torch.exp(n * sel[:, 0] - sel[:, 2] * torch.sqrt(n) * xi)
+        g = torch.clamp(sel[:, 1] - (sel[:, 1] - g) * shrink, min=s[:, 6], max=s[:, 7])
+    else:
+        p_flat, lo_flat, hi_flat, c2c_flat = tables
+        p = {k: v[idx] for k, v in p_flat.items()}
+        lo, hi, c2c = lo_flat[idx], hi_flat[idx], c2c_flat[idx]
+        for j in range(int(n.max())):
+            if j:
+                xi = torch.randn(g.shape, generator=gen, dtype=g.dtype)
+            moved = torch.clamp(g + model.step(g, up, **p) * (1 + c2c * xi), min=lo, max=hi)
+            g = torch.where(n > j, moved, g)
+    g_flat[idx] = g
+
+
+class Crossbars:
+    """All layers of a network, pulsed in one sparse pass per update.
+
+    The layers' states become views of one flat buffer, so a layer's own ``pulse`` and
+    this combined one move the same devices.
+    """
+
+    def __init__(self, layers: list[DeviceLayer]):
+        self.layers = layers
+        self.model = layers[0].model
+        self.g = torch.cat([layer.g.reshape(-1) for layer in layers])
+        r = layers[0].g.shape[0]
+        self._signed = torch.zeros(len(layers) * r, dtype=torch.float64)
+        self._abs = torch.zeros(len(layers) * r, dtype=torch.float64)
+        starts, offset = [], 0
+        for i, layer in enumerate(layers):
+            n = layer.g.numel()
+            layer._g_flat = self.g[offset:offset + n]
+            layer.g = layer._g_flat.view(layer.g.shape)
+            starts += [offset + k * layer._per_run for k in range(r)]
+            # the layer's counters become views of the combined ones
+            self._signed[i * r:(i + 1) * r] += layer._signed_sum
+            self._abs[i * r:(i + 1) * r] += layer._abs_sum
+            layer._signed_sum = self._signed[i * r:(i + 1) * r]
+            layer._abs_sum = self._abs[i * r:(i + 1) * r]
+            offset += n
+        self._block_starts = torch.tensor(starts)
+        if all(layer._static is not None for layer in layers):
+            self.static, self.tables = torch.cat([layer._static for layer in layers]), None
+        else:
+            self.static = None
+            self.tables = ({k: torch.cat([layer._p_flat[k] for layer in layers]) for k in layers[0]._p_flat},
+                           torch.cat([layer._lo_flat for layer in layers]),
+                           torch.cat([layer._hi_flat for layer in layers]),
+                           torch.cat([layer._c2c_flat for layer in layers]))
+
+    def pulse(self, counts: list[torch.Tensor], gen: torch.Generator) -> None:
+        flat = torch.cat([n.reshape(-1) for n in counts])
+        # per (layer, run) block: signed and absolute sums, kept in the layers' counters
+        block = torch.bucketize(flat.nonzero().squeeze(1), self._block_starts, right=True) - 1
+        values = flat[flat != 0].to(torch.float64)
+        self._signed.index_add_(0, block, values)
+        self._abs.index_add_(0, block, values.abs())
+        fire(self.model, self.g, flat, gen, self.static, self.tables)

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from .datasets import Dataset
-from .devices import DTYPE, DeviceLayer, DeviceSpec
+from .devices import DTYPE, Crossbars, DeviceLayer, DeviceSpec
 
 ALGORITHMS = ("fp", "analog-sgd", "mixed-precision")
 
@@ -142,6 +142,7 @@ class Batch:
                                        cfg.weight_range) for w in w0]
             for layer in self.layers:
                 layer.um_scale = torch.sqrt(cfg.lr / (layer.dw_min.view(-1, 1) * cfg.bl))
+            self.crossbars = Crossbars(self.layers)
             self.chi = [torch.zeros_like(w) for w in w0]
         self.x_train = torch.tensor(data.x_train, dtype=DTYPE)  # float32: see devices.DTYPE
         self.y_train = torch.tensor(data.y_train)
@@ -186,27 +187,30 @@ class Batch:
             acts.append(z if i == len(weights) - 1 else self.act(z))
         delta = torch.softmax(acts[-1], dim=-1) - target
         lr = self.cfg.lr
+        counts = [None] * len(weights)
         for i in range(len(weights) - 1, -1, -1):
             x_in = acts[i]
             prev = (torch.bmm(delta.unsqueeze(1), weights[i]).squeeze(1) * self.dact(x_in)) if i else None
-            self._update(i, x_in, delta)
+            counts[i] = self._update(i, x_in, delta)
             self.bias[i] -= lr * delta
             delta = prev
+        if self.algorithm != "fp":  # every layer's pulses in one pass, after backprop
+            self.crossbars.pulse(counts, self.gen)
 
-    def _update(self, i: int, x: torch.Tensor, delta: torch.Tensor) -> None:
+    def _update(self, i: int, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor | None:
+        """FP: apply the update. Analog: the signed pulse counts for layer ``i``."""
         lr = self.cfg.lr
         if self.algorithm == "fp":
             self.w[i] -= lr * delta.unsqueeze(-1) * x.unsqueeze(1)
-            return
+            return None
         layer = self.layers[i]
         if self.algorithm == "mixed-precision":
             eps = layer.dw_min.view(-1, 1, 1)
             self.chi[i] -= lr * delta.unsqueeze(-1) * x.unsqueeze(1)
             n = torch.trunc(self.chi[i] / eps)
             self.chi[i] -= n * eps
-            layer.pulse(n, self.gen)
-            return
-        layer.pulse(self._coincidences(layer, x, delta), self.gen)
+            return n
+        return self._coincidences(layer, x, delta)
 
     def _coincidences(self, layer: DeviceLayer, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
         """Signed pulse counts of one stochastic rank-one update (Gokmen & Vlasov).
