@@ -220,15 +220,15 @@ class Batch:
         """
         bl = self.cfg.bl
         xa, da = x.abs(), delta.abs()
-        ratio = (da.amax(-1, keepdim=True) / xa.amax(-1, keepdim=True).clamp_min(1e-12)).clamp_min(1e-12)
-        scale = layer.um_scale  # sqrt(lr / (dw_min bl)), per run
-        px = (scale * ratio.sqrt() * xa).clamp_(max=1.0)
-        pd = (scale / ratio.sqrt() * da).clamp_(max=1.0)
-        r, n_in = x.shape
-        draws = torch.rand(r, bl, n_in + delta.shape[-1], generator=self.gen, dtype=x.dtype)
-        x_bits = (draws[:, :, :n_in] < px.unsqueeze(1)) * torch.sign(x).unsqueeze(1)
-        d_bits = (draws[:, :, n_in:] < pd.unsqueeze(1)) * -torch.sign(delta).unsqueeze(1)
-        return torch.bmm(d_bits.transpose(1, 2), x_bits)
+        root = torch.sqrt(da.amax(-1, keepdim=True).clamp_min(1e-12)
+                          / xa.amax(-1, keepdim=True).clamp_min(1e-12))
+        # probabilities and signs of inputs then errors side by side: one draw, one compare
+        p = torch.cat([(layer.um_scale * root) * xa, (layer.um_scale / root) * da], -1).clamp_(max=1.0)
+        signs = torch.cat([torch.sign(x), -torch.sign(delta)], -1)
+        bits = (torch.rand(p.shape[0], bl, p.shape[1], generator=self.gen, dtype=x.dtype)
+                < p.unsqueeze(1)) * signs.unsqueeze(1)
+        n_in = x.shape[-1]
+        return torch.bmm(bits[:, :, n_in:].transpose(1, 2), bits[:, :, :n_in])
 
     def pulses(self) -> dict[str, np.ndarray]:
         out = {}
