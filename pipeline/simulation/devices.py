@@ -8,7 +8,11 @@ Every weight is one device following a registered model (DOMAIN.md sections 3-4)
 mid-range by default (the middle of the population's state range), or the device's own
 symmetry point when symmetry-point shifting is on (Kim et al. 2019; aihwkit
 ``SoftBoundsReferenceDevice(subtract_symmetry_point=True)``). ``gain`` maps the
-population's state range onto weights in [-1, 1].
+population's state range onto weights in [-weight_range, weight_range] (default 3: a
+small MLP's weights stay within about +-1, so they use the central, more linear part of
+a soft-bounded device, as aihwkit's weight scaling does; with 1 the step-size
+nonlinearity acts as a strong weight decay and even mixed precision stalls near 0.85 on
+the sample devices).
 
 A pulse moves ``g`` by the model's expected step at the current state, times
 ``1 + c2c * xi`` (multiplicative cycle-to-cycle noise, the fitted ``c2c_rel``), clipped
@@ -17,7 +21,9 @@ device of a soft-bounds-type family (soft bounds, NeuroSim: steps ``k (b - g)``)
 pulses are applied in closed form: the distance to the bound shrinks by
 ``(1 - k)^n`` exactly in the mean, and the n noise factors combine into one lognormal
 factor ``exp(-k c2c sqrt(n) xi / (1 - k))``, which equals the pulse-by-pulse product to
-first order in ``k c2c``. Other families step pulse by pulse. Device-to-device variation: every parameter
+first order in ``k c2c``. Other families step pulse by pulse.
+
+Device-to-device variation: every parameter
 of every device is drawn from the registered population, lognormally around the median
 for parameters that are positive in every fitted device (relative spread
 ``spread / median``), normally otherwise. Tensors carry a leading run dimension R so
