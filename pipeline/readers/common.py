@@ -135,18 +135,22 @@ def _to_float(col: pa.ChunkedArray, name: str, data_offset: int, file: str) -> p
 
 
 def _raise_shape_error(text: str, delimiter: str, first_line: int, file: str, header: bool):
-    rows = csv.reader(io.StringIO(text), delimiter=delimiter)
+    rows = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     expected = None
-    for i, row in enumerate(rows):
-        if not row:
-            continue
-        if expected is None:
-            expected = len(row)
-            continue
-        if len(row) != expected:
-            raise InputError(f"expected {expected} fields, found {len(row)}"
-                             + (" (truncated row?)" if len(row) < expected else ""),
-                             file=file, row=first_line + i)
+    try:
+        for i, row in enumerate(rows):
+            if not row:
+                continue
+            if expected is None:
+                expected = len(row)
+                continue
+            if len(row) != expected:
+                raise InputError(f"expected {expected} fields, found {len(row)}"
+                                 + (" (truncated row?)" if len(row) < expected else ""),
+                                 file=file, row=first_line + i)
+    except csv.Error as exc:
+        raise InputError(f"malformed table ({exc})", file=file,
+                         row=first_line + max(rows.line_num - 1, 0)) from None
 
 
 def die_position(die: str) -> tuple[str, int | None, int | None]:
