@@ -128,6 +128,7 @@ sys.path.insert(0, {root!r})
 from tests.test_registry import _tiny
 from pipeline.registry import Registry
 reg = Registry({models!r})
+print("ready", flush=True)
 i = 0
 while True:
     i += 1
@@ -141,15 +142,21 @@ def test_kill_during_registration_leaves_index_and_files_consistent(tmp_path):
 
     models = tmp_path / "models"
     script = KILLER.format(root=str(ROOT), models=str(models))
-    for trial in range(5):
-        proc = subprocess.Popen([sys.executable, "-c", script])
-        time.sleep(1.0 + 0.37 * trial)
+    import random
+
+    rng = random.Random(3)
+    for trial in range(20):
+        proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "ready"  # imports done: now it registers
+        time.sleep(rng.uniform(0.0, 0.4))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         reg = Registry(models)
-        assert reg.check() == []
+        assert reg.check() == []  # every index row has its file, every alias its version
         versions = reg.history("hzo-W01-20ns").version.tolist()
         assert versions == list(range(1, len(versions) + 1))
+        if versions:
+            assert reg.get("hzo-W01-20ns@latest")["version"] == versions[-1]
         reg.close()
     names = os.listdir(models / "hzo-W01-20ns")
     visible = [n for n in names if not n.startswith(".")]

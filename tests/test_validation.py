@@ -67,3 +67,49 @@ def test_whole_file_problems(tmp_path):
 def test_byte_order_mark_is_accepted(tmp_path):
     path = write(tmp_path / "bom.txt", b"\xef\xbb\xbf" + "\n".join(sample_lines()).encode())
     assert validate(read_file(path)).num_rows == 600
+
+
+MIXED_MAPPING = """
+[format]
+delimiter = "\\t"
+[header]
+wafer = { key = "Wafer" }
+die = { key = "Die" }
+device = { key = "Device" }
+pulse_width_s = { key = "Pulse duration_ns", unit = "ns" }
+read_voltage_v = { key = "Read voltage_V", unit = "V" }
+[columns]
+pulse = { column = "Pulse" }
+cycle = { column = "Cycle" }
+pulse_amplitude_v = { column = "V_write_V", unit = "V" }
+pulse_width_s = { column = "t_write_ns", unit = "ns" }
+conductance_s = { divide = ["I_read_A", "read_voltage_v"], units = ["A", "V"] }
+"""
+
+
+def test_mixed_pulse_widths_in_a_file_that_declares_one(tmp_path):
+    from pipeline.readers.mapping import load_mapping
+
+    mapping = load_mapping(write(tmp_path / "m.toml", MIXED_MAPPING))
+    lines = sample_lines()[:40]
+    lines[9] += "\tt_write_ns"
+    for i in range(10, 40):
+        lines[i] += "\t" + ("200" if i == 25 else "20")
+    path = write(tmp_path / "mixed.txt", lines)
+    with pytest.raises(InputError, match="contradicts the header") as err:
+        read_file(path, mapping=mapping)
+    assert err.value.row == 26 and err.value.column == "t_write_ns"
+    lines[25] = lines[25].rsplit("\t", 1)[0] + "\t20"
+    assert validate(read_file(write(tmp_path / "ok.txt", lines), mapping=mapping)).num_rows == 30
+
+
+def test_file_that_changes_while_being_read(tmp_path):
+    from pipeline.ingest import _check_unchanged
+    from pipeline.readers import load
+
+    path = write(tmp_path / "growing.txt", sample_lines())
+    raw = load(path)
+    with open(path, "a") as fh:
+        fh.write("601\t3\t-2.5\t4e-08\t1.8\n")
+    with pytest.raises(InputError, match="changed while being read"):
+        _check_unchanged(path, raw)

@@ -100,6 +100,19 @@ def _integral(values, name: str, first_line: int, file: str) -> pa.Array:
                      row=first_line + i, column=name)
 
 
+def _agree(declared: float, values, rule, header_keys: dict, first_line: int, file: str) -> None:
+    """A field the header declares and the table also gives must agree on every row
+    (e.g. a file that declares one pulse width but holds several)."""
+    v = np.asarray(values.to_numpy(zero_copy_only=False) if hasattr(values, "to_numpy") else values,
+                   dtype=float)
+    bad = ~np.isclose(v, float(declared), rtol=1e-6, atol=0.0)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise InputError(f"table value {v[i]:g} contradicts the header "
+                         f"({header_keys.get(rule.target)!r} = {float(declared):g} for {rule.target})",
+                         file=file, row=first_line + i, column=rule.column or rule.target)
+
+
 def read_instrument(raw: RawFile, mapping: Mapping) -> pa.Table:
     file = raw.name
     header, body, table_line = split_header(raw.data, file)
@@ -117,6 +130,7 @@ def read_instrument(raw: RawFile, mapping: Mapping) -> pa.Table:
     fields: dict[str, object] = {}
     for rule in mapping.header:
         fields[rule.target] = _header_value(rule, header, file)
+    header_keys = {r.target: r.key for r in mapping.header}
     numeric = tuple(c for c in names if c in mapping.numeric_columns)
     table = parse_table(body, delimiter=delimiter, first_line=table_line, file=file,
                         numeric=numeric)
@@ -145,6 +159,8 @@ def read_instrument(raw: RawFile, mapping: Mapping) -> pa.Table:
             value = pc.divide(1.0, pc.multiply(operand(rule.reciprocal), rule.scale))
         if rule.target in INTEGER_FIELDS:
             value = _integral(value, rule.column or rule.target, first_data, file)
+        if rule.target in fields and rule.target not in TEXT_FIELDS:
+            _agree(fields[rule.target], value, rule, header_keys, first_data, file)
         fields[rule.target] = value
 
     n = table.num_rows
