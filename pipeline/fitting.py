@@ -90,13 +90,6 @@ class FitResult:
 
 
 # --- one family on one series ----------------------------------------------------------
-def _robust_var(x: np.ndarray) -> float:
-    x = x[np.isfinite(x)]
-    if len(x) < 3:
-        return float("nan")
-    return float((1.4826 * np.median(np.abs(x - np.median(x)))) ** 2)
-
-
 def _at_bound(params: lmfit.Parameters) -> str | None:
     for p in params.values():
         if not p.vary:
@@ -334,11 +327,11 @@ def fit_series(s: Series, cfg: FitConfig = FitConfig()) -> dict:
                               s.amplitude, s.state, s.pulse_width_s, s.state_unit, s.area_m2)
     device = {**base, "n_pulses": int(len(s.state)), "energy_per_pulse_j": energy.energy_j,
               "energy_source": energy.source, "norm_lo": lo, "norm_span": span}
-    problem = _series_problem(s, span)
+    sm = step_map(s)
+    problem = _series_problem(s, span, sm)
     if problem:
         return {"fits": [{**base, "family": f, "success": False, "flag": problem} for f in cfg.families],
                 "params": [], "device": {**device, "family": None, "flag": problem}}
-    sm = step_map(s)
     data = Data(g=(sm.g - lo) / span, dg=sm.dg / span, up=sm.up)
     ts = TraceSet.build(traces(s), lo, span)
     weights, target = noise_weights(data)
@@ -407,7 +400,7 @@ def _fit_all(data: Data, ts: TraceSet, cfg: FitConfig, weights, target: str) -> 
     return [rows[f] for f in cfg.families]
 
 
-def _series_problem(s: Series, span: float) -> str | None:
+def _series_problem(s: Series, span: float, sm) -> str | None:
     if len(s.state) < 10:
         return f"too few pulses ({len(s.state)})"
     if not np.isfinite(span) or span <= 0:
@@ -416,7 +409,6 @@ def _series_problem(s: Series, span: float) -> str | None:
         check_protocol(s)
     except InputError as exc:  # a protocol we cannot fit: flagged, not raised
         return exc.message
-    sm = step_map(s)
     if sm.up.any() and sm.dg[sm.up].mean() <= 0:
         return "steps of the wrong sign: up pulses lower the state on average"
     if (~sm.up).any() and sm.dg[~sm.up].mean() >= 0:

@@ -102,6 +102,3 @@ class DeviceModel:
         """(k_up, k_down, b_up, b_down) when steps are ``k (b - g)``: soft-bounds-type
         families, whose n-pulse response has a closed form; None otherwise."""
         return None
-
-    def params_dict(self, params: lmfit.Parameters) -> dict:
-        return {k: params[k].value for k in self.param_names}
