@@ -5,6 +5,10 @@ A bad file never stops the batch: it is quarantined with a sidecar naming the re
 (to ``quarantine/`` when bad, to ``processed/`` once stored); files named explicitly
 elsewhere are left where they are and a bad one is *copied* to quarantine.
 
+Files larger than ``big_file_bytes`` (64 MiB by default) are read and stored block by
+block, each in a commit of its own, so memory stays bounded whatever their size
+(``pipeline.readers.stream``).
+
 Landing-folder rule for files still being written: a file is picked up when it has a
 ``<name>.done`` marker beside it, or when its size and modification time have not
 changed for ``min_age_s`` seconds (default 5 s; two looks, ``min_age_s`` apart).
@@ -24,8 +28,9 @@ from pathlib import Path
 
 from .errors import InputError
 from .readers import Mapping, TraceOptions, load, read_raw
+from .readers.stream import BIG_FILE_BYTES, iter_blocks, sha256_of
 from .store import MeasurementStore, Pending
-from .validation import validate_batch
+from .validation import StreamValidator, validate_batch
 
 WINDOW = 32  # files read ahead at a time
 SUFFIXES = (".txt", ".csv", ".tsv", ".dat", ".parquet", ".gz")
@@ -131,12 +136,15 @@ def quarantine(path: Path, reason: InputError | str, folder: Path, move: bool, s
 def ingest(paths: list[str | Path], store: MeasurementStore, quarantine_dir: Path, *,
            mapping: Mapping | None = None, trace: TraceOptions | None = None,
            move_from: Path | None = None, processed_dir: Path | None = None,
-           batch_rows: int = 1_000_000, workers: int = 2, progress=None) -> IngestReport:
+           batch_rows: int = 1_000_000, workers: int = 2, big_file_bytes: int = BIG_FILE_BYTES,
+           progress=None) -> IngestReport:
     """Ingest files; see the module docstring. ``progress(done, total)`` per file.
 
     Files under ``move_from`` (the landing folder) are moved, as described above.
     """
-    files = discover(paths)
+    every = discover(paths)
+    big = [f for f in every if _is_big(f, big_file_bytes)]
+    files = [f for f in every if f not in set(big)]
     report = IngestReport()
 
     def moved(path: Path) -> bool:
@@ -164,16 +172,64 @@ def ingest(paths: list[str | Path], store: MeasurementStore, quarantine_dir: Pat
                             rows += outcome.rows
                         done += 1
                         if progress:
-                            progress(done, len(files))
+                            progress(done, len(every))
                     current = next(windows, None)
                 commit = batch.commit()
             report.partitions.update(commit.partitions)
             for outcome in settled:
                 report.outcomes.append(outcome)
                 _archive(Path(outcome.path), moved(Path(outcome.path)), processed_dir)
-    order = {str(f): i for i, f in enumerate(files)}
+    for path in big:
+        outcome, partitions = _ingest_big(path, store, known, mapping)
+        report.outcomes.append(outcome)
+        report.partitions.update(partitions)
+        if outcome.status == "quarantined":
+            quarantine(path, outcome.error, quarantine_dir, moved(path), outcome.sha256)
+        else:
+            _archive(path, moved(path), processed_dir)
+        done += 1
+        if progress:
+            progress(done, len(every))
+    order = {str(f): i for i, f in enumerate(every)}
     report.outcomes.sort(key=lambda o: order.get(o.path, 0))
     return report
+
+
+def _is_big(path: Path, limit: int) -> bool:
+    try:
+        return path.suffix.lower() != ".parquet" and path.stat().st_size > limit
+    except OSError:
+        return False
+
+
+def _ingest_big(path: Path, store: MeasurementStore, known: set[str], mapping):
+    """Stream one big file into a commit of its own: (outcome, partitions)."""
+    sha = None
+    try:
+        size = path.stat().st_size
+        sha = sha256_of(path)
+        if sha in known:
+            return FileOutcome(str(path), "duplicate", 0, sha), ()
+        checker = StreamValidator(str(path))
+
+        def blocks():
+            for table in iter_blocks(path, sha, mapping):
+                yield checker.check(table)
+            checker.finish()
+
+        with store.batch() as batch:
+            status = batch.add_blocks(path.name, sha, blocks())
+            if path.stat().st_size != size:
+                raise InputError("file changed while being read (size differs); it will be "
+                                 "picked up again once complete", file=str(path))
+            commit = batch.commit()
+    except InputError as exc:
+        err = exc.located(str(path))
+        return FileOutcome(str(path), "quarantined", 0, sha, err.one_line(), error=err), ()
+    except OSError as exc:
+        err = InputError(f"cannot read file ({exc.strerror})", file=str(path))
+        return FileOutcome(str(path), "quarantined", 0, sha, err.one_line(), error=err), ()
+    return FileOutcome(str(path), status, commit.rows, sha), commit.partitions
 
 
 def _read_ahead(files: list[Path], pool: ThreadPoolExecutor, prepare):

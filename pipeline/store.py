@@ -10,11 +10,13 @@ Readable by ``pyarrow.dataset`` (``MeasurementStore.dataset``), pandas and duckd
 (``read_parquet('<root>/**/*.parquet', hive_partitioning=true)``). Partition columns
 live in the directory names only, as hive layouts do.
 
-Exactly-once: a commit runs under the lock; it first deletes parts no ledger row points
-at (left by a crashed commit), drops files whose SHA-256 is already in the ledger, writes
-each part to a hidden temp file and renames it into place, and updates the ledger last,
-in one transaction. A crash at any point leaves either the old state or the new one
-once the next commit has cleaned up.
+Exactly-once: a commit runs under the lock. It writes each part to a hidden temp file
+(``.part-<commit>.parquet.tmp``, which parquet readers skip), syncs it, records files,
+parts and series in the ledger in one transaction, and only then renames the parts into
+place. A crash before the ledger transaction leaves temp files that the next batch
+deletes; a crash after it leaves committed parts under their temp names, which the next
+batch (or ``dataset()``) renames forward. So a reader never sees a part the ledger does
+not hold, and nothing is stored twice.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from .errors import InputError
 from .schema import COLUMNS, PARTITION, PARTITION_SCHEMA, SCHEMA
 
 LEDGER = "_ledger.sqlite"
@@ -58,6 +61,20 @@ CREATE INDEX IF NOT EXISTS series_key ON series (wafer, die, device, pulse_width
 
 def partition_dir(wafer: str, pulse_width_s: float) -> str:
     return f"wafer={wafer}/pulse_width_s={float(pulse_width_s)!r}"
+
+
+def temp_path(final: Path) -> Path:
+    """Where a part is written before its commit renames it to ``final``."""
+    return final.with_name(f".{final.name}.tmp")
+
+
+def roll_forward(final: Path) -> None:
+    """Rename a committed part still under its temp name (a commit cut short)."""
+    if not final.exists():
+        try:
+            os.replace(temp_path(final), final)
+        except FileNotFoundError:  # renamed meanwhile by another process, or truly lost
+            pass
 
 
 @dataclass(frozen=True)
@@ -108,12 +125,12 @@ class MeasurementStore:
         """
         return Batch(self)
 
-    def commit(self, pending: list[Pending], before_ledger=None) -> Commit:
+    def commit(self, pending: list[Pending], **hooks) -> Commit:
         """Store ``pending`` files exactly once (a one-shot batch)."""
         with self.batch() as b:
             for p in pending:
                 b.add(p)
-            return b.commit(before_ledger=before_ledger)
+            return b.commit(**hooks)
 
     # --- reading ------------------------------------------------------------
     # --- reading ------------------------------------------------------------
@@ -121,6 +138,8 @@ class MeasurementStore:
         """The committed parts as a pyarrow dataset (partition columns typed)."""
         with closing(self._connect()) as con:
             rels = [r[0] for r in con.execute("SELECT path FROM parts ORDER BY path")]
+        for rel in rels:
+            roll_forward(self.root / rel)
         files = [str(self.root / r) for r in rels]
         part = ds.partitioning(PARTITION_SCHEMA, flavor="hive")
         return ds.dataset(files, schema=pa.schema(list(_DATA_SCHEMA) + list(PARTITION_SCHEMA)),
@@ -212,7 +231,7 @@ class Batch:
         self._lock = None
         self._con: sqlite3.Connection | None = None
         self._known: set[str] = set()
-        self._added: list[tuple[Pending, list]] = []
+        self._added: list[tuple[str, str, int, list]] = []  # name, sha256, rows, series spans
         self._already: list[str] = []
         self._overlaps: dict[str, str] = {}
         self._claimed: dict[tuple, list[tuple[int, int, str]]] = {}
@@ -228,7 +247,7 @@ class Batch:
         self._lock = open(root / LOCK, "a+")
         fcntl.flock(self._lock, fcntl.LOCK_EX)
         self._con = self.store._connect()
-        self._remove_orphans()
+        self._recover()
         self._known = {r[0] for r in self._con.execute("SELECT sha256 FROM files")}
         return self
 
@@ -241,13 +260,21 @@ class Batch:
             fcntl.flock(self._lock, fcntl.LOCK_UN)
             self._lock.close()
 
-    def _remove_orphans(self) -> None:
-        """Delete parts no ledger row points at: leftovers of a crashed batch (we hold
-        the lock, so no other writer is mid-batch)."""
+    def _recover(self) -> None:
+        """Finish what a crashed batch left (we hold the lock, so no other writer is
+        mid-batch): committed parts still under temp names are renamed forward, every
+        other temp file and any part the ledger does not hold is deleted."""
         committed = {r[0] for r in self._con.execute("SELECT path FROM parts")}
         for path in self.store.root.glob("wafer=*/pulse_width_s=*/*"):
-            rel = path.relative_to(self.store.root).as_posix()
-            if path.name.startswith(".tmp-") or (path.suffix == ".parquet" and rel not in committed):
+            if path.name.startswith(".") and path.name.endswith(".tmp"):
+                final = path.with_name(path.name[1:-len(".tmp")])
+                if final.relative_to(self.store.root).as_posix() in committed:
+                    roll_forward(final)
+                    continue
+                path.unlink(missing_ok=True)
+            elif path.name.startswith(".") or (
+                    path.suffix == ".parquet"
+                    and path.relative_to(self.store.root).as_posix() not in committed):
                 path.unlink(missing_ok=True)
 
     def add(self, p: Pending) -> str:
@@ -264,10 +291,37 @@ class Batch:
         self._known.add(p.sha256)
         for key, lo, hi in spans:
             self._claimed.setdefault(key, []).append((lo, hi, p.name))
-        for key, rows in _split_by_partition(p.table):
-            self._buffer(key, rows.drop_columns(list(PARTITION)))
-        self._added.append((p, spans))
+        self._queue(p.table)
+        self._added.append((p.name, p.sha256, p.table.num_rows, spans))
         return "stored"
+
+    def add_blocks(self, name: str, sha256: str, blocks) -> str:
+        """Queue a big file that arrives as an iterable of canonical tables: ``stored``
+        or ``duplicate``. An InputError from ``blocks``, or rows the store already holds,
+        raise; the caller then leaves the batch without committing, which discards all
+        of its rows, so a file streamed this way gets a batch of its own."""
+        if sha256 in self._known:
+            self._already.append(sha256)
+            return "duplicate"
+        spans: dict[tuple, list[int]] = {}
+        rows = 0
+        for table in blocks:
+            for key, lo, hi in _series_spans(table):
+                span = spans.setdefault(key, [lo, hi])
+                span[0], span[1] = min(span[0], lo), max(span[1], hi)
+            self._queue(table)
+            rows += table.num_rows
+        merged = [(key, lo, hi) for key, (lo, hi) in spans.items()]
+        reason = self._overlap(merged)
+        if reason:
+            raise InputError(reason, file=name)
+        self._known.add(sha256)
+        self._added.append((name, sha256, rows, merged))
+        return "stored"
+
+    def _queue(self, table: pa.Table) -> None:
+        for key, rows in _split_by_partition(table):
+            self._buffer(key, rows.drop_columns(list(PARTITION)))
 
     def overlap_reason(self, sha256: str) -> str:
         return self._overlaps[sha256]
@@ -300,7 +354,7 @@ class Batch:
             rel = f"{partition_dir(*key)}/part-{self.commit_id}.parquet"
             target = self.store.root / rel
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".tmp-{os.getpid()}-{target.name}")
+            tmp = temp_path(target)
             # Dictionary-encode only the text columns: on floats it costs time, saves nothing.
             writer = pq.ParquetWriter(tmp, _DATA_SCHEMA, compression="zstd",
                                       use_dictionary=_TEXT_COLUMNS)
@@ -309,9 +363,9 @@ class Batch:
         self._writers[key][0].write_table(table)
         self._rows[key] = self._rows.get(key, 0) + table.num_rows
 
-    def commit(self, before_ledger=None) -> Commit:
-        """Make the batch visible: finish the parts, rename them, record the ledger.
-        ``before_ledger`` is a test hook run after the renames, before the ledger."""
+    def commit(self, before_ledger=None, before_rename=None) -> Commit:
+        """Make the batch visible: finish the parts, record the ledger, rename the parts
+        into place. ``before_ledger`` and ``before_rename`` are test hooks (crash points)."""
         for key in list(self._buffers):
             self._flush(key)
         parts = []
@@ -319,22 +373,25 @@ class Batch:
             writer.close()
             with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())
-            os.replace(tmp, self.store.root / rel)
             parts.append((rel, key[0], key[1], self._rows[key]))
         if before_ledger:
             before_ledger()
         now = datetime.now(timezone.utc).isoformat()
         with self._con:
             self._con.executemany("INSERT INTO files VALUES (?, ?, ?, ?, ?)", [
-                (p.sha256, p.name, p.table.num_rows, self.commit_id, now) for p, _ in self._added])
+                (sha, name, n, self.commit_id, now) for name, sha, n, _ in self._added])
             self._con.executemany("INSERT INTO parts VALUES (?, ?, ?, ?, ?)",
                                   [(rel, self.commit_id, w, pw, n) for rel, w, pw, n in parts])
             self._con.executemany("INSERT INTO series VALUES (?, ?, ?, ?, ?, ?, ?)", [
-                (*k, lo, hi, p.sha256) for p, spans in self._added for k, lo, hi in spans])
+                (*k, lo, hi, sha) for _, sha, _, spans in self._added for k, lo, hi in spans])
         self._done = True
-        return Commit(tuple(p.sha256 for p, _ in self._added), tuple(self._already),
+        if before_rename:
+            before_rename()
+        for rel, *_ in parts:
+            roll_forward(self.store.root / rel)
+        return Commit(tuple(sha for _, sha, _, _ in self._added), tuple(self._already),
                       dict(self._overlaps), tuple(sorted(self._writers)),
-                      sum(p.table.num_rows for p, _ in self._added))
+                      sum(n for _, _, n, _ in self._added))
 
     def _abort(self) -> None:
         for writer, tmp, _ in self._writers.values():

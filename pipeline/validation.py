@@ -17,7 +17,6 @@ Rules (each has a test with a file that breaks it):
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -187,6 +186,16 @@ _SERIES = ("source_sha256", *KEY[:-1])  # rows of one series: same file, device,
 
 
 def _check_order(table: pa.Table, file: str) -> None:
+    new_group = _run_starts(table)
+    pulse = np.asarray(table.column("pulse"), dtype=np.int64)
+    _check_increasing(table, new_group, pulse, None, file)
+    run = np.cumsum(new_group) - 1
+    _check_run_sizes(table, run, np.bincount(run), file)
+    _check_duplicates(table, new_group, file)
+
+
+def _run_starts(table: pa.Table) -> np.ndarray:
+    """True where a row starts a new run of one series (first row included)."""
     n = table.num_rows
     new_group = np.zeros(n, bool)
     new_group[0] = True
@@ -194,18 +203,33 @@ def _check_order(table: pa.Table, file: str) -> None:
         for k in _SERIES:
             col = table.column(k)
             new_group[1:] |= np.asarray(pc.not_equal(col.slice(1), col.slice(0, n - 1)))
-    pulse = np.asarray(table.column("pulse"), dtype=np.int64)
-    step_ok = np.r_[True, pulse[1:] > pulse[:-1]]
-    i = _first(~new_group & ~step_ok)
+    return new_group
+
+
+def _check_increasing(table, new_group, pulse, previous: int | None, file: str) -> None:
+    """Pulses rise within a run; ``previous`` is the pulse before row 0 in the same run."""
+    before = np.r_[previous if previous is not None else -1, pulse[:-1]]
+    ok = new_group | (pulse > before)
+    if previous is None:
+        ok[0] = True
+    i = _first(~ok)
     if i is not None:
         _fail(table, i, "pulse", f"pulse index {pulse[i]} does not increase within its cycle "
-              f"(previous row has {pulse[i - 1]})", file)
-    run = np.cumsum(new_group) - 1
-    sizes = np.bincount(run)
-    i = _first(sizes[run] < 2)
+              f"(previous row has {before[i]})", file)
+
+
+def _check_run_sizes(table, run, sizes, file: str, still_open: int | None = None) -> None:
+    """Every run has two pulses or more (``still_open``: a run the next block continues)."""
+    short = sizes[run] < 2
+    if still_open is not None:
+        short &= run != still_open
+    i = _first(short)
     if i is not None:
         cycle = table.column("cycle")[i].as_py()
         _fail(table, i, "cycle", f"cycle {cycle} has a single pulse; a cycle needs at least two", file)
+
+
+def _check_duplicates(table, new_group, file: str) -> None:
     # Within a run pulses strictly increase, so a duplicated key needs a series that
     # occurs in two runs; only then pay for the full check.
     starts = table.select(list(_SERIES)).take(pa.array(np.flatnonzero(new_group)))
@@ -216,3 +240,70 @@ def _check_order(table: pa.Table, file: str) -> None:
     if i is not None:
         _fail(table, i, "pulse", "duplicated row: the same wafer, die, device, pulse width, "
               "cycle and pulse appear earlier", file)
+
+
+class StreamValidator:
+    """``validate`` for a file that arrives in blocks (``readers.stream``).
+
+    Each block gets every row check; runs and their order are followed across block
+    boundaries. One rule is stricter than for whole files: a series (device, pulse
+    width, cycle) must be one contiguous run of rows, because checking a re-appearing
+    series for duplicates would mean keeping all its pulses.
+    """
+
+    def __init__(self, file: str):
+        self.file = file
+        self.open: tuple | None = None       # series key of the run still open
+        self.open_pulse = 0
+        self.open_len = 0
+        self.open_row = 0
+        self.closed: dict[tuple, int] = {}   # series key -> first line of its run
+
+    def check(self, table: pa.Table) -> pa.Table:
+        if table.num_rows == 0:
+            return table
+        _check_nulls(table, self.file)
+        _check_identifiers(table, self.file)
+        _check_numbers(table, self.file)
+        _check_sets(table, self.file)
+        self._check_runs(table)
+        return table
+
+    def finish(self) -> None:
+        """After the last block: the run still open must have two pulses."""
+        if self.open is not None and self.open_len < 2:
+            raise InputError(f"cycle {self.open[-1]} has a single pulse; a cycle needs at "
+                             "least two", file=self.file, row=self.open_row, column="cycle")
+
+    def _check_runs(self, table: pa.Table) -> None:
+        new_group = _run_starts(table)
+        rows = np.asarray(table.column("source_row"), dtype=np.int64)
+        start_idx = np.flatnonzero(new_group)
+        keys = [tuple(r.values()) for r in table.select(list(_SERIES)).take(
+            pa.array(start_idx)).to_pylist()]
+        continues = keys[0] == self.open
+        new_group[0] = not continues
+        pulse = np.asarray(table.column("pulse"), dtype=np.int64)
+        _check_increasing(table, new_group, pulse, self.open_pulse if continues else None,
+                          self.file)
+        if not continues and self.open is not None:
+            self.finish()
+            self.closed[self.open] = self.open_row
+        run = np.cumsum(new_group) - (0 if continues else 1)
+        sizes = np.bincount(run)
+        if continues:
+            sizes[0] += self.open_len
+        last = int(run[-1])
+        _check_run_sizes(table, run, sizes, self.file, still_open=last)
+        for j, (i, key) in enumerate(zip(start_idx, keys)):
+            if key in self.closed and not (j == 0 and continues):
+                raise InputError(f"rows of this series (device {key[3]}, cycle {key[5]}) appear "
+                                 f"again after other rows; a file this large must keep each "
+                                 f"series contiguous", file=self.file, row=int(rows[i]),
+                                 column="cycle")
+            if j < len(keys) - 1:
+                self.closed[key] = int(rows[i])
+        self.open = keys[-1]
+        self.open_pulse = int(pulse[-1])
+        self.open_len = int(sizes[last])
+        self.open_row = int(rows[-1])

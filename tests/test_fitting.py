@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.devices import FAMILIES, Data, family
+from pipeline.devices import FAMILIES, family
 from pipeline.fitting import FitConfig, fit_frame, fit_series, fit_traces
 from pipeline.readers import TraceOptions, read_file
 from pipeline.traces import Series, check_protocol, series_from_frame, step_map, traces

@@ -8,7 +8,6 @@ import pandas as pd
 import pyarrow.dataset as ds
 import pytest
 
-from pipeline.errors import InputError
 from pipeline.ingest import ingest, ready_files
 from pipeline.readers import read_file
 from pipeline.store import MeasurementStore, Pending
@@ -94,20 +93,37 @@ def test_landing_folder_files_are_moved(tmp_path):
     assert len(list((tmp_path / "processed").iterdir())) == 2
 
 
+def _two_pending():
+    return [Pending(f.name, f"sha-{i}", validate(read_file(f))) for i, f in enumerate(SOME[:2])]
+
+
+def _power_cut():
+    raise RuntimeError("power cut")
+
+
 def test_crash_between_parts_and_ledger_leaves_no_duplicate(tmp_path):
     store = MeasurementStore(tmp_path / "store")
-    pending = [Pending(f.name, f"sha-{i}", validate(read_file(f))) for i, f in enumerate(SOME[:2])]
-
-    def crash():
-        raise RuntimeError("power cut")
-
+    pending = _two_pending()
     with pytest.raises(RuntimeError):
-        store.commit(pending, before_ledger=crash)
+        store.commit(pending, before_ledger=_power_cut)
     assert store.rows() == 0 and len(store.read()) == 0  # ledger says nothing was stored
     store.commit(pending)
     assert len(store.read()) == 1200
     parts = list(store.root.rglob("*.parquet"))
-    assert len(parts) == 1 and not list(store.root.rglob(".tmp-*"))
+    assert len(parts) == 1 and not list(store.root.rglob("*.tmp"))
+
+
+def test_crash_after_ledger_before_rename_rolls_forward(tmp_path):
+    store = MeasurementStore(tmp_path / "store")
+    pending = _two_pending()
+    with pytest.raises(RuntimeError):
+        store.commit(pending, before_rename=_power_cut)
+    # committed: raw readers see nothing yet (temp names are hidden), the store sees all
+    assert not [p for p in store.root.rglob("*.parquet") if not p.name.startswith(".")]
+    assert len(store.read()) == 1200
+    assert len(pd.read_parquet(store.root)) == 1200  # read() renamed the part forward
+    assert store.commit(pending).already == ("sha-0", "sha-1")
+    assert len(store.read()) == 1200 and not list(store.root.rglob("*.tmp"))
 
 
 def test_ready_files_waits_for_stable_or_marked_files(tmp_path):

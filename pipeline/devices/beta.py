@@ -11,7 +11,6 @@ fitted per direction on shared bounds. Soft bounds is ``alpha_p = 1, beta_p = 2`
 from __future__ import annotations
 
 import lmfit
-import numpy as np
 
 from .base import Data, DeviceModel
 from .xp import ops_for

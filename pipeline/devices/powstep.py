@@ -10,7 +10,6 @@ the step map. Symmetry point: bracketed root of ``a_p w^gp = a_d (1 - w)^gd``.
 from __future__ import annotations
 
 import lmfit
-import numpy as np
 
 from .base import Data, DeviceModel
 from .xp import ops_for

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -35,6 +34,11 @@ def read_canonical(raw: RawFile) -> pa.Table:
         table = parse_table(text, delimiter=delimiter, first_line=1, file=raw.name,
                             numeric=tuple(c for c in NUMERIC if c in names))
         first_data = 2
+    return convert(table, raw, first_data)
+
+
+def convert(table: pa.Table, raw: RawFile, first_data: int) -> pa.Table:
+    """Parsed canonical-named rows (file lines from ``first_data`` on) -> canonical table."""
     fields = {c: table.column(c) for c in table.column_names if c in COLUMNS and c not in LINEAGE}
     for name in INTEGER_FIELDS & fields.keys():
         fields[name] = _integral(fields[name], name, first_data, raw.name)

@@ -5,6 +5,7 @@ What each header key and column means comes from a mapping file (``mapping.py``)
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import numpy as np
@@ -113,6 +114,30 @@ def _agree(declared: float, values, rule, header_keys: dict, first_line: int, fi
                          file=file, row=first_line + i, column=rule.column or rule.target)
 
 
+@dataclass
+class Layout:
+    """What the header block and the table's header row say, before any data row."""
+
+    delimiter: str
+    names: list[str]
+    numeric: tuple[str, ...]
+    table_line: int               # file line of the table's header row
+    fields: dict                  # values from the header block, by canonical name
+    header_keys: dict             # canonical name -> header key (for error messages)
+
+
+def layout(header: dict, first: str, table_line: int, mapping: Mapping, file: str) -> Layout:
+    """Check the header block and the table's header row against the mapping."""
+    delimiter = sniff_delimiter(first) if mapping.delimiter == "auto" else mapping.delimiter
+    names = [c.strip() for c in first.rstrip("\r").split(delimiter)]
+    if len(names) < 2:
+        raise InputError(f"table header has one column; expected {delimiter!r}-separated "
+                         "columns (wrong delimiter?)", file=file, row=table_line)
+    fields = {rule.target: _header_value(rule, header, file) for rule in mapping.header}
+    return Layout(delimiter, names, tuple(c for c in names if c in mapping.numeric_columns),
+                  table_line, fields, {r.target: r.key for r in mapping.header})
+
+
 def read_instrument(raw: RawFile, mapping: Mapping) -> pa.Table:
     file = raw.name
     header, body, table_line = split_header(raw.data, file)
@@ -122,20 +147,18 @@ def read_instrument(raw: RawFile, mapping: Mapping) -> pa.Table:
         first = body[:4096].split(b"\n", 1)[0].decode("utf-8")
     except UnicodeDecodeError:
         raise InputError("not UTF-8 text", file=file, row=table_line) from None
-    delimiter = sniff_delimiter(first) if mapping.delimiter == "auto" else mapping.delimiter
-    names = [c.strip() for c in first.rstrip("\r").split(delimiter)]
-    if len(names) < 2:
-        raise InputError(f"table header has one column; expected {delimiter!r}-separated "
-                         "columns (wrong delimiter?)", file=file, row=table_line)
-    fields: dict[str, object] = {}
-    for rule in mapping.header:
-        fields[rule.target] = _header_value(rule, header, file)
-    header_keys = {r.target: r.key for r in mapping.header}
-    numeric = tuple(c for c in names if c in mapping.numeric_columns)
-    table = parse_table(body, delimiter=delimiter, first_line=table_line, file=file,
-                        numeric=numeric)
+    lay = layout(header, first, table_line, mapping, file)
+    table = parse_table(body, delimiter=lay.delimiter, first_line=table_line, file=file,
+                        numeric=lay.numeric)
+    return convert(table, lay, mapping, raw, table_line + 1)
+
+
+def convert(table: pa.Table, lay: Layout, mapping: Mapping, raw: RawFile,
+            first_data: int) -> pa.Table:
+    """Parsed table rows (the file's lines from ``first_data`` on) -> canonical rows."""
+    file = raw.name
     table = table.rename_columns([c.strip() for c in table.column_names])
-    first_data = table_line + 1
+    fields = dict(lay.fields)
 
     def operand(name: str):
         if name in table.column_names:
@@ -144,7 +167,7 @@ def read_instrument(raw: RawFile, mapping: Mapping) -> pa.Table:
             return fields[name]
         raise MappingError(f"mapping names column {name!r}, which the file lacks "
                            f"(columns: {', '.join(table.column_names)})", file=file,
-                           row=table_line, column=name)
+                           row=lay.table_line, column=name)
 
     for rule in mapping.columns:
         if rule.column:
@@ -160,7 +183,7 @@ def read_instrument(raw: RawFile, mapping: Mapping) -> pa.Table:
         if rule.target in INTEGER_FIELDS:
             value = _integral(value, rule.column or rule.target, first_data, file)
         if rule.target in fields and rule.target not in TEXT_FIELDS:
-            _agree(fields[rule.target], value, rule, header_keys, first_data, file)
+            _agree(fields[rule.target], value, rule, lay.header_keys, first_data, file)
         fields[rule.target] = value
 
     n = table.num_rows

@@ -25,7 +25,7 @@ Table columns the mapping does not name are ignored.
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import MappingError
