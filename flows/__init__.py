@@ -15,3 +15,8 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 # cannot open its database: make the folder first.
 if os.environ.get("PREFECT_HOME"):
     os.makedirs(os.path.expanduser(os.environ["PREFECT_HOME"]), exist_ok=True)
+
+# Dask's INFO logs narrate every worker start and stop, and on cluster shutdown a
+# closed connection is logged at INFO *with a traceback* (distributed.batched). Nothing
+# there needs the user: show warnings and errors only, unless they chose a level.
+os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")

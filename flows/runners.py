@@ -25,11 +25,36 @@ def task_runner(kind: str | None = None, address: str | None = None, workers: in
         if address:
             return DaskTaskRunner(address=address)
         n = workers or int(os.environ.get("FERRO_DASK_WORKERS", "2"))
-        return DaskTaskRunner(cluster_kwargs={"n_workers": n, "threads_per_worker": 1,
-                                              "processes": True, "dashboard_address": None})
+        return _local_dask_runner()(cluster_kwargs={"n_workers": n, "threads_per_worker": 1,
+                                                    "processes": True, "dashboard_address": None})
     raise ValueError(f"FERRO_TASK_RUNNER must be 'threads' or 'dask', not {kind!r}")
 
 
 def uses_processes_inside(kind: str | None = None) -> bool:
     """Whether a task may start its own process pool (not inside Dask workers)."""
     return (kind or os.environ.get("FERRO_TASK_RUNNER", "threads")) == "threads"
+
+
+def _local_dask_runner():
+    from prefect_dask import DaskTaskRunner
+
+    class LocalDaskTaskRunner(DaskTaskRunner):
+        """Workers of a local cluster report to the parent's Prefect API.
+
+        Embedded, that API is the parent's temporary server; a worker process that does
+        not know its address starts a temporary server of its own, on the same SQLite
+        database, for every worker. The address goes to the workers through the
+        environment they inherit (set once the parent's server runs, at flow start)."""
+
+        def __enter__(self):
+            from prefect.settings import PREFECT_API_URL
+
+            if not PREFECT_API_URL.value():
+                from prefect.server.api.server import SubprocessASGIServer
+
+                running = [s for s in SubprocessASGIServer._instances.values() if s.running]
+                if running:
+                    os.environ["PREFECT_API_URL"] = running[0].api_url
+            return super().__enter__()
+
+    return LocalDaskTaskRunner

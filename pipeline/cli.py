@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .errors import InputError
 from .settings import Settings, get_settings
+from .units import format_seconds
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
 
@@ -110,13 +111,6 @@ def cmd_ingest(args) -> int:
 
 
 # --- fit ----------------------------------------------------------------------
-def _fmt_width(pw: float) -> str:
-    for unit, scale in (("s", 1), ("ms", 1e-3), ("us", 1e-6), ("ns", 1e-9)):
-        if pw >= scale:
-            return f"{pw / scale:g} {unit}"
-    return f"{pw:g} s"
-
-
 def fit_table(result) -> str:
     """One line per pulse width: what a device engineer scans first."""
     pop = result.population
@@ -133,7 +127,7 @@ def fit_table(result) -> str:
         fam = devs["family"].mode()
         energy = devs["energy_per_pulse_j"].median()
         lines.append(
-            f"{wafer:<8}{_fmt_width(pw):>9}{len(devs):>8}{int(devs['family'].isna().sum()):>8}  "
+            f"{wafer:<8}{format_seconds(pw):>9}{len(devs):>8}{int(devs['family'].isna().sum()):>8}  "
             f"{(fam.iloc[0] if len(fam) else '-'):<11}{stat('sp_norm', '.3f'):>17}"
             f"{stat('k_p', '.4f'):>16}{stat('k_d', '.4f'):>16}"
             f"{devs['c2c_rel'].median():>7.2f}{energy * 1e12:>8.3g}pJ  "
@@ -252,7 +246,7 @@ def sim_table(table) -> str:
     lines = [f"{'pulse':>9}  {'algorithm':<26}{'seeds':>5}{'test acc':>15}{'epochs->target':>15}"
              f"{'pulses/epoch':>14}{'E/pulse':>10}{'energy':>12}"]
     for r in table.itertuples():
-        pw = _fmt_width(r.pulse_width_s) if r.pulse_width_s == r.pulse_width_s else "-"
+        pw = format_seconds(r.pulse_width_s) if r.pulse_width_s == r.pulse_width_s else "-"
         ept = f"{r.epochs_to_target:.1f} ({r.reached}/{r.seeds})" if r.reached else f"never (0/{r.seeds})"
         lines.append(f"{pw:>9}  {r.label:<26}{r.seeds:>5}{r.acc_mean:>9.3f}±{(r.acc_sd if r.acc_sd == r.acc_sd else 0):.3f}"
                      f"{ept:>15}{r.pulses_per_epoch:>14.3g}{r.energy_per_pulse_j * 1e12:>8.3g}pJ"
@@ -280,6 +274,25 @@ def cmd_simulate(args) -> int:
                                             cfg, args.mnist, quiet=args.quiet or args.json)
     _out(args, sim_table(table), {"runs": summary.to_dict(orient="records"),
                                   "table": table.to_dict(orient="records")})
+    return EXIT_OK
+
+
+# --- report ------------------------------------------------------------------------
+def run_report(settings: Settings, wafer: str, out: str | None = None, quiet: bool = False):
+    from .registry import Registry
+    from .report import write_report
+    from .store import MeasurementStore
+
+    say = (lambda line: None) if quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+    return write_report(MeasurementStore(settings.store), Registry(settings.registry), wafer,
+                        Path(out) if out else settings.reports / wafer, progress=say)
+
+
+def cmd_report(args) -> int:
+    rep = run_report(_settings(args), args.wafer, args.out, args.quiet or args.json)
+    _out(args, f"report: {rep.html} ({len(rep.figures)} figures, {len(rep.tables)} tables)",
+         {"html": str(rep.html), "figures": {k: str(v) for k, v in rep.figures.items()},
+          "tables": {k: v.to_dict(orient="records") for k, v in rep.tables.items()}})
     return EXIT_OK
 
 
@@ -375,6 +388,9 @@ def cmd_demo(args) -> int:
     print(sim_table(table))
     print(f"[demo] simulate: {len(table)} configurations, {args.epochs} epochs "
           f"({time.monotonic() - t0:.1f}s)")
+    t0 = time.monotonic()
+    rep = run_report(settings, "W01", quiet=args.quiet)
+    print(f"[demo] report: {rep.html} ({len(rep.figures)} figures, {time.monotonic() - t0:.1f}s)")
     return EXIT_PARTIAL if report.count("quarantined") else EXIT_OK
 
 
@@ -473,6 +489,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", type=float, default=0.9, help="test accuracy counted as converged")
     p.add_argument("--mnist", help="MNIST folder of IDX files or .npz (default: sklearn digits)")
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("report", help="figures and an HTML page for a wafer: fits, step maps, "
+                       "wafer maps, d2d, training results", formatter_class=fmt,
+                       epilog="examples:\n  ferroflow report --wafer W01\n"
+                              "  ferroflow report --wafer W01 --out /tmp/W01-report")
+    _common(p)
+    p.add_argument("--wafer", required=True)
+    p.add_argument("--out", help="folder for the PNGs and report.html "
+                   "(default: $FERRO_REPORTS/WAFER, i.e. models/reports/WAFER)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("run", help="run a Prefect flow here (embedded unless PREFECT_API_URL is set)",
                        formatter_class=fmt,

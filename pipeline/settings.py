@@ -8,6 +8,7 @@ Environment variables (all optional):
 - ``FERRO_INCOMING``: landing folder (default ``<root>/raw_measurements/incoming``).
 - ``FERRO_QUARANTINE``: quarantine folder (default ``<root>/raw_measurements/quarantine``).
 - ``FERRO_REGISTRY``: device-model registry root (default ``<root>/models``).
+- ``FERRO_REPORTS``: where ``ferroflow report`` writes (default ``<registry>/reports``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class Settings:
     incoming: Path
     quarantine: Path
     registry: Path
+    reports: Path
 
     @property
     def processed(self) -> Path:
@@ -46,6 +48,8 @@ class Settings:
 
     def with_overrides(self, **kwargs) -> "Settings":
         clean = {k: Path(v) for k, v in kwargs.items() if v is not None}
+        if "registry" in clean and "FERRO_REPORTS" not in os.environ:
+            clean.setdefault("reports", clean["registry"] / "reports")
         return replace(self, **clean)
 
 
@@ -57,10 +61,12 @@ def get_settings() -> Settings:
         return Path(value).expanduser() if value else default
 
     raw = root / "raw_measurements"
+    registry = path("FERRO_REGISTRY", root / "models")
     return Settings(
         root=root,
         store=path("FERRO_STORE", raw / "store"),
         incoming=path("FERRO_INCOMING", raw / "incoming"),
         quarantine=path("FERRO_QUARANTINE", raw / "quarantine"),
-        registry=path("FERRO_REGISTRY", root / "models"),
+        registry=registry,
+        reports=path("FERRO_REPORTS", registry / "reports"),
     )

@@ -25,3 +25,11 @@ def factor(unit: str) -> float:
             if prefix in _PREFIX:
                 return _PREFIX[prefix]
     raise MappingError(f"unknown unit {unit!r}")
+
+
+def format_seconds(seconds: float) -> str:
+    """A pulse width for people: 2e-08 -> '20 ns', 0.0002 -> '200 us'."""
+    for unit, scale in (("s", 1), ("ms", 1e-3), ("us", 1e-6), ("ns", 1e-9)):
+        if seconds >= scale:
+            return f"{seconds / scale:g} {unit}"
+    return f"{seconds:g} s"

@@ -23,6 +23,7 @@ def _isolated_paths(tmp_path, monkeypatch):
     monkeypatch.setenv("FERRO_INCOMING", str(tmp_path / "incoming"))
     monkeypatch.setenv("FERRO_QUARANTINE", str(tmp_path / "quarantine"))
     monkeypatch.setenv("FERRO_REGISTRY", str(tmp_path / "models"))
+    monkeypatch.setenv("FERRO_REPORTS", str(tmp_path / "reports"))
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
 
 

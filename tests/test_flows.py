@@ -25,6 +25,9 @@ def test_wafer_flow_embedded_registers_and_simulates_exactly_once(small_wafer):
     reg = Registry(get_settings().registry)
     runs = {ref: reg.runs(ref) for ref in ("hzo-W07-20ns", "hzo-W07-2us")}
     assert all(len(r) == 4 for r in runs.values())  # 2 analog algorithms x shift on/off
+    html = (get_settings().reports / "W07" / "report.html").read_text()
+    assert "hzo-W07-20ns@1" in html and "accuracy.png" in html
+    assert "report.html" in _artifact("report-w07").data
     # unchanged input: ingest stores nothing, nothing is fitted or simulated again
     assert with_runner(wafer_flow)(paths=[str(small_wafer)], epochs=1) == []
     again = with_runner(fit_flow)(wafer="W07", epochs=1)  # cached on the partitions' content
@@ -50,3 +53,13 @@ def test_fit_on_a_local_dask_cluster_matches_threads(small_wafer, tmp_path, monk
     assert results["threads"].keys() == results["dask"].keys()
     for ref in results["threads"]:
         pd.testing.assert_frame_equal(results["threads"][ref], results["dask"][ref])
+
+
+def _artifact(key: str):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+    assert found, f"no artifact {key!r}"
+    return found[0]
