@@ -58,10 +58,12 @@ def test_every_family_trains_in_the_simulator(sample_fit):
     for name in FAMILIES:
         med = params[params.family == name].groupby("param").value.median().to_dict()
         spec = spec_for(name, med, 0.1)
-        result = train([RunSpec("analog-sgd", 0, spec)], data, TrainConfig(epochs=1, hidden=(16,)))
+        # one epoch of one seed scatters widely (0.18-0.50 for powstep): three seeds, batched
+        result = train([RunSpec("analog-sgd", seed, spec) for seed in range(3)], data,
+                       TrainConfig(epochs=1, hidden=(16,)))
         rec = result.epochs[0]
         assert np.all(rec.pulses["l0_up"] > 0) and np.all(rec.pulses["l0_down"] > 0), name
-        assert np.all(rec.test_accuracy > 0.2), (name, rec.test_accuracy)  # chance is 0.1
+        assert rec.test_accuracy.mean() > 0.2, (name, rec.test_accuracy)  # chance is 0.1
         mp = train([RunSpec("mixed-precision", 0, spec, shift=True)], data,
                    TrainConfig(epochs=1, hidden=(16,))).epochs[0]
         assert mp.test_accuracy[0] > 0.5, (name, mp.test_accuracy)
@@ -130,3 +132,28 @@ def test_mnist_from_local_files(tmp_path):
     d2 = load_mnist(folder)
     np.testing.assert_array_equal(d.x_train, d2.x_train)
     assert d2.n_classes <= 10
+
+
+def test_pulse_trains_give_the_sgd_update_in_expectation():
+    """E[signed count] = -lr x_i delta_j / dw_min for every device of every layer."""
+    from types import SimpleNamespace
+
+    from pipeline.simulation.training import PulseTrains
+
+    layers = [SimpleNamespace(g=torch.zeros(1, 5, 8), dw_min=torch.tensor([0.02])),
+              SimpleNamespace(g=torch.zeros(1, 3, 5), dw_min=torch.tensor([0.05]))]
+    trains = PulseTrains(layers, lr=0.1, bl=31)
+    torch.manual_seed(0)
+    xs = [torch.rand(1, 8) * 0.5, torch.rand(1, 5)]
+    deltas = [torch.randn(1, 5) * 0.05, torch.randn(1, 3) * 0.1]
+    gen = torch.Generator().manual_seed(3)
+    total = [torch.zeros(1, 5, 8), torch.zeros(1, 3, 5)]
+    n = 5000
+    for _ in range(n):
+        out = [torch.zeros_like(t) for t in total]
+        trains.counts(xs, deltas, gen, out)
+        for t, o in zip(total, out):
+            t += o
+    for t, x, d, layer in zip(total, xs, deltas, layers):
+        expected = -0.1 * d[0][:, None] * x[0][None, :] / layer.dw_min
+        assert torch.allclose(t[0] / n, expected, atol=0.015), (t[0] / n - expected).abs().max()

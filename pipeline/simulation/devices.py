@@ -192,18 +192,23 @@ class DeviceLayer:
 
 
 def fire(model: DeviceModel, g_flat: torch.Tensor, flat: torch.Tensor, gen: torch.Generator,
-         static: torch.Tensor | None, tables=None) -> None:
+         static: torch.Tensor | None, tables=None, tally=None) -> None:
     """Move the devices with pulses (``flat`` signed counts, aligned with ``g_flat``).
 
     Only devices with pulses are touched (a rank-one update fires on a few percent of
     them): their state and parameters are gathered, moved, and scattered back.
+    ``tally``: per-device (signed, absolute) pulse sums to add the counts to.
     """
     idx = flat.nonzero().squeeze(1)
     if idx.numel() == 0:
         return
     n = flat[idx]
     up = n > 0
+    if tally is not None:
+        tally[0].index_add_(0, idx, n)
     n = n.abs()
+    if tally is not None:
+        tally[1].index_add_(0, idx, n)
     g = g_flat[idx]
     xi = torch.randn(g.shape, generator=gen, dtype=g.dtype)
     if static is not None:
@@ -227,29 +232,26 @@ class Crossbars:
     """All layers of a network, pulsed in one sparse pass per update.
 
     The layers' states become views of one flat buffer, so a layer's own ``pulse`` and
-    this combined one move the same devices.
+    this combined one move the same devices. Pulse counts are written into ``counts``
+    (one flat buffer, a view per layer), fired, and tallied per device; ``flush`` moves
+    the tallies into the layers' counters (float32 per device is exact to 2^24 pulses,
+    so flushing once per epoch is plenty).
     """
 
     def __init__(self, layers: list[DeviceLayer]):
         self.layers = layers
         self.model = layers[0].model
         self.g = torch.cat([layer.g.reshape(-1) for layer in layers])
-        r = layers[0].g.shape[0]
-        self._signed = torch.zeros(len(layers) * r, dtype=torch.float64)
-        self._abs = torch.zeros(len(layers) * r, dtype=torch.float64)
-        starts, offset = [], 0
-        for i, layer in enumerate(layers):
+        self.counts = torch.zeros_like(self.g)
+        self._tally = (torch.zeros_like(self.g), torch.zeros_like(self.g))
+        self.views, self._spans, offset = [], [], 0
+        for layer in layers:
             n = layer.g.numel()
             layer._g_flat = self.g[offset:offset + n]
             layer.g = layer._g_flat.view(layer.g.shape)
-            starts += [offset + k * layer._per_run for k in range(r)]
-            # the layer's counters become views of the combined ones
-            self._signed[i * r:(i + 1) * r] += layer._signed_sum
-            self._abs[i * r:(i + 1) * r] += layer._abs_sum
-            layer._signed_sum = self._signed[i * r:(i + 1) * r]
-            layer._abs_sum = self._abs[i * r:(i + 1) * r]
+            self.views.append(self.counts[offset:offset + n].view(layer.g.shape))
+            self._spans.append((offset, offset + n))
             offset += n
-        self._block_starts = torch.tensor(starts)
         if all(layer._static is not None for layer in layers):
             self.static, self.tables = torch.cat([layer._static for layer in layers]), None
         else:
@@ -259,11 +261,18 @@ class Crossbars:
                            torch.cat([layer._hi_flat for layer in layers]),
                            torch.cat([layer._c2c_flat for layer in layers]))
 
-    def pulse(self, counts: list[torch.Tensor], gen: torch.Generator) -> None:
-        flat = torch.cat([n.reshape(-1) for n in counts])
-        # per (layer, run) block: signed and absolute sums, kept in the layers' counters
-        block = torch.bucketize(flat.nonzero().squeeze(1), self._block_starts, right=True) - 1
-        values = flat[flat != 0].to(torch.float64)
-        self._signed.index_add_(0, block, values)
-        self._abs.index_add_(0, block, values.abs())
-        fire(self.model, self.g, flat, gen, self.static, self.tables)
+    def pulse(self, counts: list[torch.Tensor] | None, gen: torch.Generator) -> None:
+        """Fire ``counts`` (one tensor per layer), or what was written into ``views``."""
+        if counts is not None:
+            for view, n in zip(self.views, counts):
+                view.copy_(n)
+        fire(self.model, self.g, self.counts, gen, self.static, self.tables, self._tally)
+
+    def flush(self) -> None:
+        signed, absolute = self._tally
+        for layer, (a, b) in zip(self.layers, self._spans):
+            r = layer.g.shape[0]
+            layer._signed_sum += signed[a:b].view(r, -1).sum(-1, dtype=torch.float64)
+            layer._abs_sum += absolute[a:b].view(r, -1).sum(-1, dtype=torch.float64)
+        signed.zero_()
+        absolute.zero_()

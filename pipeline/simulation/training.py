@@ -140,9 +140,8 @@ class Batch:
             specs = [r.device for r in runs]
             self.layers = [DeviceLayer(specs, tuple(w.shape[1:]), seeds, runs[0].shift, w, cfg.d2d,
                                        cfg.weight_range) for w in w0]
-            for layer in self.layers:
-                layer.um_scale = torch.sqrt(cfg.lr / (layer.dw_min.view(-1, 1) * cfg.bl))
             self.crossbars = Crossbars(self.layers)
+            self.trains = PulseTrains(self.layers, cfg.lr, cfg.bl)
             self.chi = [torch.zeros_like(w) for w in w0]
         self.x_train = torch.tensor(data.x_train, dtype=DTYPE)  # float32: see devices.DTYPE
         self.y_train = torch.tensor(data.y_train)
@@ -187,50 +186,32 @@ class Batch:
             acts.append(z if i == len(weights) - 1 else self.act(z))
         delta = torch.softmax(acts[-1], dim=-1) - target
         lr = self.cfg.lr
-        counts = [None] * len(weights)
+        deltas = [None] * len(weights)
         for i in range(len(weights) - 1, -1, -1):
-            x_in = acts[i]
-            prev = (torch.bmm(delta.unsqueeze(1), weights[i]).squeeze(1) * self.dact(x_in)) if i else None
-            counts[i] = self._update(i, x_in, delta)
+            deltas[i] = delta
+            prev = (torch.bmm(delta.unsqueeze(1), weights[i]).squeeze(1) * self.dact(acts[i])) if i else None
+            self._update(i, acts[i], delta)
             self.bias[i] -= lr * delta
             delta = prev
+        if self.algorithm == "analog-sgd":
+            self.trains.counts(acts[:-1], deltas, self.gen, self.crossbars.views)
         if self.algorithm != "fp":  # every layer's pulses in one pass, after backprop
-            self.crossbars.pulse(counts, self.gen)
+            self.crossbars.pulse(None, self.gen)
 
-    def _update(self, i: int, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor | None:
-        """FP: apply the update. Analog: the signed pulse counts for layer ``i``."""
+    def _update(self, i: int, x: torch.Tensor, delta: torch.Tensor) -> None:
+        """FP: apply the update. Mixed precision: accumulate, write layer i's pulse counts."""
         lr = self.cfg.lr
         if self.algorithm == "fp":
             self.w[i] -= lr * delta.unsqueeze(-1) * x.unsqueeze(1)
-            return None
-        layer = self.layers[i]
-        if self.algorithm == "mixed-precision":
-            eps = layer.dw_min.view(-1, 1, 1)
+        elif self.algorithm == "mixed-precision":
+            eps = self.layers[i].dw_min.view(-1, 1, 1)
             self.chi[i] -= lr * delta.unsqueeze(-1) * x.unsqueeze(1)
-            n = torch.trunc(self.chi[i] / eps)
+            n = torch.trunc(self.chi[i] / eps, out=self.crossbars.views[i])
             self.chi[i] -= n * eps
-            return n
-        return self._coincidences(layer, x, delta)
-
-    def _coincidences(self, layer: DeviceLayer, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
-        """Signed pulse counts of one stochastic rank-one update (Gokmen & Vlasov).
-
-        The signs ride on the bits, so one batched product of the two trains gives
-        ``-sum_slots sign(x_i) sign(delta_j)`` coincidences for every device.
-        """
-        bl = self.cfg.bl
-        xa, da = x.abs(), delta.abs()
-        root = torch.sqrt(da.amax(-1, keepdim=True).clamp_min(1e-12)
-                          / xa.amax(-1, keepdim=True).clamp_min(1e-12))
-        # probabilities and signs of inputs then errors side by side: one draw, one compare
-        p = torch.cat([(layer.um_scale * root) * xa, (layer.um_scale / root) * da], -1).clamp_(max=1.0)
-        signs = torch.cat([torch.sign(x), -torch.sign(delta)], -1)
-        bits = (torch.rand(p.shape[0], bl, p.shape[1], generator=self.gen, dtype=x.dtype)
-                < p.unsqueeze(1)) * signs.unsqueeze(1)
-        n_in = x.shape[-1]
-        return torch.bmm(bits[:, :, n_in:].transpose(1, 2), bits[:, :, :n_in])
 
     def pulses(self) -> dict[str, np.ndarray]:
+        if self.layers:
+            self.crossbars.flush()
         out = {}
         for i, layer in enumerate(self.layers):
             out[f"l{i}_up"] = layer.pulses_up.numpy().copy()
@@ -240,7 +221,52 @@ class Batch:
     def energy(self) -> np.ndarray:
         if not self.layers:
             return np.zeros(len(self.runs))
+        self.crossbars.flush()
         return sum(layer.energy_j for layer in self.layers).numpy().copy()
+
+
+class PulseTrains:
+    """Stochastic pulse trains of every layer at once (Gokmen & Vlasov 2016).
+
+    Per layer, input i fires in each of ``bl`` slots with probability ``A |x_i|`` and
+    error j with ``B |delta_j|``; with update management ``A = s sqrt(max|delta| /
+    max|x|)``, ``B = s / sqrt(...)``, ``s = sqrt(lr / (dw_min bl))`` (aihwkit's
+    ``update_management``), so the expected update is ``lr |x| |delta|``. The signs ride
+    on the bits (``sign(x)``, ``-sign(delta)``), so one batched product of the two trains
+    gives ``-sum_slots sign(x_i) sign(delta_j)`` coincidences, the signed pulse count of
+    every device. All layers' inputs and errors sit side by side in one vector: one draw,
+    one compare, and a segmented max give every layer's trains (few, larger tensor ops
+    instead of many small ones: per-sample work is dispatch-bound).
+    """
+
+    def __init__(self, layers: list[DeviceLayer], lr: float, bl: int):
+        r = layers[0].g.shape[0]
+        lengths, self.slices, offset = [], [], 0
+        for layer in layers:
+            n_out, n_in = layer.g.shape[1:]
+            lengths += [n_in, n_out]
+            self.slices.append((slice(offset, offset + n_in), slice(offset + n_in, offset + n_in + n_out)))
+            offset += n_in + n_out
+        self.r, self.n_layers, self.bl, self.width = r, len(layers), bl, offset
+        self.lengths = torch.tensor(lengths).expand(r, -1).contiguous()
+        self.segment = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths))
+        self.flip = torch.tensor([1.0, -1.0] * len(layers), dtype=DTYPE)[self.segment]
+        self.scale = torch.stack([torch.sqrt(lr / (layer.dw_min * bl)) for layer in layers], 1)
+
+    def counts(self, xs: list[torch.Tensor], deltas: list[torch.Tensor], gen: torch.Generator,
+               out: list[torch.Tensor]) -> None:
+        """Write every layer's signed pulse counts into ``out`` (one (R, out, in) each)."""
+        v = torch.cat([t for pair in zip(xs, deltas) for t in pair], -1)
+        a = v.abs()
+        m = torch.segment_reduce(a, "max", lengths=self.lengths, axis=1, unsafe=True)
+        m = m.clamp_min_(1e-12).view(self.r, self.n_layers, 2)
+        root = torch.sqrt(m[..., 1] / m[..., 0])
+        per_segment = torch.stack([self.scale * root, self.scale / root], -1).view(self.r, -1)
+        p = (a * per_segment[:, self.segment]).clamp_(max=1.0)
+        bits = (torch.rand(self.r, self.bl, self.width, generator=gen, dtype=v.dtype)
+                < p.unsqueeze(1)) * (torch.sign(v) * self.flip).unsqueeze(1)
+        for (x_part, d_part), target in zip(self.slices, out):
+            torch.bmm(bits[:, :, d_part].transpose(1, 2), bits[:, :, x_part], out=target)
 
 
 def train(runs: list[RunSpec], data: Dataset, cfg: TrainConfig, progress=None) -> BatchResult:
