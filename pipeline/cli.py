@@ -537,14 +537,19 @@ def build_parser() -> argparse.ArgumentParser:
                               "  ferroflow models alias hzo-W01-20ns@1 production\n"
                               "  ferroflow models lineage hzo-W01-20ns@production")
     models = p.add_subparsers(dest="action", required=True)
-    for action, helptext in (("list", "latest version of every model"),
-                             ("show", "one version: index row and population"),
-                             ("history", "every version of a name"),
-                             ("search", "versions matching criteria"),
-                             ("alias", "point an alias at a version (or --remove it)"),
-                             ("tag", "add a tag to a version"),
-                             ("lineage", "raw files upstream, simulation runs downstream")):
-        q = models.add_parser(action, help=helptext)
+    for action, helptext, example in (
+            ("list", "latest version of every model", "ferroflow models list --json"),
+            ("show", "one version: index row and population", "ferroflow models show hzo-W01-20ns@2"),
+            ("history", "every version of a name", "ferroflow models history hzo-W01-20ns"),
+            ("search", "versions matching criteria",
+             "ferroflow models search --wafer W01 --pulse-width-max 1e-6 --min-r2 0.95"),
+            ("alias", "point an alias at a version (or --remove it)",
+             "ferroflow models alias hzo-W01-20ns@1 production"),
+            ("tag", "add a tag to a version", "ferroflow models tag hzo-W01-20ns@1 reviewed"),
+            ("lineage", "raw files upstream, simulation runs downstream",
+             "ferroflow models lineage hzo-W01-20ns@production")):
+        q = models.add_parser(action, help=helptext, description=helptext, formatter_class=fmt,
+                              epilog=f"example:\n  {example}")
         _common(q)
         q.set_defaults(func=cmd_models)
         if action in ("show", "history", "alias", "tag", "lineage"):
@@ -582,6 +587,13 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # unexpected: still one line, the traceback on request
+        if args.debug:
+            raise
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"ferroflow {args.command}: error: {type(exc).__name__}: {text} "
+              "(run again with --debug for the traceback)", file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -48,3 +48,30 @@ def test_generate_then_ingest(tmp_path):
     assert (tmp_path / "w" / "_ground_truth.csv").exists()
     r = ferroflow("ingest", tmp_path / "w", "--json")
     assert json.loads(r.stdout)["stored"] == 4 * 5
+
+
+def test_every_subcommand_has_help_with_an_example_and_the_common_options():
+    from pipeline.cli import build_parser
+
+    parser = build_parser()
+    subs = parser._subparsers._group_actions[0].choices
+    assert set(subs) == {"demo", "generate", "ingest", "fit", "simulate", "report", "run",
+                         "serve", "models"}
+    for name, sub in subs.items():
+        nested = sub._subparsers._group_actions[0].choices if sub._subparsers else {name: sub}
+        for action, p in nested.items():
+            text = p.format_help()
+            assert "example" in text and "ferroflow " in text.split("example", 1)[1], (name, action)
+            for option in ("--store", "--registry", "--json", "--quiet", "--debug"):
+                assert option in text, (name, action, option)
+    r = ferroflow("report", "--help")
+    assert r.returncode == 0 and "ferroflow report --wafer W01" in r.stdout
+
+
+def test_unexpected_errors_are_one_line_unless_debug(tmp_path):
+    bad = write(tmp_path / "registry-is-a-file", "x")
+    r = ferroflow("models", "list", "--registry", bad)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.count("\n") == 1 and "--debug" in r.stderr
+    debug = ferroflow("models", "list", "--registry", bad, "--debug")
+    assert debug.returncode == 1 and "Traceback" in debug.stderr
