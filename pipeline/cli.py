@@ -300,10 +300,19 @@ def cmd_report(args) -> int:
 def cmd_run(args) -> int:
     import os
 
-    if args.task_runner:
-        os.environ["FERRO_TASK_RUNNER"] = args.task_runner
-    if args.dask_address:
-        os.environ["FERRO_DASK_ADDRESS"] = args.dask_address
+    # flows (and Dask workers) read their paths and runner from the environment
+    for var, path in (("FERRO_STORE", args.store), ("FERRO_REGISTRY", args.registry)):
+        if path:
+            os.environ[var] = str(Path(path).resolve())
+    for var, value in (("FERRO_TASK_RUNNER", args.task_runner), ("FERRO_DASK_ADDRESS", args.dask_address)):
+        if value:
+            os.environ[var] = value
+    if args.flow == "fit" and args.wafer:
+        from .store import MeasurementStore
+
+        store = _settings(args).store
+        if not any(w == args.wafer for w, _ in MeasurementStore(store).partitions()):
+            raise InputError(f"no stored data for wafer {args.wafer!r} in {store} (ingest first)")
     from flows.definitions import FLOWS, with_runner
 
     f = with_runner(FLOWS[args.flow])

@@ -75,3 +75,9 @@ def test_unexpected_errors_are_one_line_unless_debug(tmp_path):
     assert r.stderr.count("\n") == 1 and "--debug" in r.stderr
     debug = ferroflow("models", "list", "--registry", bad, "--debug")
     assert debug.returncode == 1 and "Traceback" in debug.stderr
+
+
+def test_run_fit_of_a_wafer_without_data_says_so(tmp_path):
+    r = ferroflow("run", "fit", "--wafer", "W42", "--store", tmp_path / "empty")
+    assert r.returncode == 1
+    assert f"no stored data for wafer 'W42' in {tmp_path / 'empty'}" in r.stderr
