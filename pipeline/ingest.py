@@ -46,6 +46,10 @@ class FileOutcome:
     reason: str | None = None
     error: InputError | None = field(default=None, repr=False, compare=False)
 
+    @classmethod
+    def quarantined(cls, path: Path, error: InputError, sha256: str | None) -> "FileOutcome":
+        return cls(str(path), "quarantined", 0, sha256, error.one_line(), error=error)
+
 
 @dataclass
 class IngestReport:
@@ -144,7 +148,8 @@ def ingest(paths: list[str | Path], store: MeasurementStore, quarantine_dir: Pat
     """
     every = discover(paths)
     big = [f for f in every if _is_big(f, big_file_bytes)]
-    files = [f for f in every if f not in set(big)]
+    streamed = set(big)
+    files = [f for f in every if f not in streamed]
     report = IngestReport()
 
     def moved(path: Path) -> bool:
@@ -219,16 +224,13 @@ def _ingest_big(path: Path, store: MeasurementStore, known: set[str], mapping):
 
         with store.batch() as batch:
             status = batch.add_blocks(path.name, sha, blocks())
-            if path.stat().st_size != size:
-                raise InputError("file changed while being read (size differs); it will be "
-                                 "picked up again once complete", file=str(path))
+            _check_unchanged(path, size)
             commit = batch.commit()
     except InputError as exc:
-        err = exc.located(str(path))
-        return FileOutcome(str(path), "quarantined", 0, sha, err.one_line(), error=err), ()
+        return FileOutcome.quarantined(path, exc.located(str(path)), sha), ()
     except OSError as exc:
         err = InputError(f"cannot read file ({exc.strerror})", file=str(path))
-        return FileOutcome(str(path), "quarantined", 0, sha, err.one_line(), error=err), ()
+        return FileOutcome.quarantined(path, err, sha), ()
     return FileOutcome(str(path), status, commit.rows, sha), commit.partitions
 
 
@@ -253,14 +255,13 @@ def _read_ahead(files: list[Path], pool: ThreadPoolExecutor, prepare):
 def _stage(path: Path, result, batch) -> FileOutcome:
     """Add a prepared file to the batch; its outcome."""
     if isinstance(result, InputError):
-        return FileOutcome(str(path), "quarantined", 0, getattr(result, "sha256", None),
-                           result.one_line(), error=result)
+        return FileOutcome.quarantined(path, result, getattr(result, "sha256", None))
     if isinstance(result, str):  # SHA-256 of a file already stored
         return FileOutcome(str(path), "duplicate", 0, result)
     status = batch.add(result)
     if status == "overlap":
         err = InputError(batch.overlap_reason(result.sha256), file=str(path))
-        return FileOutcome(str(path), "quarantined", 0, result.sha256, err.one_line(), error=err)
+        return FileOutcome.quarantined(path, err, result.sha256)
     rows = result.table.num_rows if status == "stored" else 0
     return FileOutcome(str(path), status, rows, result.sha256)
 
@@ -288,7 +289,7 @@ def _prepare(path: Path, known: set[str], mapping, trace):
         return raw.sha256
     try:
         table = read_raw(raw, mapping, trace)
-        _check_unchanged(path, raw)
+        _check_unchanged(path, raw.size_on_disk)
     except InputError as exc:
         err = exc.located(str(path))
         err.sha256 = raw.sha256
@@ -296,12 +297,12 @@ def _prepare(path: Path, known: set[str], mapping, trace):
     return Pending(path.name, raw.sha256, table)
 
 
-def _check_unchanged(path: Path, raw) -> None:
+def _check_unchanged(path: Path, size_read: int) -> None:
     try:
         size = path.stat().st_size
     except FileNotFoundError:
         raise InputError("file disappeared while being read", file=str(path)) from None
-    if size != raw.size_on_disk:
+    if size != size_read:
         raise InputError("file changed while being read (size differs); it will be "
                          "picked up again once complete", file=str(path))
 

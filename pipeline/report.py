@@ -58,6 +58,7 @@ def write_report(store: MeasurementStore, registry: Registry, wafer: str, out: s
     versions = latest_versions(registry, wafer)
     say = progress or (lambda text: None)
     report = Report(html=out / "report.html")
+    metrics = {v.ref: device_metrics(v) for v in versions}
     for v in versions:
         tag = _slug(v.pulse_width_s)
         say(f"report: figures for {v.ref}")
@@ -67,9 +68,9 @@ def write_report(store: MeasurementStore, registry: Registry, wafer: str, out: s
         if series:
             report.figures[f"fit_{tag}"] = _save(fit_figure(v, series[0]), out / f"fit_{tag}.png")
             report.figures[f"steps_{tag}"] = _save(step_figure(v, series[0]), out / f"steps_{tag}.png")
-        report.figures[f"wafer_{tag}"] = _save(wafer_map_figure(v), out / f"wafer_{tag}.png")
+        report.figures[f"wafer_{tag}"] = _save(wafer_map_figure(v, metrics[v.ref]), out / f"wafer_{tag}.png")
     report.figures["d2d"] = _save(d2d_figure(versions), out / "d2d.png")
-    report.tables["models"] = model_table(versions)
+    report.tables["models"] = model_table(versions, metrics)
     report.tables["lineage"] = lineage_table(registry, versions)
     epochs = simulation_epochs(registry, versions)
     if not epochs.empty:
@@ -120,9 +121,8 @@ def simulation_epochs(registry: Registry, versions: list[ModelVersion]) -> pd.Da
 
 # --- device figures ------------------------------------------------------------------------
 def _params(v: ModelVersion, die: str, device: str) -> tuple[dict, pd.Series]:
-    row = v.devices[(v.devices.die == die) & (v.devices.device == device)].iloc[0]
-    names = get_family(v.family).param_names
-    return {n: float(row[f"p_{n}"]) for n in names}, row
+    i = v.devices.index[(v.devices.die == die) & (v.devices.device == device)][0]
+    return v.params().loc[i].astype(float).to_dict(), v.devices.loc[i]
 
 
 def fit_figure(v: ModelVersion, s) -> Figure:
@@ -187,11 +187,9 @@ def device_metrics(v: ModelVersion) -> pd.DataFrame:
     Asymmetry = (|dG+| - |dG-|) / (|dG+| + |dG-|) at mid-range: 0 for a symmetric device."""
     model = get_family(v.family)
     d = v.devices
-    names = model.param_names
     mid = ((d["range_lo_g"] + d["range_hi_g"]) / 2).to_numpy(float)
     asym = np.full(len(d), np.nan)
-    for i, (_, row) in enumerate(d.iterrows()):
-        p = {n: float(row[f"p_{n}"]) for n in names}
+    for i, p in enumerate(v.params().astype(float).to_dict("records")):
         up = abs(float(model.step(np.array([mid[i]]), np.array([True]), **p)[0]))
         down = abs(float(model.step(np.array([mid[i]]), np.array([False]), **p)[0]))
         asym[i] = (up - down) / (up + down) if up + down > 0 else np.nan
@@ -210,8 +208,8 @@ MAPS = (("sp_norm", "symmetry point (normalised)", "viridis"),
         ("r2_trace", "fit quality R²", "cividis"))
 
 
-def wafer_map_figure(v: ModelVersion) -> Figure:
-    m = device_metrics(v).dropna(subset=["die_x", "die_y"])
+def wafer_map_figure(v: ModelVersion, metrics: pd.DataFrame) -> Figure:
+    m = metrics.dropna(subset=["die_x", "die_y"])
     fig = Figure(figsize=(3.3 * len(MAPS), 3.4), layout="constrained")
     fig.suptitle(f"{v.ref}: wafer maps, {format_seconds(v.pulse_width_s)} pulses "
                  "(mean of the devices of each die; blank: no fitted device)")
@@ -341,10 +339,10 @@ def energy_figure(table: pd.DataFrame) -> Figure:
 
 
 # --- tables and the page ----------------------------------------------------------------------
-def model_table(versions: list[ModelVersion]) -> pd.DataFrame:
+def model_table(versions: list[ModelVersion], metrics: dict[str, pd.DataFrame]) -> pd.DataFrame:
     rows = []
     for v in versions:
-        m = device_metrics(v)
+        m = metrics[v.ref]
         rows.append({"model": v.ref, "pulse width": format_seconds(v.pulse_width_s),
                      "family": v.family, "devices": v.meta.get("n_devices"),
                      "failed fits": v.meta.get("n_failed"),

@@ -55,12 +55,17 @@ def validate(table: pa.Table, file: str | None = None) -> pa.Table:
     file = file or (table.column("source_file")[0].as_py() if table.num_rows else "<table>")
     if table.num_rows == 0:
         raise InputError("no data rows", file=file)
+    _check_rows(table, file)
+    _check_order(table, file)
+    return table
+
+
+def _check_rows(table: pa.Table, file: str) -> None:
+    """The rules each row obeys on its own (whole files and streamed blocks alike)."""
     _check_nulls(table, file)
     _check_identifiers(table, file)
     _check_numbers(table, file)
     _check_sets(table, file)
-    _check_order(table, file)
-    return table
 
 
 def validate_batch(tables: list[pa.Table], files: list[str]) -> list[pa.Table | InputError]:
@@ -207,12 +212,10 @@ def _run_starts(table: pa.Table) -> np.ndarray:
 
 
 def _check_increasing(table, new_group, pulse, previous: int | None, file: str) -> None:
-    """Pulses rise within a run; ``previous`` is the pulse before row 0 in the same run."""
+    """Pulses rise within a run; ``previous`` is the pulse before row 0 when row 0
+    continues a run (then ``new_group[0]`` is False; otherwise it is not looked at)."""
     before = np.r_[previous if previous is not None else -1, pulse[:-1]]
-    ok = new_group | (pulse > before)
-    if previous is None:
-        ok[0] = True
-    i = _first(~ok)
+    i = _first(~(new_group | (pulse > before)))
     if i is not None:
         _fail(table, i, "pulse", f"pulse index {pulse[i]} does not increase within its cycle "
               f"(previous row has {before[i]})", file)
@@ -257,15 +260,12 @@ class StreamValidator:
         self.open_pulse = 0
         self.open_len = 0
         self.open_row = 0
-        self.closed: dict[tuple, int] = {}   # series key -> first line of its run
+        self.closed: set[tuple] = set()      # series keys whose run has ended
 
     def check(self, table: pa.Table) -> pa.Table:
         if table.num_rows == 0:
             return table
-        _check_nulls(table, self.file)
-        _check_identifiers(table, self.file)
-        _check_numbers(table, self.file)
-        _check_sets(table, self.file)
+        _check_rows(table, self.file)
         self._check_runs(table)
         return table
 
@@ -288,7 +288,7 @@ class StreamValidator:
                           self.file)
         if not continues and self.open is not None:
             self.finish()
-            self.closed[self.open] = self.open_row
+            self.closed.add(self.open)
         run = np.cumsum(new_group) - (0 if continues else 1)
         sizes = np.bincount(run)
         if continues:
@@ -296,13 +296,13 @@ class StreamValidator:
         last = int(run[-1])
         _check_run_sizes(table, run, sizes, self.file, still_open=last)
         for j, (i, key) in enumerate(zip(start_idx, keys)):
-            if key in self.closed and not (j == 0 and continues):
+            if key in self.closed:  # the open run's key is never in it
                 raise InputError(f"rows of this series (device {key[3]}, cycle {key[5]}) appear "
                                  f"again after other rows; a file this large must keep each "
                                  f"series contiguous", file=self.file, row=int(rows[i]),
                                  column="cycle")
             if j < len(keys) - 1:
-                self.closed[key] = int(rows[i])
+                self.closed.add(key)
         self.open = keys[-1]
         self.open_pulse = int(pulse[-1])
         self.open_len = int(sizes[last])

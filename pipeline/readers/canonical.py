@@ -19,6 +19,14 @@ def looks_like(first_line: str) -> bool:
     return {"wafer", "conductance_s"} <= names
 
 
+def header_row(first: str) -> tuple[str, list[str], tuple[str, ...]]:
+    """(delimiter, column names, numeric columns) of a canonical CSV's header row."""
+    first = first.rstrip("\r")
+    delimiter = sniff_delimiter(first)
+    names = [c.strip() for c in first.split(delimiter)]
+    return delimiter, names, tuple(c for c in NUMERIC if c in names)
+
+
 def read_canonical(raw: RawFile) -> pa.Table:
     if raw.path.suffix == ".parquet":
         try:
@@ -28,11 +36,8 @@ def read_canonical(raw: RawFile) -> pa.Table:
         first_data = 1
     else:
         text = decode(raw)
-        first = text.split("\n", 1)[0].rstrip("\r")
-        delimiter = sniff_delimiter(first)
-        names = [c.strip() for c in first.split(delimiter)]
-        table = parse_table(text, delimiter=delimiter, first_line=1, file=raw.name,
-                            numeric=tuple(c for c in NUMERIC if c in names))
+        delimiter, _, numeric = header_row(text.split("\n", 1)[0])
+        table = parse_table(text, delimiter=delimiter, first_line=1, file=raw.name, numeric=numeric)
         first_data = 2
     return convert(table, raw, first_data)
 

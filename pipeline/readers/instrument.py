@@ -126,8 +126,13 @@ class Layout:
     header_keys: dict             # canonical name -> header key (for error messages)
 
 
-def layout(header: dict, first: str, table_line: int, mapping: Mapping, file: str) -> Layout:
-    """Check the header block and the table's header row against the mapping."""
+def layout(header: dict, body: bytes, table_line: int, mapping: Mapping, file: str) -> Layout:
+    """Check the header block and the table's header row (the first line of ``body``,
+    the bytes after the header block) against the mapping."""
+    try:
+        first = body[:4096].split(b"\n", 1)[0].decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError("not UTF-8 text", file=file, row=table_line) from None
     delimiter = sniff_delimiter(first) if mapping.delimiter == "auto" else mapping.delimiter
     names = [c.strip() for c in first.rstrip("\r").split(delimiter)]
     if len(names) < 2:
@@ -143,11 +148,7 @@ def read_instrument(raw: RawFile, mapping: Mapping) -> pa.Table:
     header, body, table_line = split_header(raw.data, file)
     if not body.strip():
         raise InputError("header only: the file has no table", file=file, row=table_line)
-    try:
-        first = body[:4096].split(b"\n", 1)[0].decode("utf-8")
-    except UnicodeDecodeError:
-        raise InputError("not UTF-8 text", file=file, row=table_line) from None
-    lay = layout(header, first, table_line, mapping, file)
+    lay = layout(header, body, table_line, mapping, file)
     table = parse_table(body, delimiter=lay.delimiter, first_line=table_line, file=file,
                         numeric=lay.numeric)
     return convert(table, lay, mapping, raw, table_line + 1)

@@ -20,7 +20,7 @@ import pyarrow.csv as pacsv
 
 from ..errors import InputError
 from . import canonical, instrument
-from .common import MAX_HEADER_BYTES, RawFile, sniff_delimiter
+from .common import MAX_HEADER_BYTES, RawFile
 from .mapping import Mapping, load_mapping
 
 BIG_FILE_BYTES = 64 << 20   # on disk; smaller files are read whole (faster)
@@ -89,18 +89,11 @@ def _start(head: bytes, mapping: Mapping, file: str, raw: RawFile):
         raise InputError("not UTF-8 text", file=file, row=1) from None
     if instrument.looks_like(first):
         header, body, table_line = instrument.split_header(head, file)
-        try:
-            names_line = body[:4096].split(b"\n", 1)[0].decode("utf-8")
-        except UnicodeDecodeError:
-            raise InputError("not UTF-8 text", file=file, row=table_line) from None
-        lay = instrument.layout(header, names_line, table_line, mapping, file)
+        lay = instrument.layout(header, body, table_line, mapping, file)
         return (len(head) - len(body), table_line,
                 lambda t, first_data: instrument.convert(t, lay, mapping, raw, first_data), lay)
     if canonical.looks_like(first):
-        delimiter = sniff_delimiter(first)
-        names = [c.strip() for c in first.split(delimiter)]
-        lay = instrument.Layout(delimiter, names, tuple(c for c in canonical.NUMERIC if c in names),
-                                1, {}, {})
+        lay = instrument.Layout(*canonical.header_row(first), 1, {}, {})
         return skip, 1, lambda t, first_data: canonical.convert(t, raw, first_data), lay
     raise InputError("a file this large must be an instrument export or a canonical CSV "
                      "(two-column traces and parquet files are read whole)", file=file, row=1)

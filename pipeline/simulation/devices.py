@@ -202,12 +202,11 @@ def fire(model: DeviceModel, g_flat: torch.Tensor, flat: torch.Tensor, gen: torc
     idx = flat.nonzero().squeeze(1)
     if idx.numel() == 0:
         return
-    n = flat[idx]
-    up = n > 0
+    signed = flat[idx]
+    up = signed > 0
+    n = signed.abs()
     if tally is not None:
-        tally[0].index_add_(0, idx, n)
-    n = n.abs()
-    if tally is not None:
+        tally[0].index_add_(0, idx, signed)
         tally[1].index_add_(0, idx, n)
     g = g_flat[idx]
     xi = torch.randn(g.shape, generator=gen, dtype=g.dtype)
@@ -261,11 +260,8 @@ class Crossbars:
                            torch.cat([layer._hi_flat for layer in layers]),
                            torch.cat([layer._c2c_flat for layer in layers]))
 
-    def pulse(self, counts: list[torch.Tensor] | None, gen: torch.Generator) -> None:
-        """Fire ``counts`` (one tensor per layer), or what was written into ``views``."""
-        if counts is not None:
-            for view, n in zip(self.views, counts):
-                view.copy_(n)
+    def pulse(self, gen: torch.Generator) -> None:
+        """Fire the counts written into ``views`` (one (R, out, in) view per layer)."""
         fire(self.model, self.g, self.counts, gen, self.static, self.tables, self._tally)
 
     def flush(self) -> None:

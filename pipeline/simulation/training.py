@@ -196,7 +196,7 @@ class Batch:
         if self.algorithm == "analog-sgd":
             self.trains.counts(acts[:-1], deltas, self.gen, self.crossbars.views)
         if self.algorithm != "fp":  # every layer's pulses in one pass, after backprop
-            self.crossbars.pulse(None, self.gen)
+            self.crossbars.pulse(self.gen)
 
     def _update(self, i: int, x: torch.Tensor, delta: torch.Tensor) -> None:
         """FP: apply the update. Mixed precision: accumulate, write layer i's pulse counts."""
