@@ -43,6 +43,12 @@ class ParamSpec(NamedTuple):
     fitted: bool = True
 
 
+def bounds_into_data(data: Data, low: str, high: str) -> dict:
+    """``narrow`` bounds for a family's pair of state bounds that may sit inside the data:
+    the low one stays below the largest read, the high one above the smallest."""
+    return {low: (None, float(data.g.max()) - 1e-3), high: (float(data.g.min()) + 1e-3, None)}
+
+
 class DeviceModel:
     name: str = ""
     equation: str = ""

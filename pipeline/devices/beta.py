@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import lmfit
 
-from .base import Data, DeviceModel, ParamSpec
+from .base import Data, DeviceModel, ParamSpec, bounds_into_data
 from .xp import ops_for
 from .softbounds import SoftBounds
 
@@ -49,8 +49,7 @@ class Beta(DeviceModel):
                  "A_d": max(sb["k_d"].value * span, 1e-6), "alpha_d": 2.0, "beta_d": 1.0,
                  "g_min": max(lo, -19.0), "g_max": min(hi, 19.0)}
         # W is clipped to (0, 1): the bounds need not enclose every read.
-        return self.parameters(start, {"g_min": (None, float(data.g.max()) - 1e-3),
-                                       "g_max": (float(data.g.min()) + 1e-3, None)})
+        return self.parameters(start, bounds_into_data(data, "g_min", "g_max"))
 
     def state_range(self, p):
         return p["g_min"], p["g_max"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import lmfit
 
-from .base import Data, DeviceModel, ParamSpec
+from .base import Data, DeviceModel, ParamSpec, bounds_into_data
 from .xp import ops_for
 from .softbounds import SoftBounds
 
@@ -45,8 +45,7 @@ class PowStep(DeviceModel):
                  "gamma_p": 1.0, "gamma_d": 1.0, "b_hi": min(hi, 19.0), "b_lo": max(lo, -19.0)}
         # Bounds may sit inside the data (w is clipped to [0, 1]), so a fit is never
         # pinned to the data's extremes.
-        return self.parameters(start, {"b_hi": (float(data.g.min()) + 1e-3, None),
-                                       "b_lo": (None, float(data.g.max()) - 1e-3)})
+        return self.parameters(start, bounds_into_data(data, "b_lo", "b_hi"))
 
     def state_range(self, p):
         return p["b_lo"], p["b_hi"]
