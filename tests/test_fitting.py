@@ -77,6 +77,7 @@ def test_fits_are_reproducible_serial_and_parallel(sample_frame):
     pd.testing.assert_frame_equal(a.devices, b.devices)
 
 
+@pytest.mark.slow
 def test_real_gong_trace_fits_with_every_family(gong_path):
     df = validate(read_file(gong_path, trace=TraceOptions("GONG", "R1", 1e-6))).to_pandas()
     result = fit_frame(df, FitConfig(workers=1))

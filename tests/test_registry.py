@@ -103,6 +103,7 @@ def _register_many(root, tag, n, queue):
     queue.put(refs)
 
 
+@pytest.mark.slow
 def test_two_processes_register_at_once(tmp_path):
     root = tmp_path / "models"
     Registry(root).list()  # create the index first
@@ -166,6 +167,7 @@ def test_kill_during_registration_leaves_index_and_files_consistent(tmp_path):
     assert visible and all(n.endswith(".parquet") for n in visible)
 
 
+@pytest.mark.slow
 def test_models_cli(sample_fit, tmp_path, monkeypatch):
     reg = Registry(tmp_path / "models")
     register_fit(reg, sample_fit)
