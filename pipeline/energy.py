@@ -33,12 +33,12 @@ def capacitance_f(area_m2: float, c: EnergyConstants = EnergyConstants()) -> flo
     return EPS0 * c.eps_r * area_m2 / c.thickness_m
 
 
-def pulse_energy(amplitude_v, conductance_s, pulse_width_s, switched_fraction=0.0,
+def pulse_energy(amplitude_v, conductance_siemens, pulse_width_s, switched_fraction=0.0,
                  area_m2: float | None = None, c: EnergyConstants = EnergyConstants()):
     """Energy in joules of pulses (numpy broadcasting over the arguments)."""
     area = c.area_m2 if area_m2 is None else area_m2
     v = np.abs(np.asarray(amplitude_v, dtype=float))
-    return (v ** 2 * np.asarray(conductance_s) * pulse_width_s + capacitance_f(area, c) * v ** 2
+    return (v ** 2 * np.asarray(conductance_siemens) * pulse_width_s + capacitance_f(area, c) * v ** 2
             + 2 * c.pr_c_per_m2 * area * v * np.abs(switched_fraction))
 
 

@@ -93,30 +93,30 @@ class DeviceFit:
     r2_steps: float = NAN
     sp_g: float = NAN
     sp_g_err: float = NAN
-    sp_conductance_s: float = NAN
-    sp_conductance_err_s: float = NAN
+    sp_state: float = NAN
+    sp_state_err: float = NAN
     sp_norm: float = NAN
     sp_norm_err: float = NAN
-    gmin_s: float = NAN
-    gmax_s: float = NAN
+    gmin_state: float = NAN
+    gmax_state: float = NAN
     dynamic_range: float = NAN
     mean_step_up: float = NAN
     mean_step_down: float = NAN
     asymmetry: float = NAN
     flag: str = ""
     c2c_rel: float = NAN
-    c2c_abs_s: float = NAN
-    read_noise_s: float = NAN
+    c2c_abs_state: float = NAN
+    read_noise_state: float = NAN
     fit_target: FitTarget | None = None
 
     # what a registered version keeps per device, in this order
     REGISTRY_COLUMNS: ClassVar[tuple[str, ...]] = (
-        "die_x", "die_y", "state_unit", "family", "c2c_rel", "c2c_abs_s", "read_noise_s",
+        "die_x", "die_y", "state_unit", "family", "c2c_rel", "c2c_abs_state", "read_noise_state",
         "energy_per_pulse_j", "energy_source", "norm_lo", "norm_span", "fit_target")
     # summarised across devices in the population table (besides the model parameters)
     POPULATION_METRICS: ClassVar[tuple[str, ...]] = (
-        "sp_g", "sp_norm", "sp_conductance_s", "c2c_rel", "c2c_abs_s", "read_noise_s",
-        "energy_per_pulse_j", "gmin_s", "gmax_s", "norm_lo", "norm_span")
+        "sp_g", "sp_norm", "sp_state", "c2c_rel", "c2c_abs_state", "read_noise_state",
+        "energy_per_pulse_j", "gmin_state", "gmax_state", "norm_lo", "norm_span")
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import nnls
 
-from .devices import FAMILIES, Data, family
+from .devices import FAMILIES, StepMap, family
 from .energy import energy_per_pulse
 from .errors import InputError
 from .fitrecords import (DeviceFit, FamilyFit, FitTarget, PopulationStat, SeriesFit, SeriesInfo,
@@ -149,7 +149,7 @@ def _sp_uncertainty(model, result: lmfit.model.ModelResult) -> float:
     return float(np.sqrt(var)) if np.isfinite(var) and var >= 0 else float("nan")
 
 
-def noise_weights(data: Data) -> tuple[np.ndarray, FitTarget]:
+def noise_weights(data: StepMap) -> tuple[np.ndarray, FitTarget]:
     """Weights 1/sigma_i from a two-part noise model fitted to soft-bounds residuals:
     ``sigma_i^2 = (a * step_i)^2 + b^2`` (multiplicative c2c noise plus additive read
     noise, DOMAIN.md section 3). Every family is fitted with the same weights, so their
@@ -196,7 +196,7 @@ def _model_values(model, values: dict) -> dict:
     return {k: values[k] for k in model.param_names}
 
 
-def _run_fit(model, params, data: Data, ts: TraceSet, target: FitTarget, weights):
+def _run_fit(model, params, data: StepMap, ts: TraceSet, target: FitTarget, weights):
     """lmfit on the step map (``steps``) or on the trajectories (``trajectory``: each
     trace re-simulated from a fitted start state; right when read noise swamps steps)."""
     if target is FitTarget.STEPS:
@@ -232,7 +232,7 @@ def _run_fit(model, params, data: Data, ts: TraceSet, target: FitTarget, weights
                                                       max_nfev=TRAJECTORY_MAX_NFEV)
 
 
-def smooth_start(model, reference: Data) -> lmfit.Parameters:
+def smooth_start(model, reference: StepMap) -> lmfit.Parameters:
     """Starting values for a trajectory fit: the family fitted to a noise-free step map
     (``reference``, from the soft-bounds trajectory fit). Guesses taken from a step map
     that is mostly read noise send trajectory fits to poor local minima."""
@@ -245,9 +245,9 @@ def smooth_start(model, reference: Data) -> lmfit.Parameters:
         return params
 
 
-def fit_family(name: str, data: Data, ts: TraceSet, cfg: FitConfig,
+def fit_family(name: str, data: StepMap, ts: TraceSet, cfg: FitConfig,
                weights: np.ndarray | None = None, target: FitTarget = FitTarget.STEPS,
-               reference: Data | None = None) -> FamilyFit:
+               reference: StepMap | None = None) -> FamilyFit:
     model = family(name)
     params = model.guess(data) if reference is None else smooth_start(model, reference)
     n_var = sum(p.vary for p in params.values())
@@ -281,7 +281,7 @@ def fit_family(name: str, data: Data, ts: TraceSet, cfg: FitConfig,
     return replace(fit, flag=_flag(result, fit, cfg) or _wrong_sign(model, p, lo_r, hi_r, data))
 
 
-def _wrong_sign(model, p: dict, lo: float, hi: float, data: Data) -> str:
+def _wrong_sign(model, p: dict, lo: float, hi: float, data: StepMap) -> str:
     """Up steps must raise and down steps lower the state over the measured range."""
     a, b = max(lo, float(data.g.min())), min(hi, float(data.g.max()))
     grid = np.linspace(a, b, 101)
@@ -319,9 +319,9 @@ def _noise(resid: np.ndarray, pred: np.ndarray, span: float) -> dict:
     """c2c and read noise from the residual variance model (module docstring)."""
     a2, b2 = noise_model(resid, pred)
     c2c_abs = np.sqrt(max(float(np.mean(resid ** 2)) - b2, 0.0))
-    return {"c2c_rel": float(np.sqrt(a2)), "c2c_abs_s": float(c2c_abs * span),
+    return {"c2c_rel": float(np.sqrt(a2)), "c2c_abs_state": float(c2c_abs * span),
             # a read error enters two consecutive steps: b^2 = 2 sigma_read^2
-            "read_noise_s": float(np.sqrt(b2 / 2) * span)}
+            "read_noise_state": float(np.sqrt(b2 / 2) * span)}
 
 
 def _read_noise(best: FamilyFit, span: float) -> float:
@@ -344,7 +344,7 @@ def fit_series(s: Series, cfg: FitConfig = FitConfig()) -> SeriesFit:
     if problem:
         return SeriesFit(info, tuple(FamilyFit(f, flag=problem) for f in cfg.families),
                          replace(device, flag=problem))
-    data = Data(g=(sm.g - lo) / span, dg=sm.dg / span, up=sm.up)
+    data = StepMap(g=(sm.g - lo) / span, dg=sm.dg / span, up=sm.up)
     ts = TraceSet.build(traces(s), lo, span)
     weights, target = noise_weights(data)
     rows = _fit_all(data, ts, cfg, weights, target)
@@ -370,22 +370,22 @@ def fit_series(s: Series, cfg: FitConfig = FitConfig()) -> SeriesFit:
         device, family=best.family, runner_up=second.family if second else None,
         criterion=crit, delta_criterion=getattr(second, crit) - getattr(best, crit) if second else np.nan,
         r2_trace=best.r2_trace, r2_steps=best.r2_steps, sp_g=best.sp_g, sp_g_err=best.sp_g_err,
-        sp_conductance_s=lo + span * best.sp_g, sp_conductance_err_s=span * best.sp_g_err,
+        sp_state=lo + span * best.sp_g, sp_state_err=span * best.sp_g_err,
         sp_norm=(best.sp_g - r_lo) / (r_hi - r_lo), sp_norm_err=best.sp_g_err / (r_hi - r_lo),
-        gmin_s=lo + span * r_lo, gmax_s=lo + span * r_hi,
+        gmin_state=lo + span * r_lo, gmax_state=lo + span * r_hi,
         dynamic_range=(lo + span * r_hi) / (lo + span * r_lo) if s.state_unit == "S" and lo + span * r_lo > 0
         else np.nan,
         mean_step_up=up_mean * span, mean_step_down=down_mean * span,
         asymmetry=(sb.values["k_d"] / sb.values["k_p"]) if sb and sb.values["k_p"] > 0 else np.nan,
         flag="",
         **(_noise(best.resid, pred, span) if target is FitTarget.STEPS else
-           {"c2c_rel": np.nan, "c2c_abs_s": np.nan, "read_noise_s": _read_noise(best, span)}),
+           {"c2c_rel": np.nan, "c2c_abs_state": np.nan, "read_noise_state": _read_noise(best, span)}),
         fit_target=target,
     )
     return SeriesFit(info, fits, device)
 
 
-def _fit_all(data: Data, ts: TraceSet, cfg: FitConfig, weights, target: FitTarget) -> list[FamilyFit]:
+def _fit_all(data: StepMap, ts: TraceSet, cfg: FitConfig, weights, target: FitTarget) -> list[FamilyFit]:
     if target is FitTarget.STEPS:
         return [fit_family(f, data, ts, cfg, weights, target) for f in cfg.families]
     # Trajectory fits start from the soft-bounds trajectory fit's smooth step map.
@@ -395,7 +395,7 @@ def _fit_all(data: Data, ts: TraceSet, cfg: FitConfig, weights, target: FitTarge
     if first.values:
         both = np.r_[grid, grid]
         up = np.r_[np.ones(64, bool), np.zeros(64, bool)]
-        ref = Data(both, family("softbounds").step(both, up, **first.values), up)
+        ref = StepMap(both, family("softbounds").step(both, up, **first.values), up)
     rows = {"softbounds": first}
     for f in cfg.families:
         if f not in rows:

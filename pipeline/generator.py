@@ -89,7 +89,7 @@ class GeneratorConfig:
     pulses_down: int = 100
     amplitude_v: float = 2.5
     read_voltage_v: float = 0.1
-    gmin_s: float = 0.4e-6
+    gmin_siemens: float = 0.4e-6
     on_off_ratio: float = 2.65
     area_m2: float = 10e-12
     thickness_m: float = 10e-9
@@ -120,8 +120,8 @@ class Device:
     die_x: int
     die_y: int
     device: str
-    gmin_s: float
-    gmax_s: float
+    gmin_siemens: float
+    gmax_siemens: float
     ln_tau_inf: float
     v_imprint_v: float
 
@@ -156,11 +156,11 @@ def make_devices(cfg: GeneratorConfig, rng: np.random.Generator) -> list[Device]
             die_tau = rng.normal(0, cfg.d2d_ln_tau)
             die_imp = rng.normal(0, cfg.d2d_imprint_v)
             for d in range(cfg.devices_per_die):
-                gmin = cfg.gmin_s * (1 + cfg.gradient_gmin * r2) * math.exp(rng.normal(0, cfg.d2d_gmin))
+                gmin = cfg.gmin_siemens * (1 + cfg.gradient_gmin * r2) * math.exp(rng.normal(0, cfg.d2d_gmin))
                 ratio = cfg.on_off_ratio * math.exp(rng.normal(0, cfg.d2d_ratio))
                 devices.append(Device(
                     wafer=cfg.wafer, die=die_name(x, y), die_x=x, die_y=y, device=f"D{d + 1}",
-                    gmin_s=gmin, gmax_s=gmin * ratio,
+                    gmin_siemens=gmin, gmax_siemens=gmin * ratio,
                     ln_tau_inf=ln_tau_inf0 + cfg.gradient_ln_tau * u + die_tau
                     + rng.normal(0, cfg.d2d_ln_tau / 2),
                     v_imprint_v=cfg.v_imprint_v + cfg.gradient_imprint_v * v + die_imp
@@ -188,8 +188,8 @@ def simulate_series(cfg: GeneratorConfig, dev: Device, pulse_width_s: float,
         new = min(max(state + step * noise[i], 0.0), 1.0)
         ds[i] = new - state
         s[i] = state = new
-    span = dev.gmax_s - dev.gmin_s
-    g_true = dev.gmin_s + span * s
+    span = dev.gmax_siemens - dev.gmin_siemens
+    g_true = dev.gmin_siemens + span * s
     g_read = g_true * (1 + cfg.sigma_read * rng.standard_normal(n))
     amplitude = np.where(up, cfg.amplitude_v, -cfg.amplitude_v)
     energy = pulse_energy(amplitude, g_true, pulse_width_s, ds, cfg.area_m2,
@@ -206,9 +206,9 @@ def simulate_series(cfg: GeneratorConfig, dev: Device, pulse_width_s: float,
     truth = {
         "wafer": dev.wafer, "die": dev.die, "device": dev.device,
         "die_x": dev.die_x, "die_y": dev.die_y, "pulse_width_s": pulse_width_s,
-        "gmin_s": dev.gmin_s, "gmax_s": dev.gmax_s,
+        "gmin_siemens": dev.gmin_siemens, "gmax_siemens": dev.gmax_siemens,
         "p_up": p_up, "p_down": p_down,
-        "sp_norm": sp, "sp_conductance_s": dev.gmin_s + span * sp,
+        "sp_norm": sp, "sp_siemens": dev.gmin_siemens + span * sp,
         "sigma_c2c": cfg.sigma_c2c, "sigma_read": cfg.sigma_read,
         "energy_mean_j": float(np.mean(energy)),
         "v_imprint_v": dev.v_imprint_v, "ln_tau_inf": dev.ln_tau_inf,
@@ -245,7 +245,7 @@ def _tidy(cfg: GeneratorConfig, dev: Device, pulse_width_s: float, table: pd.Dat
         "wafer": dev.wafer, "die": dev.die, "device": dev.device,
         "pulse_width_s": pulse_width_s, "pulse_amplitude_v": table["V_write_V"],
         "cycle": table["Cycle"], "pulse": table["Pulse"],
-        "conductance_s": table["I_read_A"] / cfg.read_voltage_v,
+        "conductance_state": table["I_read_A"] / cfg.read_voltage_v,
         "direction": np.where(table["V_write_V"] > 0, "up", "down"),
         "read_voltage_v": cfg.read_voltage_v, "energy_j": table["E_pulse_pJ"] * 1e-12,
         "die_x": dev.die_x, "die_y": dev.die_y, "device_area_m2": cfg.area_m2,

@@ -3,7 +3,7 @@
 This module is the single definition of column names, types and units. Units are SI and
 live in the column names.
 
-``conductance_s`` holds conductance in siemens when ``state_unit`` is ``"S"`` (the
+``conductance_state`` holds conductance in siemens when ``state_unit`` is ``"S"`` (the
 default). Some sources give a device state in other units, e.g. the normalised states in
 about [-1, 1] of the Gong et al. ReRAM trace; those rows carry ``state_unit =
 "normalized"``, the positivity check is waived for them, and every later stage works in
@@ -26,7 +26,7 @@ REQUIRED = {
     "pulse_amplitude_v": pa.float64(),
     "cycle": pa.int32(),
     "pulse": pa.int32(),
-    "conductance_s": pa.float64(),
+    "conductance_state": pa.float64(),
 }
 
 OPTIONAL = {

@@ -71,7 +71,7 @@ def series_from_frame(df: pd.DataFrame) -> list[Series]:
         y = g["die_y"].iloc[0] if "die_y" in g else None
         out.append(Series(
             wafer=key[0], die=key[1], device=key[2], pulse_width_s=float(key[3]),
-            state=g["conductance_s"].to_numpy(float), up=(g["direction"] == "up").to_numpy(),
+            state=g["conductance_state"].to_numpy(float), up=(g["direction"] == "up").to_numpy(),
             cycle=g["cycle"].to_numpy(), amplitude=g["pulse_amplitude_v"].to_numpy(float),
             state_unit=str(g["state_unit"].iloc[0]) if "state_unit" in g else "S",
             energy_j=g["energy_j"].to_numpy(float) if "energy_j" in g else None,

@@ -16,7 +16,7 @@ NUMERIC = tuple(c for c, t in COLUMNS.items()
 
 def looks_like(first_line: str) -> bool:
     names = {c.strip().strip('"') for c in first_line.replace(";", ",").replace("\t", ",").split(",")}
-    return {"wafer", "conductance_s"} <= names
+    return {"wafer", "conductance_state"} <= names
 
 
 def header_row(first: str) -> tuple[str, list[str], tuple[str, ...]]:

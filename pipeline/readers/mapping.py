@@ -14,8 +14,8 @@ A mapping is a small TOML file (see ``pipeline/mappings/ferroflow_b1500.toml``):
     [columns]                    # canonical field <- table column
     pulse = { column = "Pulse" }
     pulse_amplitude_v = { column = "V_write", unit = "V" }
-    conductance_s = { divide = ["I_read_A", "read_voltage_v"], units = ["A", "V"] }
-    # or: conductance_s = { reciprocal = "R_ohm", unit = "ohm" }
+    conductance_state = { divide = ["I_read_A", "read_voltage_v"], units = ["A", "V"] }
+    # or: conductance_state = { reciprocal = "R_ohm", unit = "ohm" }
 
 Computed fields use two operations only, ``divide`` and ``reciprocal``; operands are
 table columns or canonical fields mapped from the header. No expression is evaluated.
