@@ -44,7 +44,8 @@ from .devices import FAMILIES, StepMap, family
 from .energy import energy_per_pulse
 from .errors import InputError
 from .fitrecords import (DeviceFit, FamilyFit, FitTarget, PopulationStat, SeriesFit, SeriesInfo,
-                         records_frame)
+                         records_frame, state_summary)
+from .schema import StateScale, upgrade_columns
 from .traces import Series, check_protocol, series_from_frame, step_map, traces
 
 SERIES_COLUMNS = ["wafer", "die", "device", "pulse_width_s"]
@@ -101,7 +102,9 @@ class FitResult:
 
     @classmethod
     def load(cls, folder: Path) -> "FitResult":
-        return cls(**{n: pd.read_parquet(Path(folder) / f"{n}.parquet") for n in cls.TABLES})
+        """Tables saved by ``save``, legacy column names upgraded (``schema.LEGACY_COLUMNS``)."""
+        return cls(**{n: upgrade_columns(pd.read_parquet(Path(folder) / f"{n}.parquet"))
+                      for n in cls.TABLES})
 
 
 # --- one family on one series ----------------------------------------------------------
@@ -178,12 +181,12 @@ class TraceSet:
     mask: np.ndarray         # valid entries of ``states``
 
     @classmethod
-    def build(cls, trs, lo: float, span: float) -> "TraceSet":
+    def build(cls, trs, scale: StateScale) -> "TraceSet":
         trs = [t for t in trs if len(t.states) >= 2]
         n = max((len(t.states) for t in trs), default=0)
         states = np.full((len(trs), n), np.nan)
         for i, t in enumerate(trs):
-            states[i, :len(t.states)] = (t.states - lo) / span
+            states[i, :len(t.states)] = scale.g(t.states)
         return cls(np.array([t.up for t in trs], bool), states, np.isfinite(states))
 
     def simulate(self, model, p: dict, start: np.ndarray) -> np.ndarray:
@@ -315,37 +318,42 @@ def noise_model(resid: np.ndarray, pred: np.ndarray) -> tuple[float, float]:
     return float(coef[0]), float(coef[1])
 
 
-def _noise(resid: np.ndarray, pred: np.ndarray, span: float) -> dict:
+def _noise(resid: np.ndarray, pred: np.ndarray, scale: StateScale) -> dict:
     """c2c and read noise from the residual variance model (module docstring)."""
     a2, b2 = noise_model(resid, pred)
     c2c_abs = np.sqrt(max(float(np.mean(resid ** 2)) - b2, 0.0))
-    return {"c2c_rel": float(np.sqrt(a2)), "c2c_abs_state": float(c2c_abs * span),
+    return {"c2c_rel": float(np.sqrt(a2)), "c2c_abs_state": float(scale.state_step(c2c_abs)),
             # a read error enters two consecutive steps: b^2 = 2 sigma_read^2
-            "read_noise_state": float(np.sqrt(b2 / 2) * span)}
+            "read_noise_state": float(scale.state_step(np.sqrt(b2 / 2)))}
 
 
-def _read_noise(best: FamilyFit, span: float) -> float:
+def _read_noise(best: FamilyFit, scale: StateScale) -> float:
     """Read-noise dominated series: c2c is not resolvable (reported as NaN); the read
     noise is the spread of the reads around the fitted trajectories."""
-    return float(np.sqrt(best.chisqr / max(best.n_points - 1, 1)) * span)
+    return float(scale.state_step(np.sqrt(best.chisqr / max(best.n_points - 1, 1))))
+
+
+def _dynamic_range(scale: StateScale, r_lo: float, r_hi: float) -> float:
+    """Gmax / Gmin of the model's state range: conductances only."""
+    gmin = scale.state(r_lo)
+    return scale.state(r_hi) / gmin if scale.unit == "S" and gmin > 0 else np.nan
 
 
 def fit_series(s: Series, cfg: FitConfig = FitConfig()) -> SeriesFit:
     """All families on one series: the rows of the fits, params and devices tables."""
     info = SeriesInfo(*s.key, die_x=s.die_x, die_y=s.die_y, state_unit=s.state_unit)
-    lo, hi = float(np.min(s.state)), float(np.max(s.state))
-    span = hi - lo
+    scale = StateScale.of(s.state, s.state_unit)
     energy = energy_per_pulse(s.energy_j if s.energy_j is not None else [np.nan],
                               s.amplitude, s.state, s.pulse_width_s, s.state_unit, s.area_m2)
     device = DeviceFit(n_pulses=int(len(s.state)), energy_per_pulse_j=energy.energy_j,
-                       energy_source=energy.source, norm_lo=lo, norm_span=span)
+                       energy_source=energy.source, norm_lo=scale.lo, norm_span=scale.span)
     sm = step_map(s)
-    problem = _series_problem(s, span, sm)
+    problem = _series_problem(s, scale.span, sm)
     if problem:
         return SeriesFit(info, tuple(FamilyFit(f, flag=problem) for f in cfg.families),
                          replace(device, flag=problem))
-    data = StepMap(g=(sm.g - lo) / span, dg=sm.dg / span, up=sm.up)
-    ts = TraceSet.build(traces(s), lo, span)
+    data = sm.normalised(scale)
+    ts = TraceSet.build(traces(s), scale)
     weights, target = noise_weights(data)
     rows = _fit_all(data, ts, cfg, weights, target)
     ok = [r for r in rows if r.success and not r.flag]
@@ -370,16 +378,13 @@ def fit_series(s: Series, cfg: FitConfig = FitConfig()) -> SeriesFit:
         device, family=best.family, runner_up=second.family if second else None,
         criterion=crit, delta_criterion=getattr(second, crit) - getattr(best, crit) if second else np.nan,
         r2_trace=best.r2_trace, r2_steps=best.r2_steps, sp_g=best.sp_g, sp_g_err=best.sp_g_err,
-        sp_state=lo + span * best.sp_g, sp_state_err=span * best.sp_g_err,
-        sp_norm=(best.sp_g - r_lo) / (r_hi - r_lo), sp_norm_err=best.sp_g_err / (r_hi - r_lo),
-        gmin_state=lo + span * r_lo, gmax_state=lo + span * r_hi,
-        dynamic_range=(lo + span * r_hi) / (lo + span * r_lo) if s.state_unit == "S" and lo + span * r_lo > 0
-        else np.nan,
-        mean_step_up=up_mean * span, mean_step_down=down_mean * span,
+        **state_summary(scale, best.sp_g, best.sp_g_err, r_lo, r_hi),
+        dynamic_range=_dynamic_range(scale, r_lo, r_hi),
+        mean_step_up=scale.state_step(up_mean), mean_step_down=scale.state_step(down_mean),
         asymmetry=(sb.values["k_d"] / sb.values["k_p"]) if sb and sb.values["k_p"] > 0 else np.nan,
         flag="",
-        **(_noise(best.resid, pred, span) if target is FitTarget.STEPS else
-           {"c2c_rel": np.nan, "c2c_abs_state": np.nan, "read_noise_state": _read_noise(best, span)}),
+        **(_noise(best.resid, pred, scale) if target is FitTarget.STEPS else
+           {"c2c_rel": np.nan, "c2c_abs_state": np.nan, "read_noise_state": _read_noise(best, scale)}),
         fit_target=target,
     )
     return SeriesFit(info, fits, device)
@@ -395,7 +400,7 @@ def _fit_all(data: StepMap, ts: TraceSet, cfg: FitConfig, weights, target: FitTa
     if first.values:
         both = np.r_[grid, grid]
         up = np.r_[np.ones(64, bool), np.zeros(64, bool)]
-        ref = StepMap(both, family("softbounds").step(both, up, **first.values), up)
+        ref = StepMap(both, family("softbounds").step(both, up, **first.values), up, scale=data.scale)
     rows = {"softbounds": first}
     for f in cfg.families:
         if f not in rows:
@@ -483,14 +488,15 @@ def population(devices: pd.DataFrame, params: pd.DataFrame) -> pd.DataFrame:
 
 # --- trace-level soft-bounds fits (vectorised) -----------------------------------------
 def trace_states(series: list[Series], min_reads: int = 4):
-    """(series, trace, normalised reads incl. the one before the trace, lo, span) for
+    """(series, trace, normalised reads incl. the one before the trace, scale) for
     every trace with at least ``min_reads`` reads: what a trace fit sees."""
     for s in series:
-        lo, span = float(np.min(s.state)), float(np.ptp(s.state)) or 1.0
+        scale = StateScale.of(s.state, s.state_unit)
+        scale = scale if scale.span else replace(scale, span=1.0)  # constant: any span will do
         for t in traces(s):
             states = t.states if np.isnan(t.state_before) else np.r_[t.state_before, t.states]
             if len(states) >= min_reads:
-                yield s, t, (states - lo) / span, lo, span
+                yield s, t, scale.g(states), scale
 
 
 def fit_traces(series: list[Series]) -> pd.DataFrame:
@@ -502,9 +508,10 @@ def fit_traces(series: list[Series]) -> pd.DataFrame:
     lmfit from generic starting values converges to the same parameters.
     """
     rows, gs, dgs, ids = [], [], [], []
-    for s, t, g, lo, span in trace_states(series):
+    for s, t, g, scale in trace_states(series):
         rows.append({**dict(zip(SERIES_COLUMNS, s.key)), "cycle": t.cycle,
-                     "direction": "up" if t.up else "down", "norm_lo": lo, "norm_span": span})
+                     "direction": "up" if t.up else "down", "norm_lo": scale.lo,
+                     "norm_span": scale.span})
         gs.append(g[:-1])
         dgs.append(np.diff(g))
         ids.append(np.full(len(g) - 1, len(rows) - 1))

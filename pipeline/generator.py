@@ -70,6 +70,7 @@ import numpy as np
 import pandas as pd
 
 from .energy import EnergyConstants, pulse_energy
+from .schema import StateScale
 
 DEFAULT_PULSE_WIDTHS = (2e-8, 2e-7, 2e-6, 2e-5, 2e-4)
 INSTRUMENT = "Keysight B1500A (ferroflow generator)"
@@ -188,8 +189,8 @@ def simulate_series(cfg: GeneratorConfig, dev: Device, pulse_width_s: float,
         new = min(max(state + step * noise[i], 0.0), 1.0)
         ds[i] = new - state
         s[i] = state = new
-    span = dev.gmax_siemens - dev.gmin_siemens
-    g_true = dev.gmin_siemens + span * s
+    scale = StateScale(dev.gmin_siemens, dev.gmax_siemens - dev.gmin_siemens, "S")
+    g_true = scale.state(s)
     g_read = g_true * (1 + cfg.sigma_read * rng.standard_normal(n))
     amplitude = np.where(up, cfg.amplitude_v, -cfg.amplitude_v)
     energy = pulse_energy(amplitude, g_true, pulse_width_s, ds, cfg.area_m2,
@@ -208,7 +209,7 @@ def simulate_series(cfg: GeneratorConfig, dev: Device, pulse_width_s: float,
         "die_x": dev.die_x, "die_y": dev.die_y, "pulse_width_s": pulse_width_s,
         "gmin_siemens": dev.gmin_siemens, "gmax_siemens": dev.gmax_siemens,
         "p_up": p_up, "p_down": p_down,
-        "sp_norm": sp, "sp_siemens": dev.gmin_siemens + span * sp,
+        "sp_norm": sp, "sp_siemens": scale.state(sp),
         "sigma_c2c": cfg.sigma_c2c, "sigma_read": cfg.sigma_read,
         "energy_mean_j": float(np.mean(energy)),
         "v_imprint_v": dev.v_imprint_v, "ln_tau_inf": dev.ln_tau_inf,

@@ -3,7 +3,7 @@
 ``FAMILIES`` lists them in the order model selection prefers on a tie.
 """
 
-from .base import StepMap, DeviceModel, ParamSpec
+from .base import DeviceModel, ParamSpec, StepMap
 from .beta import Beta
 from .lookup import Lookup
 from .neurosim import NeuroSim

@@ -9,23 +9,14 @@ from __future__ import annotations
 
 import inspect
 import math
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import lmfit
 import numpy as np
 from scipy.optimize import brentq
 
+from ..traces import StepMap
 from . import geometric
-
-
-@dataclass(frozen=True)
-class StepMap:
-    """A step map in normalised units."""
-
-    g: np.ndarray
-    dg: np.ndarray
-    up: np.ndarray  # bool
 
 
 class ParamSpec(NamedTuple):
