@@ -38,12 +38,16 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from .errors import InputError
-from .schema import COLUMNS, PARTITION, PARTITION_SCHEMA, SCHEMA
+from .schema import COLUMNS, LEGACY_COLUMNS, PARTITION, PARTITION_SCHEMA, SCHEMA, upgrade_columns
 
 LEDGER = "_ledger.sqlite"
 LOCK = "_lock"
 _DATA_SCHEMA = pa.schema([f for f in SCHEMA if f.name not in PARTITION])
 _TEXT_COLUMNS = [f.name for f in _DATA_SCHEMA if pa.types.is_string(f.type)]
+# parts written before the unit rule: today's column -> the name such a part has
+_LEGACY_NAME = {new: old for old, new in LEGACY_COLUMNS.items() if new in COLUMNS}
+_LEGACY_DATA_SCHEMA = pa.schema([f.with_name(_LEGACY_NAME.get(f.name, f.name)) for f in _DATA_SCHEMA])
+_LEGACY_PARTS: dict[tuple, bool] = {}  # (part path, mtime, size) -> has legacy names
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS files (
@@ -133,22 +137,28 @@ class MeasurementStore:
             return b.commit(**hooks)
 
     # --- reading ------------------------------------------------------------
-    # --- reading ------------------------------------------------------------
-    def dataset(self) -> ds.Dataset:
-        """The committed parts as a pyarrow dataset (partition columns typed)."""
+    def _part_files(self) -> list[str]:
         with closing(self._connect()) as con:
             rels = [r[0] for r in con.execute("SELECT path FROM parts ORDER BY path")]
         for rel in rels:
             roll_forward(self.root / rel)
-        files = [str(self.root / r) for r in rels]
+        return [str(self.root / r) for r in rels]
+
+    def dataset(self, legacy: bool = False) -> ds.Dataset:
+        """The committed parts as a pyarrow dataset (partition columns typed).
+
+        Parts written before the unit rule have legacy column names: ``legacy=True`` gives
+        those, under their own names (``read`` upgrades them); by default they are left out.
+        """
+        files = [f for f in self._part_files() if _is_legacy_part(f) == legacy]
+        data = _LEGACY_DATA_SCHEMA if legacy else _DATA_SCHEMA
         part = ds.partitioning(PARTITION_SCHEMA, flavor="hive")
-        return ds.dataset(files, schema=pa.schema(list(_DATA_SCHEMA) + list(PARTITION_SCHEMA)),
+        return ds.dataset(files, schema=pa.schema(list(data) + list(PARTITION_SCHEMA)),
                           format="parquet", partitioning=part, partition_base_dir=str(self.root))
 
     def read(self, wafer: str | None = None, pulse_width_s: float | None = None,
              columns: list[str] | None = None) -> pd.DataFrame:
         """Rows of the store in canonical column order, sorted by key."""
-        dset = self.dataset()
         expr = None
         if wafer is not None:
             expr = ds.field("wafer") == wafer
@@ -156,7 +166,11 @@ class MeasurementStore:
             e = ds.field("pulse_width_s") == float(pulse_width_s)
             expr = e if expr is None else expr & e
         cols = columns or list(COLUMNS)
-        table = dset.to_table(filter=expr, columns=cols)
+        table = self.dataset().to_table(filter=expr, columns=cols)
+        old = self.dataset(legacy=True)
+        if old.files:
+            legacy = old.to_table(filter=expr, columns=[_LEGACY_NAME.get(c, c) for c in cols])
+            table = pa.concat_tables([table, upgrade_columns(legacy).cast(table.schema)])
         df = table.to_pandas()
         sort = [c for c in ("wafer", "die", "device", "pulse_width_s", "cycle", "pulse") if c in df]
         return df.sort_values(sort, kind="stable").reset_index(drop=True)
@@ -188,6 +202,14 @@ class MeasurementStore:
             args.append(float(pulse_width_s))
         with closing(self._connect()) as con:
             return pd.read_sql_query(sql + " ORDER BY f.name", con, params=args)
+
+
+def _is_legacy_part(path: str) -> bool:
+    st = os.stat(path)
+    key = (path, st.st_mtime_ns, st.st_size)
+    if key not in _LEGACY_PARTS:
+        _LEGACY_PARTS[key] = bool(LEGACY_COLUMNS.keys() & set(pq.read_schema(path).names))
+    return _LEGACY_PARTS[key]
 
 
 def _single(col: pa.ChunkedArray):

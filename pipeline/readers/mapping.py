@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import MappingError
-from ..schema import COLUMNS, STATE_UNITS
+from ..schema import COLUMNS, STATE_UNITS, upgrade_columns
 from ..units import factor
 
 MAPPINGS_DIR = Path(__file__).resolve().parents[1] / "mappings"
@@ -111,8 +111,9 @@ def parse_mapping(doc: dict, name: str = "mapping") -> Mapping:
     state_unit = fmt.get("state_unit", "S")
     if state_unit not in STATE_UNITS:
         raise MappingError(f"{name}: state_unit must be one of {STATE_UNITS}")
-    header = tuple(_rule(t, s, "header") for t, s in doc.get("header", {}).items())
-    columns = tuple(_rule(t, s, "columns") for t, s in doc.get("columns", {}).items())
+    # mapping files written before the unit rule name legacy canonical columns
+    header = tuple(_rule(t, s, "header") for t, s in upgrade_columns(doc.get("header", {})).items())
+    columns = tuple(_rule(t, s, "columns") for t, s in upgrade_columns(doc.get("columns", {})).items())
     return Mapping(name=name, delimiter=delimiter, positive_is_up=positive == "up",
                    state_unit=state_unit, header=header, columns=columns, source=name)
 
