@@ -42,7 +42,7 @@ def version_tables(result: FitResult, wafer: str, pulse_width_s: float):
     ok = rows["chosen_family"].notna() & (rows["flag"] == "")
     rows = rows[ok].reset_index(drop=True)
     state_unit = str(devs["state_unit"].iloc[0])
-    # the population's family, which a device's own choice (``devices``) may differ from
+    # from the population family's fit: a device's own chosen family (``devices``) may differ
     summary = state_summary(StateScale(rows["norm_lo"], rows["norm_span"], state_unit),
                             rows["sp_g"], rows["sp_g_err"], rows["range_lo_g"], rows["range_hi_g"])
     for name in DeviceFit.REGISTRY_STATE_COLUMNS:
