@@ -50,7 +50,8 @@ def _artifact_key(*parts) -> str:
 
 
 @task(retries=2, retry_delay_seconds=2)
-def ingest_task(paths: list[str] | None, incoming: bool, min_age_s: float, settings: Settings) -> dict:
+def ingest_task(paths: list[str] | None, incoming: bool, min_age_s: float,
+                settings: Settings) -> dict:
     report = app.run_ingest(settings, paths or [], incoming=incoming, min_age_s=min_age_s)
     get_run_logger().info("ingest: %s", report.summary())
     return report.to_json()

@@ -9,6 +9,7 @@ are imported when first used (lmfit, torch, matplotlib), so light commands start
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import InputError
@@ -27,7 +28,7 @@ def store(settings: Settings) -> MeasurementStore:
     return MeasurementStore(settings.store)
 
 
-def run_ingest(settings: Settings, paths: list[str | Path] = (), *, incoming: bool = False,
+def run_ingest(settings: Settings, paths: Sequence[str | Path] = (), *, incoming: bool = False,
                mapping: str | Path | None = None, trace: TraceOptions | None = None,
                min_age_s: float = 5.0, progress=None) -> IngestReport:
     """Ingest ``paths``, or with ``incoming`` the complete files of the landing folder
@@ -55,7 +56,8 @@ def run_fit(settings: Settings, wafer: str, pulse_width_s: float | None = None, 
     from .publish import DEFAULT_STACK, fit_and_register
 
     return fit_and_register(registry(settings), store(settings), wafer, pulse_width_s,
-                            stack=stack or DEFAULT_STACK, config=FitConfig(workers=workers), progress=progress)
+                            stack=stack or DEFAULT_STACK, config=FitConfig(workers=workers),
+                            progress=progress)
 
 
 def wafer_refs(settings: Settings, wafer: str) -> list[str]:

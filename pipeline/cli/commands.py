@@ -112,7 +112,8 @@ def models_show(args) -> int:
     reg = _registry(args)
     info = reg.get(args.ref)
     pop = reg.load(info["ref"]).population[["param", "median", "spread", "rel_spread", "n"]]
-    _output(args).result(version_text(info, pop), {**info, "population": pop.to_dict(orient="records")})
+    _output(args).result(version_text(info, pop),
+                         {**info, "population": pop.to_dict(orient="records")})
     return EXIT_OK
 
 
@@ -124,9 +125,9 @@ def models_history(args) -> int:
 
 def models_search(args) -> int:
     found = _registry(args).search(
-        wafer=args.wafer, pulse_width_min=args.pulse_width_min, pulse_width_max=args.pulse_width_max,
-        tags=tuple(args.tag or ()), family=args.family, min_r2=args.min_r2,
-        max_failed=args.max_failed, latest_only=not args.all_versions)
+        wafer=args.wafer, pulse_width_min=args.pulse_width_min,
+        pulse_width_max=args.pulse_width_max, tags=tuple(args.tag or ()), family=args.family,
+        min_r2=args.min_r2, max_failed=args.max_failed, latest_only=not args.all_versions)
     return _show_frame(args, found)
 
 
@@ -140,7 +141,8 @@ def models_alias(args) -> int:
         out.result(f"removed alias {name}@{args.name}", {"removed": args.name})
     else:
         target = reg.set_alias(args.ref, args.name)
-        out.result(f"{target.name}@{args.name} -> {target}", {"alias": args.name, "ref": str(target)})
+        out.result(f"{target.name}@{args.name} -> {target}",
+                   {"alias": args.name, "ref": str(target)})
     return EXIT_OK
 
 
