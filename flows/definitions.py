@@ -30,6 +30,7 @@ from prefect.events import emit_event
 from prefect.runtime import deployment
 
 from pipeline import app
+from pipeline.fitrecords import PopulationStat
 from pipeline.report import markdown_summary
 from pipeline.settings import Settings, get_settings
 from pipeline.simulation import DEFAULT_VARIANTS, TrainConfig
@@ -66,12 +67,11 @@ def fit_partition_task(wafer: str, pulse_width_s: float, content_key: str, regis
     unchanged data is never refitted and a cached answer never names versions of another
     registry; the other paths do not change the answer."""
     result, registered = app.run_fit(settings, wafer, pulse_width_s, workers=workers)
-    rows = result.population[result.population.param.isin(["sp_norm", "k_p", "k_d", "c2c_rel",
-                                                            "energy_per_pulse_j"])]
+    rows = result.population[result.population.param.isin(PopulationStat.HEADLINE_PARAMS)]
     create_table_artifact(
         key=_artifact_key("fit", wafer, f"{pulse_width_s:g}"),
         table=[{k: (None if v != v else v) for k, v in r.items()}  # NaN -> null
-               for r in rows[["param", "median", "spread", "n", "family", "n_failed"]].to_dict("records")],
+               for r in rows[list(PopulationStat.SUMMARY_COLUMNS)].to_dict("records")],
         description=f"Fit of wafer {wafer} at {pulse_width_s:g} s: population medians and d2d spreads")
     return [{"ref": str(r.ref), "created": r.created} for r in registered]
 
