@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -102,7 +103,10 @@ def test_run_hands_its_store_to_the_flow(tmp_path):
     folder = tmp_path / "batch"
     for f in sorted(SAMPLE.glob("W01_X00Y00_*"))[:2]:
         write(folder / f.name, f.read_bytes())
-    r = ferroflow("run", "ingest", "--path", folder, "--store", tmp_path / "elsewhere", "--json")
+    # a loaded machine can take longer than Prefect's 20 s to start the temporary server
+    env = {**os.environ, "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"}
+    r = ferroflow("run", "ingest", "--path", folder, "--store", tmp_path / "elsewhere", "--json",
+                  env=env)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["result"]["stored"] == 2
     assert MeasurementStore(tmp_path / "elsewhere").rows() == 1200
