@@ -13,11 +13,11 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..settings import Settings, get_settings
+from ..simulation.catalog import algorithm_info, algorithm_names
 from .format import (Output, Progress, fit_table, lineage_text, narrator, sim_table, table,
                      version_text, warn)
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
-ALGORITHMS = ["fp", "analog-sgd", "mixed-precision"]
 
 
 def _settings(args) -> Settings:
@@ -166,11 +166,11 @@ MODELS = {"list": models_list, "show": models_show, "history": models_history,
 
 # --- simulate -------------------------------------------------------------------
 def _variants(args):
-    algos = args.algorithm or ALGORITHMS
+    algos = args.algorithm or algorithm_names()
     out = []
     for a in algos:
-        if a == "fp":
-            out.append(("fp", False))
+        if not algorithm_info(a).analog:  # nothing to shift
+            out.append((a, False))
             continue
         if args.shift_symmetry_point in ("off", "both"):
             out.append((a, False))

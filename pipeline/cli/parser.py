@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from . import commands
-from .commands import ALGORITHMS
+from ..simulation.catalog import algorithm_names
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("refs", nargs="*", help="model refs: NAME, NAME@3 or NAME@alias")
     p.add_argument("--wafer", help="sweep the latest models of every pulse width of this wafer")
-    p.add_argument("--algorithm", action="append", choices=ALGORITHMS,
+    p.add_argument("--algorithm", action="append", choices=algorithm_names(),
                    help="repeatable; default: all three")
     p.add_argument("--shift-symmetry-point", nargs="?", const="on", default="both",
                    choices=["on", "off", "both"],
