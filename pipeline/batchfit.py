@@ -1,0 +1,424 @@
+"""Step-map fits of many series at once: a batched Levenberg-Marquardt in numpy.
+
+Each device series is a tiny least-squares problem (2-16 parameters, a few hundred
+steps), so one ``lmfit.Model.fit`` per series spends most of its time in Python
+overhead. Here all series of a partition are solved together per family: step maps
+are padded into (series, step) matrices with zero weight on the padding, every family's
+``step`` formula is evaluated once per iteration for the whole batch (parameters as
+(series, 1) columns), and the Jacobian is a batched forward difference.
+
+lmfit stays the definition and the reference (``FitConfig(engine="lmfit")``); this
+solver reproduces what it reports:
+
+- bounds: lmfit's MINUIT transform ``x = lo + (sin(u) + 1)(hi - lo)/2``; the damped
+  Gauss-Newton steps are taken in ``u``, so fits approach bounds the way lmfit's do;
+- covariance: ``redchi * inv(J^T J)`` with ``J`` the Jacobian of the weighted
+  residual in the external parameters (lmfit transforms MINPACK's internal covariance
+  with the same gradient, which is the same matrix); a Jacobian column that is all
+  zero gives no covariance, as MINPACK's triangular inverse fails there;
+- chisqr, redchi, AIC, BIC by lmfit's formulas.
+
+A series the solver does not bring to convergence comes back as ``None``: the caller
+fits it with lmfit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import lmfit
+import numpy as np
+
+from .devices import Data, DeviceModel, family
+
+FTOL = 1e-12        # relative chi-square decrease that ends a fit
+MAX_ITER = 300      # accepted or rejected steps per series
+LAMBDA_MAX = 1e12   # damping this high: no step lowers chi-square any more (converged)
+
+
+@dataclass
+class StepBatch:
+    """Step maps of many series, padded to one length; ``w`` is 0 on padding."""
+
+    g: np.ndarray      # (B, N)
+    dg: np.ndarray     # (B, N)
+    up: np.ndarray     # (B, N) bool
+    w: np.ndarray      # (B, N) fit weights
+    n: np.ndarray      # (B,) real points per series
+
+    @classmethod
+    def build(cls, datas: list[Data], weights: list[np.ndarray]) -> "StepBatch":
+        n = np.array([len(d.g) for d in datas])
+        shape = (len(datas), int(n.max()))
+        g, dg, w = np.zeros(shape), np.zeros(shape), np.zeros(shape)
+        up = np.zeros(shape, bool)
+        for i, (d, wt) in enumerate(zip(datas, weights)):
+            k = n[i]
+            # padding repeats the first point: finite wherever the model is
+            g[i], up[i] = d.g[0], d.up[0]
+            g[i, :k], dg[i, :k], up[i, :k], w[i, :k] = d.g, d.dg, d.up, wt
+        return cls(g, dg, up, w, n)
+
+    @property
+    def mask(self) -> np.ndarray:
+        return np.arange(self.g.shape[1]) < self.n[:, None]
+
+
+@dataclass
+class Bounds:
+    """Varying parameters of a family over a batch, and lmfit's transform of them."""
+
+    names: list[str]         # varying, in lmfit's order
+    fixed: dict              # name -> (B,) values of parameters that do not vary
+    lo: np.ndarray           # (B, P)
+    hi: np.ndarray           # (B, P)
+
+    @classmethod
+    def from_params(cls, params: list[lmfit.Parameters]) -> tuple["Bounds", np.ndarray]:
+        names = [k for k, p in params[0].items() if p.vary]
+        fixed = {k: np.array([ps[k].value for ps in params]) for k, p in params[0].items()
+                 if not p.vary}
+        lo = np.array([[ps[k].min for k in names] for ps in params])
+        hi = np.array([[ps[k].max for k in names] for ps in params])
+        x0 = np.clip(np.array([[ps[k].value for k in names] for ps in params]), lo, hi)
+        return cls(names, fixed, lo, hi), x0
+
+    def external(self, u, rows=slice(None)):
+        lo, hi = self.lo[rows], self.hi[rows]
+        return lo + (np.sin(u) + 1) * (hi - lo) / 2
+
+    def internal(self, x, rows=slice(None)):
+        lo, hi = self.lo[rows], self.hi[rows]
+        return np.arcsin(np.clip(2 * (x - lo) / (hi - lo) - 1, -1.0, 1.0))
+
+    def values(self, x, rows=slice(None)) -> dict:
+        """Keyword arguments of the family's ``step`` as (rows, 1) columns."""
+        out = {k: x[:, i:i + 1] for i, k in enumerate(self.names)}
+        out.update({k: v[rows][:, None] for k, v in self.fixed.items()})
+        return out
+
+
+def _residual(model: DeviceModel, b: StepBatch, bounds: Bounds, x, rows):
+    with np.errstate(all="ignore"):
+        pred = model.step(b.g[rows], b.up[rows], **bounds.values(x, rows))
+    return (pred - b.dg[rows]) * b.w[rows]
+
+
+def _jacobian(model, b, bounds, u, r, rows):
+    """Forward differences of the weighted residual in the internal parameters, with
+    MINPACK's step as lmfit calls it (``epsfcn=1e-10``: h = 1e-5 |u|). The wide step
+    matters on families whose step map has kinks (clipped ``w``): it sees the slope
+    lmfit sees."""
+    out = np.empty(r.shape + (u.shape[1],))
+    h = 1e-5 * np.where(u == 0, 1.0, np.abs(u))
+    for j in range(u.shape[1]):
+        uj = u.copy()
+        uj[:, j] += h[:, j]
+        out[..., j] = (_residual(model, b, bounds, bounds.external(uj, rows), rows) - r) / h[:, j:j + 1]
+    return out
+
+
+def _ext_step(x):
+    return 1e-8 * np.maximum(np.abs(x), 1e-3)
+
+
+def _solve(M: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Batched ``M x = v``; least squares for rows where M is singular."""
+    try:
+        return np.linalg.solve(M, v[..., None])[..., 0]
+    except np.linalg.LinAlgError:
+        return np.stack([np.linalg.lstsq(m, x, rcond=None)[0] for m, x in zip(M, v)])
+
+
+@dataclass
+class Solution:
+    x: np.ndarray            # (B, P) external values
+    converged: np.ndarray    # (B,) bool
+    nfev: np.ndarray         # (B,) residual evaluations
+
+
+def levenberg_marquardt(model: DeviceModel, b: StepBatch, bounds: Bounds, x0: np.ndarray) -> Solution:
+    """Damped Gauss-Newton in lmfit's internal coordinates, every series at once."""
+    n_ser, n_par = x0.shape
+    u = bounds.internal(x0)
+    r = _residual(model, b, bounds, bounds.external(u), slice(None))
+    cost = (r ** 2).sum(1)
+    lam = np.full(n_ser, 1e-3)
+    nfev = np.ones(n_ser, int)
+    done = ~np.isfinite(cost)
+    converged = np.zeros(n_ser, bool)
+    need_jac = np.ones(n_ser, bool)
+    jac = np.zeros(r.shape + (n_par,))
+    for _ in range(MAX_ITER):
+        act = np.flatnonzero(~done)
+        if not len(act):
+            break
+        fresh = act[need_jac[act]]
+        if len(fresh):
+            jac[fresh] = _jacobian(model, b, bounds, u[fresh], r[fresh], fresh)
+            nfev[fresh] += n_par
+            need_jac[fresh] = False
+        J, ra = jac[act], r[act]
+        Jt = J.transpose(0, 2, 1)
+        A = Jt @ J
+        grad = (Jt @ ra[..., None])[..., 0]
+        if len(fresh):
+            # stationary: even the undamped Gauss-Newton step would gain almost nothing
+            gain = np.einsum("bi,bi->b", grad, _solve(A, grad))
+            ended = act[np.isin(act, fresh) & (np.abs(gain) <= FTOL * cost[act])]
+            converged[ended], done[ended] = True, True
+        diag = np.maximum(np.einsum("bii->bi", A), 1e-30)
+        M = A + lam[act, None, None] * (diag[:, :, None] * np.eye(n_par))
+        step = -_solve(M, grad)
+        u_new = u[act] + step
+        r_new = _residual(model, b, bounds, bounds.external(u_new, act), act)
+        nfev[act] += 1
+        cost_new = (r_new ** 2).sum(1)
+        better = np.isfinite(cost_new) & (cost_new < cost[act]) & ~done[act]
+        acc = act[better]
+        u[acc], r[acc], cost[acc] = u_new[better], r_new[better], cost_new[better]
+        lam[acc] = np.maximum(lam[acc] / 5, 1e-12)
+        need_jac[acc] = True
+        rej = act[~better & ~done[act]]
+        lam[rej] *= 8
+        stuck = rej[lam[rej] > LAMBDA_MAX]
+        converged[stuck], done[stuck] = True, True
+    return Solution(bounds.external(u), converged & np.isfinite(cost), nfev)
+
+
+def covariance(model, b: StepBatch, bounds: Bounds, x: np.ndarray, redchi: np.ndarray):
+    """lmfit's scaled covariance per series; NaN where MINPACK would give none."""
+    rows = np.arange(len(x))
+    r = _residual(model, b, bounds, x, rows)
+    h = _ext_step(x)
+    jac = np.empty(r.shape + (x.shape[1],))
+    for j in range(x.shape[1]):  # central differences: J at the optimum itself
+        hi, lo = x.copy(), x.copy()
+        hi[:, j] += h[:, j]
+        lo[:, j] -= h[:, j]
+        jac[..., j] = (_residual(model, b, bounds, hi, rows)
+                       - _residual(model, b, bounds, lo, rows)) / (2 * h[:, j:j + 1])
+    A = jac.transpose(0, 2, 1) @ jac
+    cov = np.full_like(A, np.nan)
+    ok = (np.abs(jac).max(1) > 0).all(1) & np.isfinite(A).all((1, 2))
+    for i in np.flatnonzero(ok):
+        try:
+            cov[i] = np.linalg.inv(A[i]) * redchi[i]
+        except np.linalg.LinAlgError:
+            pass
+    return cov
+
+
+# --- what fit_family reports, for a whole batch ------------------------------------------
+def _columns(p: dict, rows=slice(None)) -> dict:
+    return {k: v[rows][:, None] for k, v in p.items()}
+
+
+def _net(model, x, p):
+    return (model.step(x, np.ones(x.shape, bool), **p) + model.step(x, np.zeros(x.shape, bool), **p))
+
+
+def symmetry_points(model: DeviceModel, p: dict, near: np.ndarray | None = None) -> np.ndarray:
+    """``model.symmetry_point`` for (B,) parameter arrays: closed forms row by row, the
+    shared bracketed root (first sign change on a 401-point grid, then bisection to
+    machine precision where the reference calls brentq) for the whole batch at once.
+
+    ``near``: (B, 2) brackets to try first (the cell of nearby parameters' root); rows
+    whose bracket holds no sign change search the grid."""
+    n = len(next(iter(p.values())))
+    if type(model).symmetry_point is not DeviceModel.symmetry_point:
+        return np.array([model.symmetry_point({k: float(v[i]) for k, v in p.items()})
+                         for i in range(n)])
+    cols = _columns(p)
+    with np.errstate(all="ignore"):
+        a, b = np.full(n, np.nan), np.full(n, np.nan)
+        todo = np.ones(n, bool)
+        if near is not None:
+            fa, fb = (_net(model, near[:, k:k + 1], cols)[:, 0] for k in (0, 1))
+            hit = np.sign(fa) * np.sign(fb) < 0
+            a[hit], b[hit] = near[hit, 0], near[hit, 1]
+            todo = ~hit
+        rows = np.flatnonzero(todo)
+        if len(rows):
+            a[rows], b[rows] = _grid_bracket(model, {k: v[rows] for k, v in p.items()})
+        return _bisect(model, cols, a, b)
+
+
+def _grid_bracket(model, p):
+    """First grid cell (401 points over the state range) where the net step changes sign."""
+    n = len(next(iter(p.values())))
+    lo, hi = (np.broadcast_to(np.asarray(v, float), (n,)) for v in model.state_range(p))
+    grid = lo[:, None] + (hi - lo)[:, None] / 400 * np.arange(401)
+    grid[:, -1] = hi  # as np.linspace
+    sign = np.sign(_net(model, grid, _columns(p)))
+    cross = sign[:, :-1] * sign[:, 1:] <= 0
+    i = np.argmax(cross, 1)
+    rows = np.arange(n)
+    a, b = grid[rows, i], grid[rows, i + 1]
+    exact = sign[rows, i] == 0  # the reference returns a grid point with a zero net step
+    b = np.where(exact, a, b)
+    missing = ~cross.any(1)
+    return np.where(missing, np.nan, a), np.where(missing, np.nan, b)
+
+
+def _bisect(model, cols, a, b):
+    fa = _net(model, a[:, None], cols)[:, 0]
+    for _ in range(60):
+        mid = (a + b) / 2
+        fm = _net(model, mid[:, None], cols)[:, 0]
+        left = (np.sign(fm) == np.sign(fa)) & (fm != 0)
+        a, fa = np.where(left, mid, a), np.where(left, fm, fa)
+        b = np.where(left, b, mid)
+    return (a + b) / 2
+
+
+def sp_uncertainty(model, p: dict, names: list[str], cov: np.ndarray, sp: np.ndarray) -> np.ndarray:
+    """Delta method as ``fitting._sp_uncertainty``: central differences of the symmetry
+    point (all perturbed parameter sets in one batch) times the covariance."""
+    n, k = cov.shape[0], len(names)
+    stacked = {key: np.tile(v, 2 * k) for key, v in p.items()}
+    steps = np.empty((k, n))
+    for j, name in enumerate(names):
+        h = 1e-6 * np.maximum(np.abs(p[name]), 1e-3)
+        steps[j] = h
+        stacked[name][2 * j * n:(2 * j + 1) * n] += h
+        stacked[name][(2 * j + 1) * n:(2 * j + 2) * n] -= h
+    lo, hi = (np.broadcast_to(np.asarray(v, float), (n,)) for v in model.state_range(p))
+    cell = (hi - lo) / 400
+    near = np.tile(np.c_[sp - cell, sp + cell], (2 * k, 1))
+    sp_h = symmetry_points(model, stacked, near).reshape(2 * k, n)
+    grad = ((sp_h[0::2] - sp_h[1::2]) / (2 * steps)).T          # (n, k)
+    with np.errstate(invalid="ignore"):
+        var = np.einsum("bi,bij,bj->b", grad, cov, grad)
+        return np.where(np.isfinite(var) & (var >= 0), np.sqrt(np.abs(var)), np.nan)
+
+
+def trajectory_r2(model, p: dict, tracesets: list) -> np.ndarray:
+    """``fitting._trajectory_r2`` from the first read, every series' traces at once
+    (traces padded to (series, trace, read) with a mask)."""
+    n_tr = max(len(ts.up) for ts in tracesets)
+    length = max(ts.states.shape[1] for ts in tracesets)
+    states = np.full((len(tracesets), n_tr, length), np.nan)
+    up = np.zeros((len(tracesets), n_tr), bool)
+    for i, ts in enumerate(tracesets):
+        states[i, :len(ts.up), :ts.states.shape[1]] = ts.states
+        up[i, :len(ts.up)] = ts.up
+    if length < 2:
+        return np.full(len(tracesets), np.nan)
+    # padded traces start inside the range: every family is finite there (masked below)
+    start = np.where(np.isfinite(states[:, :, 0]), states[:, :, 0], 0.5)
+    params = {k: v[:, None] for k, v in p.items()}
+    with np.errstate(all="ignore"):
+        sim = model.run(params, start, up, length - 1)
+    meas = states[:, :, 1:]
+    m = np.isfinite(meas)
+    cnt = m.sum((1, 2))
+    meas0 = np.where(m, meas, 0.0)
+    mean = meas0.sum((1, 2)) / np.maximum(cnt, 1)
+    ss_tot = (np.where(m, meas0 - mean[:, None, None], 0.0) ** 2).sum((1, 2))
+    ss_res = (np.where(m, meas0 - sim, 0.0) ** 2).sum((1, 2))
+    with np.errstate(all="ignore"):
+        r2 = 1 - ss_res / ss_tot
+    return np.where((ss_tot > 0) & (cnt > 0), r2, np.nan)
+
+
+def wrong_sign(model, p: dict, lo, hi, g_min, g_max) -> list[str]:
+    """``fitting._wrong_sign`` for a batch: up steps must raise, down steps lower."""
+    a, b = np.maximum(lo, g_min), np.minimum(hi, g_max)
+    grid = a[:, None] + (b - a)[:, None] / 100 * np.arange(101)
+    grid[:, -1] = b
+    cols = _columns(p)
+    with np.errstate(all="ignore"):
+        up = model.step(grid, np.ones(grid.shape, bool), **cols)
+        down = model.step(grid, np.zeros(grid.shape, bool), **cols)
+    tol = 1e-9 * np.max(np.abs(np.c_[up, down]), 1)[:, None]
+    out = []
+    for i in range(len(grid)):
+        neg, pos = up[i] < -tol[i], down[i] > tol[i]
+        out.append(f"up steps negative near g = {grid[i][np.argmax(neg)]:.3f}" if neg.any() else
+                   f"down steps positive near g = {grid[i][np.argmax(pos)]:.3f}" if pos.any() else "")
+    return out
+
+
+def at_bound(bounds: Bounds, x: np.ndarray) -> list[str | None]:
+    """``fitting._at_bound`` for a batch: the first varying parameter at a bound."""
+    tol = 1e-6 * np.maximum(1.0, np.abs(bounds.hi - bounds.lo))
+    hit = (x - bounds.lo < tol) | (bounds.hi - x < tol)
+    return [bounds.names[int(np.argmax(h))] if h.any() else None for h in hit]
+
+
+def fit_steps(name: str, datas: list[Data], weights: list[np.ndarray], tracesets: list,
+              r2_min: float) -> list[dict | None]:
+    """``fitting.fit_family`` on the step map for many series of one family at once.
+
+    Returns one row per series in ``fit_family``'s layout, or None where this solver
+    does not answer (too few points, no convergence, non-finite model): fit those
+    with lmfit."""
+    model = family(name)
+    params = [model.guess(d) for d in datas]
+    out: list[dict | None] = [None] * len(datas)
+    n_var = sum(p.vary for p in params[0].values())
+    keep = [i for i, d in enumerate(datas) if len(d.g) >= 2 * n_var + 2]
+    if not keep:
+        return out
+    datas = [datas[i] for i in keep]
+    batch = StepBatch.build(datas, [weights[i] for i in keep])
+    bounds, x0 = Bounds.from_params([params[i] for i in keep])
+    sol = levenberg_marquardt(model, batch, bounds, x0)
+    x = sol.x
+    r = _residual(model, batch, bounds, x, slice(None))
+    chisqr = (r ** 2).sum(1)
+    nfree = batch.n - n_var
+    redchi = chisqr / np.maximum(1, nfree)
+    chisqr = np.maximum(chisqr, 1e-250 * batch.n)
+    neg2ll = batch.n * np.log(chisqr / batch.n)
+    aic, bic = neg2ll + 2 * n_var, neg2ll + np.log(batch.n) * n_var
+    cov = covariance(model, batch, bounds, x, redchi)
+    p = {k: x[:, i] for i, k in enumerate(bounds.names)}
+    p.update(bounds.fixed)
+    p = {k: p[k] for k in model.param_names}
+    with np.errstate(all="ignore"):
+        pred = model.step(batch.g, batch.up, **_columns(p))
+    resid = batch.dg - pred
+    mask = batch.mask
+    dg0 = np.where(mask, batch.dg, 0.0)
+    ss_tot = (np.where(mask, dg0 - dg0.sum(1, keepdims=True) / batch.n[:, None], 0) ** 2).sum(1)
+    with np.errstate(all="ignore"):
+        r2_steps = np.where(ss_tot > 0, 1 - (np.where(mask, resid, 0) ** 2).sum(1) / ss_tot, np.nan)
+    r2_trace = trajectory_r2(model, p, [tracesets[i] for i in keep])
+    sp = symmetry_points(model, p)
+    sp_err = np.where(np.isfinite(sp), sp_uncertainty(model, p, bounds.names, cov, sp), np.nan)
+    lo_r, hi_r = (np.broadcast_to(np.asarray(v, float), sp.shape) for v in model.state_range(p))
+    g_min = np.array([d.g.min() for d in datas])
+    g_max = np.array([d.g.max() for d in datas])
+    signs = wrong_sign(model, p, lo_r, hi_r, g_min, g_max)
+    bound = at_bound(bounds, x)
+    var_err = np.sqrt(np.einsum("bii->bi", cov))
+    ok = sol.converged & np.isfinite(chisqr) & np.where(mask, np.isfinite(pred), True).all(1)
+    for j, i in enumerate(keep):
+        if not ok[j]:
+            continue
+        err = {k: (float(var_err[j, bounds.names.index(k)]) if k in bounds.names else
+                   (0.0 if np.isfinite(cov[j]).all() else float("nan"))) for k in model.param_names}
+        row = {
+            "family": name, "fit_target": "steps", "n_points": int(batch.n[j]), "success": True,
+            "nfev": int(sol.nfev[j]), "chisqr": float(chisqr[j]), "redchi": float(redchi[j]),
+            "aic": float(aic[j]), "bic": float(bic[j]), "r2_steps": float(r2_steps[j]),
+            "r2_trace": float(r2_trace[j]), "sp_g": float(sp[j]), "sp_g_err": float(sp_err[j]),
+            "range_lo_g": float(lo_r[j]), "range_hi_g": float(hi_r[j]),
+            "values": {k: float(v[j]) for k, v in p.items()}, "stderr": err,
+            "resid": resid[j, :batch.n[j]].copy(),
+        }
+        row["flag"] = _flag(bound[j], row, r2_min) or signs[j]
+        out[i] = row
+    return out
+
+
+def _flag(bound: str | None, row: dict, r2_min: float) -> str:
+    if bound:
+        return f"parameter {bound} at its bound"
+    if not np.isfinite(row["r2_trace"]) or row["r2_trace"] < r2_min:
+        return f"trajectory R^2 {row['r2_trace']:.3f} below {r2_min}"
+    if not np.isfinite(row["sp_g"]) or not row["range_lo_g"] <= row["sp_g"] <= row["range_hi_g"]:
+        return "no symmetry point inside the state range"
+    return ""
