@@ -33,6 +33,7 @@ from .devices import Data, DeviceModel, family
 
 FTOL = 1e-12        # relative chi-square decrease that ends a fit
 MAX_ITER = 300      # accepted or rejected steps per series
+XTOL = 1.5e-8       # lmfit's xtol (and ftol) for MINPACK
 LAMBDA_MAX = 1e12   # damping this high: no step lowers chi-square any more (converged)
 
 
@@ -98,28 +99,100 @@ class Bounds:
         return out
 
 
-def _residual(model: DeviceModel, b: StepBatch, bounds: Bounds, x, rows):
-    with np.errstate(all="ignore"):
-        pred = model.step(b.g[rows], b.up[rows], **bounds.values(x, rows))
-    return (pred - b.dg[rows]) * b.w[rows]
+def _powstep_grad(g, up, a_p, a_d, gamma_p, gamma_d, b_hi, b_lo):
+    span = b_hi - b_lo
+    raw = (b_hi - g) / span
+    w = np.clip(raw, 0.0, 1.0)
+    inside = (raw > 0) & (raw < 1)
+    wp, wd = w ** gamma_p, (1 - w) ** gamma_d
+    zero = np.zeros_like(w)
+    lnw = np.log(np.where(w > 0, w, 1.0))
+    ln1w = np.log(np.where(w < 1, 1 - w, 1.0))
+    dfdw = np.where(up, a_p * gamma_p * np.where(w > 0, wp / np.where(w > 0, w, 1), 0),
+                    a_d * gamma_d * np.where(w < 1, wd / np.where(w < 1, 1 - w, 1), 0))
+    dfdw = np.where(inside, dfdw, 0.0)
+    return {"a_p": np.where(up, wp, zero), "a_d": np.where(up, zero, -wd),
+            "gamma_p": np.where(up, a_p * wp * lnw, zero),
+            "gamma_d": np.where(up, zero, -a_d * wd * ln1w),
+            "b_hi": dfdw * (1 - w) / span, "b_lo": dfdw * w / span}
 
 
-def _jacobian(model, b, bounds, u, r, rows):
-    """Forward differences of the weighted residual in the internal parameters, with
-    MINPACK's step as lmfit calls it (``epsfcn=1e-10``: h = 1e-5 |u|). The wide step
-    matters on families whose step map has kinks (clipped ``w``): it sees the slope
-    lmfit sees."""
-    out = np.empty(r.shape + (u.shape[1],))
-    h = 1e-5 * np.where(u == 0, 1.0, np.abs(u))
-    for j in range(u.shape[1]):
-        uj = u.copy()
-        uj[:, j] += h[:, j]
-        out[..., j] = (_residual(model, b, bounds, bounds.external(uj, rows), rows) - r) / h[:, j:j + 1]
-    return out
+def _beta_grad(g, up, A_p, alpha_p, beta_p, A_d, alpha_d, beta_d, g_min, g_max):  # noqa: N803
+    span = g_max - g_min
+    raw = (g - g_min) / span
+    w = np.clip(raw, 1e-6, 1 - 1e-6)
+    inside = (raw > 1e-6) & (raw < 1 - 1e-6)
+    lnw, ln1w = np.log(w), np.log(1 - w)
+    a, al, be = np.where(up, A_p, A_d), np.where(up, alpha_p, alpha_d), np.where(up, beta_p, beta_d)
+    shape = np.exp((al - 1) * lnw + (be - 1) * ln1w)
+    sign = np.where(up, 1.0, -1.0)
+    f = sign * a * shape
+    dfdw = np.where(inside, f * ((al - 1) / w - (be - 1) / (1 - w)), 0.0)
+    zero = np.zeros_like(w)
+    return {"A_p": np.where(up, shape, zero), "alpha_p": np.where(up, f * lnw, zero),
+            "beta_p": np.where(up, f * ln1w, zero), "A_d": np.where(up, zero, -shape),
+            "alpha_d": np.where(up, zero, f * lnw), "beta_d": np.where(up, zero, f * ln1w),
+            "g_min": dfdw * (w - 1) / span, "g_max": -dfdw * w / span}
 
 
-def _ext_step(x):
-    return 1e-8 * np.maximum(np.abs(x), 1e-3)
+# Analytic gradients of the step map, for the families whose step is costly (powers):
+# one pass instead of one step evaluation per parameter. The formulas are the
+# derivatives of ``pipeline.devices`` powstep and beta (checked against differences in
+# tests/test_batchfit.py).
+GRADIENTS = {"powstep": _powstep_grad, "beta": _beta_grad}
+
+
+# Families linear in their varying parameters: one Jacobian serves the whole fit.
+LINEAR = {"lookup"}
+
+
+class Problem:
+    """One family over a batch: weighted residuals and their Jacobian."""
+
+    def __init__(self, model: DeviceModel, batch: StepBatch, bounds: Bounds, x0: np.ndarray):
+        self.model, self.b, self.bounds = model, batch, bounds
+        self.linear = None
+        if model.name in LINEAR:
+            rows = np.arange(len(x0))
+            self.linear = (x0, self._eval(x0, rows), self._differences(x0, rows, central=True))
+
+    def _eval(self, x, rows):
+        b = self.b
+        with np.errstate(all="ignore"):
+            pred = self.model.step(b.g[rows], b.up[rows], **self.bounds.values(x, rows))
+        return (pred - b.dg[rows]) * b.w[rows]
+
+    def residual(self, x, rows=slice(None)):
+        if self.linear is None:
+            return self._eval(x, rows)
+        x0, r0, j0 = self.linear
+        return r0[rows] + (j0[rows] @ (x - x0[rows])[..., None])[..., 0]
+
+    def jacobian(self, x, rows, central=False):
+        """d(weighted residual)/d(external parameters), shape (rows, N, P)."""
+        if self.linear is not None:
+            return self.linear[2][rows]
+        grad = GRADIENTS.get(self.model.name)
+        if grad is None:
+            return self._differences(x, rows, central)
+        with np.errstate(all="ignore"):
+            parts = grad(self.b.g[rows], self.b.up[rows], **self.bounds.values(x, rows))
+        return np.stack([parts[k] for k in self.bounds.names], -1) * self.b.w[rows][..., None]
+
+    def _differences(self, x, rows, central):
+        h = 1e-7 * np.maximum(np.abs(x), 1e-3)
+        base = None if central else self._eval(x, rows)
+        out = np.empty((len(x), self.b.g.shape[1], x.shape[1]))
+        for j in range(x.shape[1]):
+            hi = x.copy()
+            hi[:, j] += h[:, j]
+            if central:
+                lo = x.copy()
+                lo[:, j] -= h[:, j]
+                out[..., j] = (self._eval(hi, rows) - self._eval(lo, rows)) / (2 * h[:, j:j + 1])
+            else:
+                out[..., j] = (self._eval(hi, rows) - base) / h[:, j:j + 1]
+        return out
 
 
 def _solve(M: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -137,11 +210,12 @@ class Solution:
     nfev: np.ndarray         # (B,) residual evaluations
 
 
-def levenberg_marquardt(model: DeviceModel, b: StepBatch, bounds: Bounds, x0: np.ndarray) -> Solution:
+def levenberg_marquardt(prob: Problem, x0: np.ndarray) -> Solution:
     """Damped Gauss-Newton in lmfit's internal coordinates, every series at once."""
     n_ser, n_par = x0.shape
+    bounds = prob.bounds
     u = bounds.internal(x0)
-    r = _residual(model, b, bounds, bounds.external(u), slice(None))
+    r = prob.residual(bounds.external(u))
     cost = (r ** 2).sum(1)
     lam = np.full(n_ser, 1e-3)
     nfev = np.ones(n_ser, int)
@@ -155,7 +229,9 @@ def levenberg_marquardt(model: DeviceModel, b: StepBatch, bounds: Bounds, x0: np
             break
         fresh = act[need_jac[act]]
         if len(fresh):
-            jac[fresh] = _jacobian(model, b, bounds, u[fresh], r[fresh], fresh)
+            # chain rule through the transform: dx/du = cos(u) (hi - lo) / 2
+            dxdu = np.cos(u[fresh]) * (bounds.hi[fresh] - bounds.lo[fresh]) / 2
+            jac[fresh] = prob.jacobian(bounds.external(u[fresh], fresh), fresh) * dxdu[:, None, :]
             nfev[fresh] += n_par
             need_jac[fresh] = False
         J, ra = jac[act], r[act]
@@ -171,11 +247,16 @@ def levenberg_marquardt(model: DeviceModel, b: StepBatch, bounds: Bounds, x0: np
         M = A + lam[act, None, None] * (diag[:, :, None] * np.eye(n_par))
         step = -_solve(M, grad)
         u_new = u[act] + step
-        r_new = _residual(model, b, bounds, bounds.external(u_new, act), act)
+        r_new = prob.residual(bounds.external(u_new, act), act)
         nfev[act] += 1
         cost_new = (r_new ** 2).sum(1)
         better = np.isfinite(cost_new) & (cost_new < cost[act]) & ~done[act]
         acc = act[better]
+        # MINPACK's tests: tiny relative decrease with a tiny step (creeping along a
+        # kink of a clipped step map) also ends a fit
+        tiny = ((cost[acc] - cost_new[better] <= XTOL * cost[acc])
+                & (np.linalg.norm(step[better], axis=1) <= XTOL * (np.linalg.norm(u_new[better], axis=1) + XTOL)))
+        converged[acc[tiny]], done[acc[tiny]] = True, True
         u[acc], r[acc], cost[acc] = u_new[better], r_new[better], cost_new[better]
         lam[acc] = np.maximum(lam[acc] / 5, 1e-12)
         need_jac[acc] = True
@@ -186,18 +267,9 @@ def levenberg_marquardt(model: DeviceModel, b: StepBatch, bounds: Bounds, x0: np
     return Solution(bounds.external(u), converged & np.isfinite(cost), nfev)
 
 
-def covariance(model, b: StepBatch, bounds: Bounds, x: np.ndarray, redchi: np.ndarray):
+def covariance(prob: Problem, x: np.ndarray, redchi: np.ndarray):
     """lmfit's scaled covariance per series; NaN where MINPACK would give none."""
-    rows = np.arange(len(x))
-    r = _residual(model, b, bounds, x, rows)
-    h = _ext_step(x)
-    jac = np.empty(r.shape + (x.shape[1],))
-    for j in range(x.shape[1]):  # central differences: J at the optimum itself
-        hi, lo = x.copy(), x.copy()
-        hi[:, j] += h[:, j]
-        lo[:, j] -= h[:, j]
-        jac[..., j] = (_residual(model, b, bounds, hi, rows)
-                       - _residual(model, b, bounds, lo, rows)) / (2 * h[:, j:j + 1])
+    jac = prob.jacobian(x, np.arange(len(x)), central=True)  # at the optimum itself
     A = jac.transpose(0, 2, 1) @ jac
     cov = np.full_like(A, np.nan)
     ok = (np.abs(jac).max(1) > 0).all(1) & np.isfinite(A).all((1, 2))
@@ -364,16 +436,17 @@ def fit_steps(name: str, datas: list[Data], weights: list[np.ndarray], tracesets
     datas = [datas[i] for i in keep]
     batch = StepBatch.build(datas, [weights[i] for i in keep])
     bounds, x0 = Bounds.from_params([params[i] for i in keep])
-    sol = levenberg_marquardt(model, batch, bounds, x0)
+    prob = Problem(model, batch, bounds, x0)
+    sol = levenberg_marquardt(prob, x0)
     x = sol.x
-    r = _residual(model, batch, bounds, x, slice(None))
+    r = prob.residual(x)
     chisqr = (r ** 2).sum(1)
     nfree = batch.n - n_var
     redchi = chisqr / np.maximum(1, nfree)
     chisqr = np.maximum(chisqr, 1e-250 * batch.n)
     neg2ll = batch.n * np.log(chisqr / batch.n)
     aic, bic = neg2ll + 2 * n_var, neg2ll + np.log(batch.n) * n_var
-    cov = covariance(model, batch, bounds, x, redchi)
+    cov = covariance(prob, x, redchi)
     p = {k: x[:, i] for i, k in enumerate(bounds.names)}
     p.update(bounds.fixed)
     p = {k: p[k] for k in model.param_names}
