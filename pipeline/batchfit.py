@@ -25,8 +25,8 @@ fits it with lmfit.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import FunctionType, SimpleNamespace
 
-import lmfit
 import numpy as np
 
 from .devices import Data, DeviceModel, family
@@ -65,6 +65,64 @@ class StepBatch:
         return np.arange(self.g.shape[1]) < self.n[:, None]
 
 
+# --- starting values --------------------------------------------------------------------
+@dataclass
+class Start:
+    """What a fit needs of one ``lmfit.Parameter``: value, bounds, whether it varies."""
+
+    name: str
+    value: float
+    vary: bool = True
+    min: float = -np.inf
+    max: float = np.inf
+
+
+class StartValues(dict):
+    """The part of ``lmfit.Parameters`` a family's ``guess`` uses, without lmfit's
+    symbol table and name checks (which cost more than the batched fit of a series)."""
+
+    def add(self, name, value=None, vary=True, min=-np.inf, max=np.inf, **_):  # noqa: A002
+        # lmfit clips a starting value into its bounds
+        self[name] = Start(name, float(max_(min, min_(max, value))), vary, min, max)
+
+    def valuesdict(self) -> dict:
+        return {k: p.value for k, p in self.items()}
+
+
+min_, max_ = min, max  # the builtins, which add()'s lmfit-style argument names shadow
+_LIGHT_LMFIT = SimpleNamespace(Parameters=StartValues)
+
+
+def _light(cls: type) -> type:
+    """``cls`` with its ``guess`` run against ``StartValues`` in place of lmfit's
+    Parameters (and so are the guesses of families it builds on, e.g. SoftBounds)."""
+    guess = cls.guess
+    env = dict(guess.__globals__, lmfit=_LIGHT_LMFIT)
+    for name, value in guess.__globals__.items():
+        if isinstance(value, type) and issubclass(value, DeviceModel) and value is not DeviceModel:
+            env[name] = _light(value) if value is not cls else None
+    light = type(cls.__name__, (cls,), {})
+    env[cls.__name__] = light
+    light.guess = FunctionType(guess.__code__, env, guess.__name__, guess.__defaults__, guess.__closure__)
+    return light
+
+
+def starting_values(model: DeviceModel, data: Data):
+    """``model.guess(data)``, built as StartValues where the family allows it."""
+    try:
+        if type(model) not in _LIGHT:
+            _LIGHT[type(model)] = _light(type(model))
+        light = _LIGHT[type(model)]
+        obj = light.__new__(light)
+        obj.__dict__.update(model.__dict__)
+        return obj.guess(data)
+    except (AttributeError, TypeError):  # a guess using more of lmfit: the real thing
+        return model.guess(data)
+
+
+_LIGHT: dict[type, type] = {}
+
+
 @dataclass
 class Bounds:
     """Varying parameters of a family over a batch, and lmfit's transform of them."""
@@ -75,7 +133,8 @@ class Bounds:
     hi: np.ndarray           # (B, P)
 
     @classmethod
-    def from_params(cls, params: list[lmfit.Parameters]) -> tuple["Bounds", np.ndarray]:
+    def from_params(cls, params: list) -> tuple["Bounds", np.ndarray]:
+        """From each series' ``lmfit.Parameters`` (or StartValues)."""
         names = [k for k, p in params[0].items() if p.vary]
         fixed = {k: np.array([ps[k].value for ps in params]) for k, p in params[0].items()
                  if not p.vary}
@@ -222,7 +281,8 @@ def levenberg_marquardt(prob: Problem, x0: np.ndarray) -> Solution:
     done = ~np.isfinite(cost)
     converged = np.zeros(n_ser, bool)
     need_jac = np.ones(n_ser, bool)
-    jac = np.zeros(r.shape + (n_par,))
+    # normal equations J^T J and J^T r per series: only series that moved need new ones
+    normal, grad_all = np.zeros((n_ser, n_par, n_par)), np.zeros((n_ser, n_par))
     for _ in range(MAX_ITER):
         act = np.flatnonzero(~done)
         if not len(act):
@@ -231,18 +291,20 @@ def levenberg_marquardt(prob: Problem, x0: np.ndarray) -> Solution:
         if len(fresh):
             # chain rule through the transform: dx/du = cos(u) (hi - lo) / 2
             dxdu = np.cos(u[fresh]) * (bounds.hi[fresh] - bounds.lo[fresh]) / 2
-            jac[fresh] = prob.jacobian(bounds.external(u[fresh], fresh), fresh) * dxdu[:, None, :]
+            J = prob.jacobian(bounds.external(u[fresh], fresh), fresh) * dxdu[:, None, :]
+            Jt = J.transpose(0, 2, 1)
+            normal[fresh] = Jt @ J
+            grad_all[fresh] = (Jt @ r[fresh][..., None])[..., 0]
             nfev[fresh] += n_par
             need_jac[fresh] = False
-        J, ra = jac[act], r[act]
-        Jt = J.transpose(0, 2, 1)
-        A = Jt @ J
-        grad = (Jt @ ra[..., None])[..., 0]
-        if len(fresh):
             # stationary: even the undamped Gauss-Newton step would gain almost nothing
-            gain = np.einsum("bi,bi->b", grad, _solve(A, grad))
-            ended = act[np.isin(act, fresh) & (np.abs(gain) <= FTOL * cost[act])]
+            gain = np.einsum("bi,bi->b", grad_all[fresh], _solve(normal[fresh], grad_all[fresh]))
+            ended = fresh[np.abs(gain) <= FTOL * cost[fresh]]
             converged[ended], done[ended] = True, True
+            act = np.flatnonzero(~done)
+            if not len(act):
+                break
+        A, grad = normal[act], grad_all[act]
         diag = np.maximum(np.einsum("bii->bi", A), 1e-30)
         M = A + lam[act, None, None] * (diag[:, :, None] * np.eye(n_par))
         step = -_solve(M, grad)
@@ -250,7 +312,7 @@ def levenberg_marquardt(prob: Problem, x0: np.ndarray) -> Solution:
         r_new = prob.residual(bounds.external(u_new, act), act)
         nfev[act] += 1
         cost_new = (r_new ** 2).sum(1)
-        better = np.isfinite(cost_new) & (cost_new < cost[act]) & ~done[act]
+        better = np.isfinite(cost_new) & (cost_new < cost[act])
         acc = act[better]
         # MINPACK's tests: tiny relative decrease with a tiny step (creeping along a
         # kink of a clipped step map) also ends a fit
@@ -260,7 +322,7 @@ def levenberg_marquardt(prob: Problem, x0: np.ndarray) -> Solution:
         u[acc], r[acc], cost[acc] = u_new[better], r_new[better], cost_new[better]
         lam[acc] = np.maximum(lam[acc] / 5, 1e-12)
         need_jac[acc] = True
-        rej = act[~better & ~done[act]]
+        rej = act[~better]
         lam[rej] *= 8
         stuck = rej[lam[rej] > LAMBDA_MAX]
         converged[stuck], done[stuck] = True, True
@@ -427,7 +489,7 @@ def fit_steps(name: str, datas: list[Data], weights: list[np.ndarray], tracesets
     does not answer (too few points, no convergence, non-finite model): fit those
     with lmfit."""
     model = family(name)
-    params = [model.guess(d) for d in datas]
+    params = [starting_values(model, d) for d in datas]
     out: list[dict | None] = [None] * len(datas)
     n_var = sum(p.vary for p in params[0].values())
     keep = [i for i, d in enumerate(datas) if len(d.g) >= 2 * n_var + 2]
