@@ -30,11 +30,13 @@ from types import FunctionType, SimpleNamespace
 import numpy as np
 
 from .devices import Data, DeviceModel, family
+from .devices.neurosim import P_MAX
 
 FTOL = 1e-12        # relative chi-square decrease that ends a fit
 MAX_ITER = 300      # accepted or rejected steps per series
 XTOL = 1.5e-8       # lmfit's xtol (and ftol) for MINPACK
-LAMBDA_MAX = 1e12   # damping this high: no step lowers chi-square any more (converged)
+LAMBDA_MAX = 1e12
+BISECTIONS = 44     # a grid cell (1/400 of the range) halved to below brentq's xtol 1e-12   # damping this high: no step lowers chi-square any more (converged)
 
 
 @dataclass
@@ -194,11 +196,38 @@ def _beta_grad(g, up, A_p, alpha_p, beta_p, A_d, alpha_d, beta_d, g_min, g_max):
             "g_min": dfdw * (w - 1) / span, "g_max": -dfdw * w / span}
 
 
-# Analytic gradients of the step map, for the families whose step is costly (powers):
-# one pass instead of one step evaluation per parameter. The formulas are the
-# derivatives of ``pipeline.devices`` powstep and beta (checked against differences in
+def _softbounds_grad(g, up, k_p, k_d, b_hi, b_lo):
+    zero = np.zeros(np.broadcast(g, k_p).shape)
+    return {"k_p": np.where(up, b_hi - g, zero), "k_d": np.where(up, zero, b_lo - g),
+            "b_hi": np.where(up, k_p + zero, zero), "b_lo": np.where(up, zero, k_d + zero)}
+
+
+def _neurosim_grad(g, up, A_p, A_d, Gmin, Gmax):  # noqa: N803
+    """kp = 1 - e^(-1/A), hi = Gmin + c_p span, lo = Gmax - c_d span, c = 1/(1 - e^(-Pmax/A))."""
+    span = Gmax - Gmin
+    out, zero = {}, np.zeros(np.broadcast(g, A_p).shape)
+
+    def pieces(a):
+        e1, ep = np.exp(-1 / a), np.exp(-P_MAX / a)
+        c = 1 / (1 - ep)
+        return 1 - e1, -e1 / a ** 2, c, c ** 2 * ep * P_MAX / a ** 2  # k, dk/dA, c, dc/dA
+
+    kp, dkp, cp, dcp = pieces(A_p)
+    kd, dkd, cd, dcd = pieces(A_d)
+    hi, lo = Gmin + cp * span, Gmax - cd * span
+    out["A_p"] = np.where(up, dkp * (hi - g) + kp * dcp * span, zero)
+    out["A_d"] = np.where(up, zero, -dkd * (g - lo) - kd * dcd * span)
+    out["Gmin"] = np.where(up, kp * (1 - cp), kd * cd)
+    out["Gmax"] = np.where(up, kp * cp, kd * (1 - cd))
+    return out
+
+
+# Analytic gradients of the step map: one pass instead of one step evaluation per
+# parameter. The formulas are the
+# derivatives of the formulas in ``pipeline.devices`` (checked against differences in
 # tests/test_batchfit.py).
-GRADIENTS = {"powstep": _powstep_grad, "beta": _beta_grad}
+GRADIENTS = {"softbounds": _softbounds_grad, "neurosim": _neurosim_grad,
+             "powstep": _powstep_grad, "beta": _beta_grad}
 
 
 # Families linear in their varying parameters: one Jacobian serves the whole fit.
@@ -213,7 +242,8 @@ class Problem:
         self.linear = None
         if model.name in LINEAR:
             rows = np.arange(len(x0))
-            self.linear = (x0, self._eval(x0, rows), self._differences(x0, rows, central=True))
+            # forward differences are exact for a linear map (up to rounding)
+            self.linear = (x0, self._eval(x0, rows), self._differences(x0, rows, central=False))
 
     def _eval(self, x, rows):
         b = self.b
@@ -397,7 +427,7 @@ def _grid_bracket(model, p):
 
 def _bisect(model, cols, a, b):
     fa = _net(model, a[:, None], cols)[:, 0]
-    for _ in range(60):
+    for _ in range(BISECTIONS):
         mid = (a + b) / 2
         fm = _net(model, mid[:, None], cols)[:, 0]
         left = (np.sign(fm) == np.sign(fa)) & (fm != 0)
