@@ -63,22 +63,46 @@ class StepMap:
 
 
 def series_from_frame(df: pd.DataFrame) -> list[Series]:
-    """Split canonical rows into device series (sorted by cycle, pulse)."""
+    """Split canonical rows into device series (sorted by key, then cycle, pulse).
+
+    One sort, then contiguous slices of numpy columns: per-group pandas indexing cost
+    more than fitting a series."""
+    df = df.dropna(subset=SERIES_KEY).sort_values([*SERIES_KEY, "cycle", "pulse"], kind="stable")
+    n = len(df)
+    if n == 0:
+        return []
+    keys = [df[k].to_numpy() for k in SERIES_KEY]
+    new = np.zeros(n, bool)
+    new[0] = True
+    for k in keys:
+        new[1:] |= k[1:] != k[:-1]
+    starts = np.flatnonzero(new)
+    ends = np.r_[starts[1:], n]
+    wanted = ("conductance_s", "direction", "pulse_amplitude_v", "cycle", "state_unit", "energy_j",
+              "die_x", "die_y")
+    col = {c: df[c].to_numpy() for c in wanted if c in df}
+    state = col["conductance_s"].astype(float)
+    up = col["direction"] == "up"
+    amp = col["pulse_amplitude_v"].astype(float)
+    energy = col["energy_j"].astype(float) if "energy_j" in col else None
+    area = (pd.to_numeric(df["device_area_m2"], errors="coerce").to_numpy(float)
+            if "device_area_m2" in df else None)
     out = []
-    df = df.sort_values([*SERIES_KEY, "cycle", "pulse"], kind="stable")
-    for key, g in df.groupby(SERIES_KEY, sort=True):
-        x = g["die_x"].iloc[0] if "die_x" in g else None
-        y = g["die_y"].iloc[0] if "die_y" in g else None
+    for a, b in zip(starts, ends):
         out.append(Series(
-            wafer=key[0], die=key[1], device=key[2], pulse_width_s=float(key[3]),
-            state=g["conductance_s"].to_numpy(float), up=(g["direction"] == "up").to_numpy(),
-            cycle=g["cycle"].to_numpy(), amplitude=g["pulse_amplitude_v"].to_numpy(float),
-            state_unit=str(g["state_unit"].iloc[0]) if "state_unit" in g else "S",
-            energy_j=g["energy_j"].to_numpy(float) if "energy_j" in g else None,
-            area_m2=_first_value(g, "device_area_m2"),
-            die_x=None if x is None or pd.isna(x) else int(x),
-            die_y=None if y is None or pd.isna(y) else int(y)))
+            wafer=keys[0][a], die=keys[1][a], device=keys[2][a], pulse_width_s=float(keys[3][a]),
+            state=state[a:b], up=up[a:b], cycle=col["cycle"][a:b], amplitude=amp[a:b],
+            state_unit=str(col["state_unit"][a]) if "state_unit" in col else "S",
+            energy_j=energy[a:b] if energy is not None else None,
+            area_m2=_first_finite(area, a, b),
+            die_x=_int_or_none(col, "die_x", a), die_y=_int_or_none(col, "die_y", a)))
     return out
+
+
+def _int_or_none(col: dict, name: str, i: int) -> int | None:
+    if name not in col or pd.isna(col[name][i]):
+        return None
+    return int(col[name][i])
 
 
 def _runs(s: Series) -> np.ndarray:
@@ -124,8 +148,8 @@ def step_map(s: Series, by_amplitude: bool = False) -> StepMap | dict[float, Ste
             for a in np.unique(sm.amplitude) for m in [sm.amplitude == a]}
 
 
-def _first_value(df: pd.DataFrame, column: str) -> float | None:
-    if column not in df:
+def _first_finite(values: np.ndarray | None, a: int, b: int) -> float | None:
+    if values is None:
         return None
-    values = df[column].dropna()
-    return float(values.iloc[0]) if len(values) else None
+    finite = np.flatnonzero(np.isfinite(values[a:b]))
+    return float(values[a + finite[0]]) if len(finite) else None
