@@ -21,6 +21,9 @@ from .errors import InputError
 
 SERIES_KEY = ["wafer", "die", "device", "pulse_width_s"]
 MIN_RUN = 5  # identical pulses needed for a trace
+# the canonical columns series_from_frame reads: all a fit needs from the store
+FRAME_COLUMNS = [*SERIES_KEY, "cycle", "pulse", "conductance_s", "direction", "pulse_amplitude_v",
+                 "state_unit", "energy_j", "die_x", "die_y", "device_area_m2"]
 
 
 @dataclass(frozen=True)
@@ -78,9 +81,7 @@ def series_from_frame(df: pd.DataFrame) -> list[Series]:
         new[1:] |= k[1:] != k[:-1]
     starts = np.flatnonzero(new)
     ends = np.r_[starts[1:], n]
-    wanted = ("conductance_s", "direction", "pulse_amplitude_v", "cycle", "state_unit", "energy_j",
-              "die_x", "die_y")
-    col = {c: df[c].to_numpy() for c in wanted if c in df}
+    col = {c: df[c].to_numpy() for c in FRAME_COLUMNS[len(SERIES_KEY):] if c in df}
     state = col["conductance_s"].astype(float)
     up = col["direction"] == "up"
     amp = col["pulse_amplitude_v"].astype(float)
