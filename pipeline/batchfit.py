@@ -36,6 +36,7 @@ FTOL = 1e-12        # relative chi-square decrease that ends a fit
 MAX_ITER = 300      # accepted or rejected steps per series
 XTOL = 1.5e-8       # lmfit's xtol (and ftol) for MINPACK
 LAMBDA_MAX = 1e12
+GRID_ROWS = 1024    # parameter sets per symmetry-point grid search
 BISECTIONS = 44     # a grid cell (1/400 of the range) halved to below brentq's xtol 1e-12   # damping this high: no step lowers chi-square any more (converged)
 
 
@@ -402,9 +403,10 @@ def symmetry_points(model: DeviceModel, p: dict, near: np.ndarray | None = None)
             hit = np.sign(fa) * np.sign(fb) < 0
             a[hit], b[hit] = near[hit, 0], near[hit, 1]
             todo = ~hit
-        rows = np.flatnonzero(todo)
-        if len(rows):
-            a[rows], b[rows] = _grid_bracket(model, {k: v[rows] for k, v in p.items()})
+        # the grid holds (rows, 401) states (times the node count for lookup): in chunks
+        for rows in np.array_split(np.flatnonzero(todo), max(1, int(todo.sum()) // GRID_ROWS + 1)):
+            if len(rows):
+                a[rows], b[rows] = _grid_bracket(model, {k: v[rows] for k, v in p.items()})
         return _bisect(model, cols, a, b)
 
 
@@ -438,8 +440,14 @@ def _bisect(model, cols, a, b):
 
 def sp_uncertainty(model, p: dict, names: list[str], cov: np.ndarray, sp: np.ndarray) -> np.ndarray:
     """Delta method as ``fitting._sp_uncertainty``: central differences of the symmetry
-    point (all perturbed parameter sets in one batch) times the covariance."""
-    n, k = cov.shape[0], len(names)
+    point (all perturbed parameter sets in one batch) times the covariance; NaN where
+    there is no symmetry point."""
+    out = np.full(len(sp), np.nan)
+    ok = np.flatnonzero(np.isfinite(sp))
+    if not len(ok):
+        return out
+    p = {key: v[ok] for key, v in p.items()}
+    n, k = len(ok), len(names)
     stacked = {key: np.tile(v, 2 * k) for key, v in p.items()}
     steps = np.empty((k, n))
     for j, name in enumerate(names):
@@ -449,12 +457,13 @@ def sp_uncertainty(model, p: dict, names: list[str], cov: np.ndarray, sp: np.nda
         stacked[name][(2 * j + 1) * n:(2 * j + 2) * n] -= h
     lo, hi = (np.broadcast_to(np.asarray(v, float), (n,)) for v in model.state_range(p))
     cell = (hi - lo) / 400
-    near = np.tile(np.c_[sp - cell, sp + cell], (2 * k, 1))
+    near = np.tile(np.c_[sp[ok] - cell, sp[ok] + cell], (2 * k, 1))
     sp_h = symmetry_points(model, stacked, near).reshape(2 * k, n)
     grad = ((sp_h[0::2] - sp_h[1::2]) / (2 * steps)).T          # (n, k)
     with np.errstate(invalid="ignore"):
-        var = np.einsum("bi,bij,bj->b", grad, cov, grad)
-        return np.where(np.isfinite(var) & (var >= 0), np.sqrt(np.abs(var)), np.nan)
+        var = np.einsum("bi,bij,bj->b", grad, cov[ok], grad)
+    out[ok] = np.where(np.isfinite(var) & (var >= 0), np.sqrt(np.abs(var)), np.nan)
+    return out
 
 
 def trajectory_r2(model, p: dict, tracesets: list) -> np.ndarray:
@@ -552,7 +561,7 @@ def fit_steps(name: str, datas: list[Data], weights: list[np.ndarray], tracesets
         r2_steps = np.where(ss_tot > 0, 1 - (np.where(mask, resid, 0) ** 2).sum(1) / ss_tot, np.nan)
     r2_trace = trajectory_r2(model, p, [tracesets[i] for i in keep])
     sp = symmetry_points(model, p)
-    sp_err = np.where(np.isfinite(sp), sp_uncertainty(model, p, bounds.names, cov, sp), np.nan)
+    sp_err = sp_uncertainty(model, p, bounds.names, cov, sp)
     lo_r, hi_r = (np.broadcast_to(np.asarray(v, float), sp.shape) for v in model.state_range(p))
     g_min = np.array([d.g.min() for d in datas])
     g_max = np.array([d.g.max() for d in datas])
