@@ -30,6 +30,7 @@ from types import FunctionType, SimpleNamespace
 import numpy as np
 
 from .devices import Data, DeviceModel, family
+from .fitrecords import FamilyFit, FitTarget
 from .devices.neurosim import P_MAX
 
 FTOL = 1e-12        # relative chi-square decrease that ends a fit
@@ -521,7 +522,7 @@ def at_bound(bounds: Bounds, x: np.ndarray) -> list[str | None]:
 
 
 def fit_steps(name: str, datas: list[Data], weights: list[np.ndarray], tracesets: list,
-              r2_min: float) -> list[dict | None]:
+              r2_min: float) -> list[FamilyFit | None]:
     """``fitting.fit_family`` on the step map for many series of one family at once.
 
     Returns one row per series in ``fit_family``'s layout, or None where this solver
@@ -529,7 +530,7 @@ def fit_steps(name: str, datas: list[Data], weights: list[np.ndarray], tracesets
     with lmfit."""
     model = family(name)
     params = [starting_values(model, d) for d in datas]
-    out: list[dict | None] = [None] * len(datas)
+    out: list[FamilyFit | None] = [None] * len(datas)
     n_var = sum(p.vary for p in params[0].values())
     keep = [i for i, d in enumerate(datas) if len(d.g) >= 2 * n_var + 2]
     if not keep:
@@ -575,7 +576,7 @@ def fit_steps(name: str, datas: list[Data], weights: list[np.ndarray], tracesets
         err = {k: (float(var_err[j, bounds.names.index(k)]) if k in bounds.names else
                    (0.0 if np.isfinite(cov[j]).all() else float("nan"))) for k in model.param_names}
         row = {
-            "family": name, "fit_target": "steps", "n_points": int(batch.n[j]), "success": True,
+            "family": name, "fit_target": FitTarget.STEPS, "n_points": int(batch.n[j]), "success": True,
             "nfev": int(sol.nfev[j]), "chisqr": float(chisqr[j]), "redchi": float(redchi[j]),
             "aic": float(aic[j]), "bic": float(bic[j]), "r2_steps": float(r2_steps[j]),
             "r2_trace": float(r2_trace[j]), "sp_g": float(sp[j]), "sp_g_err": float(sp_err[j]),
@@ -583,8 +584,7 @@ def fit_steps(name: str, datas: list[Data], weights: list[np.ndarray], tracesets
             "values": {k: float(v[j]) for k, v in p.items()}, "stderr": err,
             "resid": resid[j, :batch.n[j]].copy(),
         }
-        row["flag"] = _flag(bound[j], row, r2_min) or signs[j]
-        out[i] = row
+        out[i] = FamilyFit(**row, flag=_flag(bound[j], row, r2_min) or signs[j])
     return out
 
 

@@ -136,21 +136,21 @@ def fit_table(result) -> str:
 
 
 def run_fit(settings: Settings, wafer: str, pulse_width: float | None, workers: int = 0,
-            quiet: bool = False, stack: str = "hzo"):
+            quiet: bool = False, stack: str = "hzo", engine: str = "batch"):
     from .fitting import FitConfig
     from .publish import fit_and_register
     from .registry import Registry
     from .store import MeasurementStore
 
     return fit_and_register(Registry(settings.registry), MeasurementStore(settings.store), wafer,
-                            pulse_width, stack=stack, config=FitConfig(workers=workers),
+                            pulse_width, stack=stack, config=FitConfig(workers=workers, engine=engine),
                             progress=Progress("fit", quiet))
 
 
 def cmd_fit(args) -> int:
     settings = _settings(args)
     result, registered = run_fit(settings, args.wafer, args.pulse_width, args.workers,
-                                 args.quiet or args.json, args.stack)
+                                 args.quiet or args.json, args.stack, args.engine)
     if args.out:
         result.save(Path(args.out))
     flagged = int(result.devices["family"].isna().sum())
@@ -472,6 +472,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wafer", required=True)
     p.add_argument("--pulse-width", type=float, help="only this pulse width (seconds)")
     p.add_argument("--workers", type=int, default=0, help="processes (default: one per core)")
+    p.add_argument("--engine", choices=["batch", "lmfit"], default="batch",
+                   help="step-map fits: all series of a partition at once (batch, default) "
+                        "or one lmfit fit per series and family (the reference)")
     p.add_argument("--out", help="also save the full fit tables (parquet) to this folder")
     p.add_argument("--stack", default="hzo", help="material/stack part of model names (default hzo)")
     p.set_defaults(func=cmd_fit)

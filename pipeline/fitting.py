@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import nnls
 
+from .batchfit import fit_steps, starting_values
 from .devices import FAMILIES, Data, family
 from .energy import energy_per_pulse
 from .errors import InputError
@@ -49,6 +50,8 @@ from .traces import Series, check_protocol, series_from_frame, step_map, traces
 
 SERIES_COLUMNS = ["wafer", "die", "device", "pulse_width_s"]
 CRITERIA = ("bic", "aic")
+ENGINES = ("batch", "lmfit")  # lmfit: the reference; batch gives its results (engine is not hashed)
+PARTITION = 256  # series fitted together by the batched engine: one progress step each
 READ_DOMINATED = 2.0
 TRAJECTORY_MAX_NFEV = 400  # each evaluation simulates every pulse; a fit still short of
                            # convergence then is flagged, not waited for
@@ -60,6 +63,7 @@ class FitConfig:
     criterion: str = "bic"          # or "aic"
     r2_min: float = 0.9             # trajectory R^2 below this flags a fit
     workers: int = 0                # 0: one process per core; 1: in this process
+    engine: str = "batch"           # step-map fits: "batch" (pipeline.batchfit) or "lmfit"
 
     def __post_init__(self):
         unknown = [f for f in self.families if f not in FAMILIES]
@@ -70,6 +74,8 @@ class FitConfig:
             raise ValueError(f"unknown criterion {self.criterion!r}; choose from {', '.join(CRITERIA)}")
         if not (isinstance(self.r2_min, (int, float)) and self.r2_min <= 1.0):  # NaN fails too
             raise ValueError(f"r2_min {self.r2_min!r} must be a number at most 1 (an R^2 threshold)")
+        if self.engine not in ENGINES:
+            raise ValueError(f"unknown fit engine {self.engine!r}; choose from {', '.join(ENGINES)}")
         if not isinstance(self.workers, int) or self.workers < 0:
             raise ValueError(f"workers {self.workers!r} must be 0 (one per core) or a positive count")
 
@@ -159,7 +165,7 @@ def noise_weights(data: Data) -> tuple[np.ndarray, FitTarget]:
     Also returns the fit target: ``steps`` normally, ``trajectory`` when the additive
     (read) noise is larger than ``READ_DOMINATED`` times the typical step."""
     sb = family("softbounds")
-    pred = sb.step(data.g, data.up, **sb.guess(data).valuesdict())
+    pred = sb.step(data.g, data.up, **starting_values(sb, data).valuesdict())
     a2, b2 = noise_model(data.dg - pred, pred)
     floor = max(b2, 1e-6 * float(np.mean((data.dg - pred) ** 2)) + 1e-30)
     # Read noise more than twice the typical step: a step map is mostly noise, and the
@@ -330,8 +336,23 @@ def _read_noise(best: FamilyFit, span: float) -> float:
     return float(np.sqrt(best.chisqr / max(best.n_points - 1, 1)) * span)
 
 
-def fit_series(s: Series, cfg: FitConfig = FitConfig()) -> SeriesFit:
-    """All families on one series: the rows of the fits, params and devices tables."""
+@dataclass(frozen=True)
+class _Prepared:
+    """A series ready to fit: normalised step map, traces, weights and fit target."""
+
+    info: SeriesInfo
+    device: DeviceFit
+    data: Data
+    ts: TraceSet
+    weights: np.ndarray
+    target: FitTarget
+    lo: float
+    span: float
+
+
+def _prepare(s: Series, cfg: FitConfig) -> _Prepared | SeriesFit:
+    """Normalise one series for fitting; a series that cannot be fitted comes back as
+    its (flagged) SeriesFit."""
     info = SeriesInfo(*s.key, die_x=s.die_x, die_y=s.die_y, state_unit=s.state_unit)
     lo, hi = float(np.min(s.state)), float(np.max(s.state))
     span = hi - lo
@@ -345,9 +366,22 @@ def fit_series(s: Series, cfg: FitConfig = FitConfig()) -> SeriesFit:
         return SeriesFit(info, tuple(FamilyFit(f, flag=problem) for f in cfg.families),
                          replace(device, flag=problem))
     data = Data(g=(sm.g - lo) / span, dg=sm.dg / span, up=sm.up)
-    ts = TraceSet.build(traces(s), lo, span)
     weights, target = noise_weights(data)
-    rows = _fit_all(data, ts, cfg, weights, target)
+    return _Prepared(info, device, data, TraceSet.build(traces(s), lo, span), weights, target, lo, span)
+
+
+def fit_series(s: Series, cfg: FitConfig = FitConfig()) -> SeriesFit:
+    """All families on one series with lmfit: the rows of the fits, params and devices tables."""
+    prep = _prepare(s, cfg)
+    if isinstance(prep, SeriesFit):
+        return prep
+    return _choose(prep, _fit_all(prep.data, prep.ts, cfg, prep.weights, prep.target), cfg)
+
+
+def _choose(prep: _Prepared, rows: list[FamilyFit], cfg: FitConfig) -> SeriesFit:
+    """Rank the families' fits, pick the best and derive the device row from it."""
+    info, device, data, target, lo, span = (prep.info, prep.device, prep.data, prep.target,
+                                            prep.lo, prep.span)
     ok = [r for r in rows if r.success and not r.flag]
     # Ties (soft bounds and NeuroSim are one step map in two parametrisations) go to
     # the family listed first.
@@ -373,7 +407,7 @@ def fit_series(s: Series, cfg: FitConfig = FitConfig()) -> SeriesFit:
         sp_conductance_s=lo + span * best.sp_g, sp_conductance_err_s=span * best.sp_g_err,
         sp_norm=(best.sp_g - r_lo) / (r_hi - r_lo), sp_norm_err=best.sp_g_err / (r_hi - r_lo),
         gmin_s=lo + span * r_lo, gmax_s=lo + span * r_hi,
-        dynamic_range=(lo + span * r_hi) / (lo + span * r_lo) if s.state_unit == "S" and lo + span * r_lo > 0
+        dynamic_range=(lo + span * r_hi) / (lo + span * r_lo) if info.state_unit == "S" and lo + span * r_lo > 0
         else np.nan,
         mean_step_up=up_mean * span, mean_step_down=down_mean * span,
         asymmetry=(sb.values["k_d"] / sb.values["k_p"]) if sb and sb.values["k_p"] > 0 else np.nan,
@@ -420,32 +454,63 @@ def _series_problem(s: Series, span: float, sm) -> str | None:
 
 
 # --- many series ------------------------------------------------------------------------
-def _fit_many(series: list[Series], cfg: FitConfig) -> list[SeriesFit]:
-    return [fit_series(s, cfg) for s in series]
+def _fit_partition(series: list[Series], cfg: FitConfig) -> list[SeriesFit]:
+    """Fit a partition of series. With the batch engine every family's step-map fits
+    are solved together (``pipeline.batchfit``); trajectory fits, and series the batched
+    solver leaves unanswered, go to lmfit."""
+    preps = [_prepare(s, cfg) for s in series]
+    todo = [p for p in preps if isinstance(p, _Prepared)]
+    steps = [p for p in todo if p.target is FitTarget.STEPS] if cfg.engine == "batch" else []
+    rows: dict[int, list[FamilyFit]] = {}
+    if steps:
+        by_family = [fit_steps(f, [p.data for p in steps], [p.weights for p in steps],
+                               [p.ts for p in steps], cfg.r2_min) for f in cfg.families]
+        for i, p in enumerate(steps):
+            rows[id(p)] = [fits[i] or fit_family(f, p.data, p.ts, cfg, p.weights, p.target)
+                           for f, fits in zip(cfg.families, by_family)]
+    out = []
+    for p in preps:
+        if isinstance(p, SeriesFit):
+            out.append(p)
+            continue
+        fits = rows.get(id(p)) or _fit_all(p.data, p.ts, cfg, p.weights, p.target)
+        done = _choose(p, fits, cfg)
+        # residuals served the noise estimate; the tables do not carry them back
+        out.append(replace(done, fits=tuple(replace(f, resid=None) for f in done.fits)))
+    return out
 
 
 def fit_frame(df: pd.DataFrame, cfg: FitConfig = FitConfig(), progress=None) -> FitResult:
-    """Fit every device series in canonical rows ``df``."""
+    """Fit every device series in canonical rows ``df``, in partitions of ``PARTITION``
+    series spread over ``cfg.workers`` processes; ``progress(done, total)`` after each."""
     series = series_from_frame(df)
     workers = cfg.workers or os.cpu_count() or 1
-    chunks = [series[i:i + 8] for i in range(0, len(series), 8)]
+    size = PARTITION if cfg.engine == "batch" else 8
+    # no more partitions than needed to keep every worker busy
+    size = max(1, min(size, -(-len(series) // workers)))
+    parts = [series[i:i + size] for i in range(0, len(series), size)]
     results: list[SeriesFit] = []
-    if workers == 1 or len(chunks) <= 1:
-        for i, chunk in enumerate(chunks):
-            results += _fit_many(chunk, cfg)
-            if progress:
-                progress(min((i + 1) * 8, len(series)), len(series))
+    if workers == 1 or len(parts) <= 1:
+        done = map(_fit_partition, parts, [cfg] * len(parts))
+        results = _collect(done, len(series), progress)
     else:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            for i, out in enumerate(pool.map(_fit_many, chunks, [cfg] * len(chunks))):
-                results += out
-                if progress:
-                    progress(min((i + 1) * 8, len(series)), len(series))
+            results = _collect(pool.map(_fit_partition, parts, [cfg] * len(parts)),
+                               len(series), progress)
     fits = records_frame([(r.info, f) for r in results for f in r.fits], (SeriesInfo, FamilyFit))
     devices = records_frame([(r.info, r.device) for r in results], (SeriesInfo, DeviceFit))
     params = params_frame(results)
     return FitResult(fits=fits, params=params, devices=devices,
                      population=population(devices, params), traces=fit_traces(series))
+
+
+def _collect(parts, total: int, progress) -> list[SeriesFit]:
+    results: list[SeriesFit] = []
+    for out in parts:
+        results += out
+        if progress:
+            progress(len(results), total)
+    return results
 
 
 def params_frame(results: list[SeriesFit]) -> pd.DataFrame:

@@ -88,8 +88,9 @@ def fit_and_register(registry: Registry, store: MeasurementStore, wafer: str,
     """Fit what the store holds for a wafer (or one of its pulse widths) and register it."""
     from .errors import InputError
     from .fitting import fit_frame
+    from .traces import FRAME_COLUMNS
 
-    df = store.read(wafer=wafer, pulse_width_s=pulse_width_s)
+    df = store.read(wafer=wafer, pulse_width_s=pulse_width_s, columns=FRAME_COLUMNS)
     if df.empty:
         raise InputError(f"no stored data for wafer {wafer!r}"
                          + (f" at pulse width {pulse_width_s:g} s" if pulse_width_s else "")

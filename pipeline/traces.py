@@ -68,35 +68,40 @@ class StepMap:
 def series_from_frame(df: pd.DataFrame) -> list[Series]:
     """Split canonical rows into device series (sorted by key, then cycle, pulse).
 
-    One sort, then contiguous slices of numpy columns: per-group pandas indexing cost
-    more than fitting a series."""
-    df = df.dropna(subset=SERIES_KEY).sort_values([*SERIES_KEY, "cycle", "pulse"], kind="stable")
-    n = len(df)
-    if n == 0:
+    Rows are ordered with one stable index sort and each series is a slice of numpy
+    columns: per-group pandas indexing cost more than fitting a series, and string
+    columns are never turned into Python objects row by row (at 10,000 series that was
+    gigabytes)."""
+    df = df.dropna(subset=SERIES_KEY)
+    if len(df) == 0:
         return []
-    keys = [df[k].to_numpy() for k in SERIES_KEY]
-    new = np.zeros(n, bool)
-    new[0] = True
-    for k in keys:
-        new[1:] |= k[1:] != k[:-1]
-    starts = np.flatnonzero(new)
-    ends = np.r_[starts[1:], n]
-    col = {c: df[c].to_numpy() for c in FRAME_COLUMNS[len(SERIES_KEY):] if c in df}
-    state = col["conductance_s"].astype(float)
-    up = col["direction"] == "up"
-    amp = col["pulse_amplitude_v"].astype(float)
-    energy = col["energy_j"].astype(float) if "energy_j" in col else None
-    area = (pd.to_numeric(df["device_area_m2"], errors="coerce").to_numpy(float)
+    group = df.groupby(SERIES_KEY, sort=True).ngroup().to_numpy()
+    order = np.lexsort((df["pulse"].to_numpy(), df["cycle"].to_numpy(), group))  # stable
+    group = group[order]
+    starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+    ends = np.r_[starts[1:], len(group)]
+    first = df.iloc[order[starts]]  # one row per series: keys and per-series columns
+
+    def column(name, dtype=None):
+        return df[name].to_numpy(dtype)[order] if name in df else None
+
+    state, amp, energy = column("conductance_s", float), column("pulse_amplitude_v", float), column("energy_j", float)
+    up = (df["direction"] == "up").to_numpy(bool)[order]
+    cycle = column("cycle")
+    area = (pd.to_numeric(df["device_area_m2"], errors="coerce").to_numpy(float)[order]
             if "device_area_m2" in df else None)
+    keys = [first[k].to_numpy() for k in SERIES_KEY]
+    unit = first["state_unit"].to_numpy() if "state_unit" in df else None
+    xy = {c: first[c].to_numpy() for c in ("die_x", "die_y") if c in df}
     out = []
-    for a, b in zip(starts, ends):
+    for i, (a, b) in enumerate(zip(starts, ends)):
         out.append(Series(
-            wafer=keys[0][a], die=keys[1][a], device=keys[2][a], pulse_width_s=float(keys[3][a]),
-            state=state[a:b], up=up[a:b], cycle=col["cycle"][a:b], amplitude=amp[a:b],
-            state_unit=str(col["state_unit"][a]) if "state_unit" in col else "S",
+            wafer=keys[0][i], die=keys[1][i], device=keys[2][i], pulse_width_s=float(keys[3][i]),
+            state=state[a:b], up=up[a:b], cycle=cycle[a:b], amplitude=amp[a:b],
+            state_unit=str(unit[i]) if unit is not None else "S",
             energy_j=energy[a:b] if energy is not None else None,
             area_m2=_first_finite(area, a, b),
-            die_x=_int_or_none(col, "die_x", a), die_y=_int_or_none(col, "die_y", a)))
+            die_x=_int_or_none(xy, "die_x", i), die_y=_int_or_none(xy, "die_y", i)))
     return out
 
 
