@@ -24,7 +24,7 @@ fits it with lmfit.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import FunctionType, SimpleNamespace
 
 import numpy as np
@@ -497,7 +497,8 @@ def trajectory_r2(model, p: dict, tracesets: list) -> np.ndarray:
 
 
 def wrong_sign(model, p: dict, lo, hi, g_min, g_max) -> list[str]:
-    """``fitting._wrong_sign`` for a batch: up steps must raise, down steps lower."""
+    """Per series, where up steps fail to raise or down steps to lower the state on the
+    measured range (``lo``..``hi`` clipped to ``g_min``..``g_max``); "" when nowhere."""
     a, b = np.maximum(lo, g_min), np.minimum(hi, g_max)
     grid = a[:, None] + (b - a)[:, None] / 100 * np.arange(101)
     grid[:, -1] = b
@@ -584,15 +585,18 @@ def fit_steps(name: str, datas: list[Data], weights: list[np.ndarray], tracesets
             "values": {k: float(v[j]) for k, v in p.items()}, "stderr": err,
             "resid": resid[j, :batch.n[j]].copy(),
         }
-        out[i] = FamilyFit(**row, flag=_flag(bound[j], row, r2_min) or signs[j])
+        fit = FamilyFit(**row)
+        out[i] = replace(fit, flag=quality_flag(bound[j], fit, r2_min) or signs[j])
     return out
 
 
-def _flag(bound: str | None, row: dict, r2_min: float) -> str:
+def quality_flag(bound: str | None, fit: FamilyFit, r2_min: float) -> str:
+    """The flag of a converged fit (both engines): a parameter at its bound, a poor
+    trajectory R^2, or no symmetry point inside the state range; "" when none."""
     if bound:
         return f"parameter {bound} at its bound"
-    if not np.isfinite(row["r2_trace"]) or row["r2_trace"] < r2_min:
-        return f"trajectory R^2 {row['r2_trace']:.3f} below {r2_min}"
-    if not np.isfinite(row["sp_g"]) or not row["range_lo_g"] <= row["sp_g"] <= row["range_hi_g"]:
+    if not np.isfinite(fit.r2_trace) or fit.r2_trace < r2_min:
+        return f"trajectory R^2 {fit.r2_trace:.3f} below {r2_min}"
+    if not np.isfinite(fit.sp_g) or not fit.range_lo_g <= fit.sp_g <= fit.range_hi_g:
         return "no symmetry point inside the state range"
     return ""

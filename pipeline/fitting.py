@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import nnls
 
-from .batchfit import fit_steps, starting_values
+from .batchfit import fit_steps, quality_flag, starting_values, wrong_sign
 from .devices import FAMILIES, Data, family
 from .energy import energy_per_pulse
 from .errors import InputError
@@ -289,29 +289,15 @@ def fit_family(name: str, data: Data, ts: TraceSet, cfg: FitConfig,
 
 def _wrong_sign(model, p: dict, lo: float, hi: float, data: Data) -> str:
     """Up steps must raise and down steps lower the state over the measured range."""
-    a, b = max(lo, float(data.g.min())), min(hi, float(data.g.max()))
-    grid = np.linspace(a, b, 101)
-    up = model.step(grid, np.ones(101, bool), **p)
-    down = model.step(grid, np.zeros(101, bool), **p)
-    tol = 1e-9 * float(np.max(np.abs(np.r_[up, down]))) if len(grid) else 0.0
-    if (up < -tol).any():
-        return f"up steps negative near g = {grid[np.argmax(up < -tol)]:.3f}"
-    if (down > tol).any():
-        return f"down steps positive near g = {grid[np.argmax(down > tol)]:.3f}"
-    return ""
+    one = lambda v: np.array([float(v)])  # noqa: E731 (a batch of one series)
+    return wrong_sign(model, {k: one(v) for k, v in p.items()}, one(lo), one(hi),
+                      one(data.g.min()), one(data.g.max()))[0]
 
 
 def _flag(result, fit: FamilyFit, cfg: FitConfig) -> str:
     if not result.success:
         return f"fit failed: {result.message}"
-    bound = _at_bound(result.params)
-    if bound:
-        return f"parameter {bound} at its bound"
-    if not np.isfinite(fit.r2_trace) or fit.r2_trace < cfg.r2_min:
-        return f"trajectory R^2 {fit.r2_trace:.3f} below {cfg.r2_min}"
-    if not np.isfinite(fit.sp_g) or not fit.range_lo_g <= fit.sp_g <= fit.range_hi_g:
-        return "no symmetry point inside the state range"
-    return ""
+    return quality_flag(_at_bound(result.params), fit, cfg.r2_min)
 
 
 # --- one series ---------------------------------------------------------------------------
