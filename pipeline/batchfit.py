@@ -5,7 +5,8 @@ steps), so one ``lmfit.Model.fit`` per series spends most of its time in Python
 overhead. Here all series of a partition are solved together per family: step maps
 are padded into (series, step) matrices with zero weight on the padding, every family's
 ``step`` formula is evaluated once per iteration for the whole batch (parameters as
-(series, 1) columns), and the Jacobian is a batched forward difference.
+(series, 1) columns), and the Jacobian comes from analytic step gradients
+(``GRADIENTS``), or from batched differences for a family without them.
 
 lmfit stays the definition and the reference (``FitConfig(engine="lmfit")``); this
 solver reproduces what it reports:
@@ -30,15 +31,16 @@ from types import FunctionType, SimpleNamespace
 import numpy as np
 
 from .devices import Data, DeviceModel, family
-from .fitrecords import FamilyFit, FitTarget
 from .devices.neurosim import P_MAX
+from .fitrecords import FamilyFit, FitTarget
 
-FTOL = 1e-12        # relative chi-square decrease that ends a fit
-MAX_ITER = 300      # accepted or rejected steps per series
-XTOL = 1.5e-8       # lmfit's xtol (and ftol) for MINPACK
-LAMBDA_MAX = 1e12
+FTOL = 1e-12        # Gauss-Newton gain below this share of chi-square: converged
+XTOL = 1.5e-8       # lmfit's xtol (and ftol) for MINPACK: a smaller step with a smaller
+                    # relative decrease also ends a fit
+MAX_ITER = 300      # accepted or rejected steps per series; then lmfit takes over
+LAMBDA_MAX = 1e12   # damping this high: no step lowers chi-square any more (converged)
 GRID_ROWS = 1024    # parameter sets per symmetry-point grid search
-BISECTIONS = 44     # a grid cell (1/400 of the range) halved to below brentq's xtol 1e-12   # damping this high: no step lowers chi-square any more (converged)
+BISECTIONS = 44     # a grid cell (1/400 of the range) halved to below brentq's xtol 1e-12
 
 
 @dataclass
@@ -100,31 +102,31 @@ _LIGHT_LMFIT = SimpleNamespace(Parameters=StartValues)
 def _light(cls: type) -> type:
     """``cls`` with its ``guess`` run against ``StartValues`` in place of lmfit's
     Parameters (and so are the guesses of families it builds on, e.g. SoftBounds)."""
+    if cls in _LIGHT:
+        return _LIGHT[cls]
+    light = _LIGHT[cls] = type(cls.__name__, (cls,), {})
     guess = cls.guess
     env = dict(guess.__globals__, lmfit=_LIGHT_LMFIT)
     for name, value in guess.__globals__.items():
         if isinstance(value, type) and issubclass(value, DeviceModel) and value is not DeviceModel:
-            env[name] = _light(value) if value is not cls else None
-    light = type(cls.__name__, (cls,), {})
-    env[cls.__name__] = light
+            env[name] = _light(value)
     light.guess = FunctionType(guess.__code__, env, guess.__name__, guess.__defaults__, guess.__closure__)
     return light
 
 
+_LIGHT: dict[type, type] = {}
+
+
 def starting_values(model: DeviceModel, data: Data):
-    """``model.guess(data)``, built as StartValues where the family allows it."""
+    """``model.guess(data)``: the same names, values, bounds and vary flags, built as
+    StartValues where the family's guess allows it."""
     try:
-        if type(model) not in _LIGHT:
-            _LIGHT[type(model)] = _light(type(model))
-        light = _LIGHT[type(model)]
+        light = _light(type(model))
         obj = light.__new__(light)
         obj.__dict__.update(model.__dict__)
         return obj.guess(data)
     except (AttributeError, TypeError):  # a guess using more of lmfit: the real thing
         return model.guess(data)
-
-
-_LIGHT: dict[type, type] = {}
 
 
 @dataclass
@@ -140,6 +142,8 @@ class Bounds:
     def from_params(cls, params: list) -> tuple["Bounds", np.ndarray]:
         """From each series' ``lmfit.Parameters`` (or StartValues)."""
         names = [k for k, p in params[0].items() if p.vary]
+        if any([k for k, p in ps.items() if p.vary] != names for ps in params):
+            raise ValueError("series of one family vary different parameters")
         fixed = {k: np.array([ps[k].value for ps in params]) for k, p in params[0].items()
                  if not p.vary}
         lo = np.array([[ps[k].min for k in names] for ps in params])
@@ -539,55 +543,60 @@ def fit_steps(name: str, datas: list[Data], weights: list[np.ndarray], tracesets
     datas = [datas[i] for i in keep]
     batch = StepBatch.build(datas, [weights[i] for i in keep])
     bounds, x0 = Bounds.from_params([params[i] for i in keep])
+    if not (np.isfinite(bounds.lo).all() and np.isfinite(bounds.hi).all()):
+        return out  # only lmfit's two-sided bound transform is reproduced here
     prob = Problem(model, batch, bounds, x0)
     sol = levenberg_marquardt(prob, x0)
-    x = sol.x
-    r = prob.residual(x)
-    chisqr = (r ** 2).sum(1)
-    nfree = batch.n - n_var
-    redchi = chisqr / np.maximum(1, nfree)
-    chisqr = np.maximum(chisqr, 1e-250 * batch.n)
-    neg2ll = batch.n * np.log(chisqr / batch.n)
-    aic, bic = neg2ll + 2 * n_var, neg2ll + np.log(batch.n) * n_var
-    cov = covariance(prob, x, redchi)
-    p = {k: x[:, i] for i, k in enumerate(bounds.names)}
+    st = _statistics(prob, sol.x, n_var)
+    p = {k: sol.x[:, i] for i, k in enumerate(bounds.names)}
     p.update(bounds.fixed)
     p = {k: p[k] for k in model.param_names}
-    with np.errstate(all="ignore"):
-        pred = model.step(batch.g, batch.up, **_columns(p))
-    resid = batch.dg - pred
-    mask = batch.mask
-    dg0 = np.where(mask, batch.dg, 0.0)
-    ss_tot = (np.where(mask, dg0 - dg0.sum(1, keepdims=True) / batch.n[:, None], 0) ** 2).sum(1)
-    with np.errstate(all="ignore"):
-        r2_steps = np.where(ss_tot > 0, 1 - (np.where(mask, resid, 0) ** 2).sum(1) / ss_tot, np.nan)
     r2_trace = trajectory_r2(model, p, [tracesets[i] for i in keep])
     sp = symmetry_points(model, p)
-    sp_err = sp_uncertainty(model, p, bounds.names, cov, sp)
+    sp_err = sp_uncertainty(model, p, bounds.names, st["cov"], sp)
     lo_r, hi_r = (np.broadcast_to(np.asarray(v, float), sp.shape) for v in model.state_range(p))
-    g_min = np.array([d.g.min() for d in datas])
-    g_max = np.array([d.g.max() for d in datas])
-    signs = wrong_sign(model, p, lo_r, hi_r, g_min, g_max)
-    bound = at_bound(bounds, x)
-    var_err = np.sqrt(np.einsum("bii->bi", cov))
-    ok = sol.converged & np.isfinite(chisqr) & np.where(mask, np.isfinite(pred), True).all(1)
+    signs = wrong_sign(model, p, lo_r, hi_r, np.array([d.g.min() for d in datas]),
+                       np.array([d.g.max() for d in datas]))
+    bound = at_bound(bounds, sol.x)
+    var_err = np.sqrt(np.einsum("bii->bi", st["cov"]))
+    ok = sol.converged & st["finite"]
     for j, i in enumerate(keep):
         if not ok[j]:
             continue
-        err = {k: (float(var_err[j, bounds.names.index(k)]) if k in bounds.names else
-                   (0.0 if np.isfinite(cov[j]).all() else float("nan"))) for k in model.param_names}
-        row = {
-            "family": name, "fit_target": FitTarget.STEPS, "n_points": int(batch.n[j]), "success": True,
-            "nfev": int(sol.nfev[j]), "chisqr": float(chisqr[j]), "redchi": float(redchi[j]),
-            "aic": float(aic[j]), "bic": float(bic[j]), "r2_steps": float(r2_steps[j]),
-            "r2_trace": float(r2_trace[j]), "sp_g": float(sp[j]), "sp_g_err": float(sp_err[j]),
-            "range_lo_g": float(lo_r[j]), "range_hi_g": float(hi_r[j]),
-            "values": {k: float(v[j]) for k, v in p.items()}, "stderr": err,
-            "resid": resid[j, :batch.n[j]].copy(),
-        }
-        fit = FamilyFit(**row)
+        has_cov = np.isfinite(st["cov"][j]).all()
+        fit = FamilyFit(
+            name, FitTarget.STEPS, int(batch.n[j]), success=True, nfev=int(sol.nfev[j]),
+            **{k: float(st[k][j]) for k in ("chisqr", "redchi", "aic", "bic", "r2_steps")},
+            r2_trace=float(r2_trace[j]), sp_g=float(sp[j]), sp_g_err=float(sp_err[j]),
+            range_lo_g=float(lo_r[j]), range_hi_g=float(hi_r[j]),
+            values={k: float(v[j]) for k, v in p.items()},
+            # lmfit gives fixed parameters a zero error when it has a covariance
+            stderr={k: float(var_err[j, bounds.names.index(k)]) if k in bounds.names else
+                    (0.0 if has_cov else float("nan")) for k in model.param_names},
+            resid=st["resid"][j, :batch.n[j]].copy())
         out[i] = replace(fit, flag=quality_flag(bound[j], fit, r2_min) or signs[j])
     return out
+
+
+def _statistics(prob: Problem, x: np.ndarray, n_var: int) -> dict:
+    """Per series: lmfit's chisqr, redchi, AIC, BIC and scaled covariance, R^2 of the
+    steps, unweighted residuals, and whether the model is finite on every point."""
+    b = prob.b
+    chisqr = (prob.residual(x) ** 2).sum(1)
+    redchi = chisqr / np.maximum(1, b.n - n_var)
+    chisqr = np.maximum(chisqr, 1e-250 * b.n)
+    neg2ll = b.n * np.log(chisqr / b.n)
+    with np.errstate(all="ignore"):
+        pred = prob.model.step(b.g, b.up, **prob.bounds.values(x))
+    resid, mask = b.dg - pred, b.mask
+    dg = np.where(mask, b.dg, 0.0)
+    ss_tot = (np.where(mask, dg - dg.sum(1, keepdims=True) / b.n[:, None], 0) ** 2).sum(1)
+    with np.errstate(all="ignore"):
+        r2 = np.where(ss_tot > 0, 1 - (np.where(mask, resid, 0) ** 2).sum(1) / ss_tot, np.nan)
+    return {"chisqr": chisqr, "redchi": redchi, "aic": neg2ll + 2 * n_var,
+            "bic": neg2ll + np.log(b.n) * n_var, "cov": covariance(prob, x, redchi),
+            "r2_steps": r2, "resid": resid,
+            "finite": np.isfinite(chisqr) & np.where(mask, np.isfinite(pred), True).all(1)}
 
 
 def quality_flag(bound: str | None, fit: FamilyFit, r2_min: float) -> str:
