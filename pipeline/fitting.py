@@ -472,10 +472,9 @@ def fit_frame(df: pd.DataFrame, cfg: FitConfig = FitConfig(), progress=None) -> 
     series = series_from_frame(df)
     workers = cfg.workers or os.cpu_count() or 1
     size = PARTITION if cfg.engine == "batch" else 8
-    # no more partitions than needed to keep every worker busy
+    # a small wafer still gives every worker a partition
     size = max(1, min(size, -(-len(series) // workers)))
     parts = [series[i:i + size] for i in range(0, len(series), size)]
-    results: list[SeriesFit] = []
     if workers == 1 or len(parts) <= 1:
         done = map(_fit_partition, parts, [cfg] * len(parts))
         results = _collect(done, len(series), progress)
