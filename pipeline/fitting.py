@@ -3,8 +3,10 @@
 For each device series (one device at one pulse width):
 
 1. map the state onto ``g`` in [0, 1] by the data range (``G = lo + span * g``);
-2. fit every family of ``pipeline.devices`` with lmfit on the step map (up and down
-   jointly, shared bounds), from analytic starting values;
+2. fit every family of ``pipeline.devices`` on the step map (up and down jointly,
+   shared bounds), from analytic starting values: with the ``batch`` engine all series
+   of a partition at once (``pipeline.batchfit``, lmfit's results without its per-fit
+   overhead), with the ``lmfit`` engine (the reference) one lmfit fit at a time;
 3. report values and standard errors, chi-square, reduced chi-square, AIC, BIC, R^2 of
    the steps and of the trajectories (each trace re-simulated from its first read);
 4. flag implausible fits (failed, a parameter at its bound, trajectory R^2 below the
