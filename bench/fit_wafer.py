@@ -89,13 +89,13 @@ class PeakMemory:
         while not self._stop.is_set():
             try:
                 total = me.memory_full_info().pss
-            except psutil.Error:
+                for child in me.children(recursive=True):
+                    try:
+                        total += child.memory_full_info().pss
+                    except psutil.Error:  # a worker that just ended
+                        pass
+            except psutil.Error:  # the fit process ended
                 break
-            for child in me.children(recursive=True):
-                try:
-                    total += child.memory_full_info().pss
-                except psutil.Error:
-                    pass
             self.peak = max(self.peak, total)
             self._stop.wait(self.every)
 
