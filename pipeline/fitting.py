@@ -376,7 +376,9 @@ def _choose(prep: _Prepared, rows: list[FamilyFit], cfg: FitConfig) -> SeriesFit
     order = {f: i for i, f in enumerate(cfg.families)}
     ranked = sorted(ok, key=lambda r: (round(getattr(r, cfg.criterion), 3), order[r.family]))
     rank = {r.family: i + 1 for i, r in enumerate(ranked)}
-    fits = tuple(replace(r, rank=rank.get(r.family), chosen=rank.get(r.family) == 1) for r in rows)
+    # residuals serve the noise estimate below; the tables (and workers' replies) drop them
+    fits = tuple(replace(r, rank=rank.get(r.family), chosen=rank.get(r.family) == 1, resid=None)
+                 for r in rows)
     if not ranked:
         reasons = "; ".join(f"{r.family}: {r.flag}" for r in rows)
         return SeriesFit(info, fits, replace(device, flag=f"no acceptable fit ({reasons})"))
@@ -462,9 +464,7 @@ def _fit_partition(series: list[Series], cfg: FitConfig) -> list[SeriesFit]:
             out.append(p)
             continue
         fits = rows.get(id(p)) or _fit_all(p.data, p.ts, cfg, p.weights, p.target)
-        done = _choose(p, fits, cfg)
-        # residuals served the noise estimate; the tables do not carry them back
-        out.append(replace(done, fits=tuple(replace(f, resid=None) for f in done.fits)))
+        out.append(_choose(p, fits, cfg))
     return out
 
 
