@@ -469,9 +469,13 @@ def _fit_partition(series: list[Series], cfg: FitConfig) -> list[SeriesFit]:
 
 
 def fit_frame(df: pd.DataFrame, cfg: FitConfig = FitConfig(), progress=None) -> FitResult:
-    """Fit every device series in canonical rows ``df``, in partitions of ``PARTITION``
-    series spread over ``cfg.workers`` processes; ``progress(done, total)`` after each."""
-    series = series_from_frame(df)
+    """Fit every device series in canonical rows ``df`` (see ``fit_series_list``)."""
+    return fit_series_list(series_from_frame(df), cfg, progress)
+
+
+def fit_series_list(series: list[Series], cfg: FitConfig = FitConfig(), progress=None) -> FitResult:
+    """Fit device series in partitions of ``PARTITION`` series spread over
+    ``cfg.workers`` processes; ``progress(done, total)`` after each partition."""
     workers = cfg.workers or os.cpu_count() or 1
     size = PARTITION if cfg.engine == "batch" else 8
     # a small wafer still gives every worker a partition
