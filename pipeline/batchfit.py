@@ -30,7 +30,7 @@ from types import FunctionType, SimpleNamespace
 
 import numpy as np
 
-from .devices import Data, DeviceModel, family
+from .devices import Data, DeviceModel, family, geometric
 from .devices.neurosim import P_MAX
 from .fitrecords import FamilyFit, FitTarget
 
@@ -99,9 +99,16 @@ min_, max_ = min, max  # the builtins, which add()'s lmfit-style argument names 
 _LIGHT_LMFIT = SimpleNamespace(Parameters=StartValues)
 
 
+def _with_light_lmfit(fn):
+    """``fn`` with the name ``lmfit`` bound to a namespace whose Parameters is StartValues."""
+    return FunctionType(fn.__code__, dict(fn.__globals__, lmfit=_LIGHT_LMFIT), fn.__name__,
+                        fn.__defaults__, fn.__closure__)
+
+
 def _light(cls: type) -> type:
-    """``cls`` with its ``guess`` run against ``StartValues`` in place of lmfit's
-    Parameters (and so are the guesses of families it builds on, e.g. SoftBounds)."""
+    """``cls`` whose ``parameters`` (the one place a family builds lmfit.Parameters)
+    builds StartValues, with its ``guess`` calling light versions of the families it
+    builds on (e.g. SoftBounds)."""
     if cls in _LIGHT:
         return _LIGHT[cls]
     light = _LIGHT[cls] = type(cls.__name__, (cls,), {})
@@ -111,6 +118,7 @@ def _light(cls: type) -> type:
         if isinstance(value, type) and issubclass(value, DeviceModel) and value is not DeviceModel:
             env[name] = _light(value)
     light.guess = FunctionType(guess.__code__, env, guess.__name__, guess.__defaults__, guess.__closure__)
+    light.parameters = _with_light_lmfit(cls.parameters)
     return light
 
 
@@ -389,16 +397,20 @@ def _net(model, x, p):
 
 
 def symmetry_points(model: DeviceModel, p: dict, near: np.ndarray | None = None) -> np.ndarray:
-    """``model.symmetry_point`` for (B,) parameter arrays: closed forms row by row, the
-    shared bracketed root (first sign change on a 401-point grid, then bisection to
+    """``model.symmetry_point`` for (B,) parameter arrays: the closed form of geometric
+    families, else the bracketed root (first sign change on a 401-point grid, then bisection to
     machine precision where the reference calls brentq) for the whole batch at once.
 
     ``near``: (B, 2) brackets to try first (the cell of nearby parameters' root); rows
     whose bracket holds no sign change search the grid."""
     n = len(next(iter(p.values())))
-    if type(model).symmetry_point is not DeviceModel.symmetry_point:
+    if type(model).symmetry_point is not DeviceModel.symmetry_point:  # a family's own rule
         return np.array([model.symmetry_point({k: float(v[i]) for k, v in p.items()})
                          for i in range(n)])
+    with np.errstate(all="ignore"):
+        geo = model.geometric(p)
+        if geo is not None:  # DeviceModel.symmetry_point's closed form, for arrays
+            return np.where(geo[0] + geo[1] > 0, geometric.symmetry_point(*geo), np.nan)
     cols = _columns(p)
     with np.errstate(all="ignore"):
         a, b = np.full(n, np.nan), np.full(n, np.nan)
