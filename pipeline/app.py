@@ -48,7 +48,7 @@ def require_stored(settings: Settings, wafer: str) -> None:
 
 
 def run_fit(settings: Settings, wafer: str, pulse_width_s: float | None = None, *,
-            workers: int = 0, stack: str | None = None, progress=None):
+            workers: int = 0, stack: str | None = None, engine: str = "batch", progress=None):
     """Fit the stored data of a wafer (or one pulse width) and register each pulse
     width's population under ``stack`` (default: publish.DEFAULT_STACK):
     (FitResult, [Registered])."""
@@ -56,7 +56,7 @@ def run_fit(settings: Settings, wafer: str, pulse_width_s: float | None = None, 
     from .publish import DEFAULT_STACK, fit_and_register
 
     return fit_and_register(registry(settings), store(settings), wafer, pulse_width_s,
-                            stack=stack or DEFAULT_STACK, config=FitConfig(workers=workers),
+                            stack=stack or DEFAULT_STACK, config=FitConfig(workers=workers, engine=engine),
                             progress=progress)
 
 

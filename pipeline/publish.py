@@ -87,12 +87,18 @@ def fit_and_register(registry: Registry, store: MeasurementStore, wafer: str,
                      config: FitConfig = FitConfig(), progress=None) -> tuple[FitResult, list[Registered]]:
     """Fit what the store holds for a wafer (or one of its pulse widths) and register it."""
     from .errors import InputError
-    from .fitting import fit_frame
+    from .fitting import fit_series_list
+    from .traces import FRAME_COLUMNS, series_from_frame
 
-    df = store.read(wafer=wafer, pulse_width_s=pulse_width_s)
-    if df.empty:
+    widths = ([pulse_width_s] if pulse_width_s is not None else
+              [pw for w, pw in store.partitions() if w == wafer])
+    series = []
+    for pw in widths:  # one pulse width at a time: a wafer's rows never all sit in memory
+        series += series_from_frame(store.read(wafer=wafer, pulse_width_s=pw, columns=FRAME_COLUMNS))
+    if not series:
         raise InputError(f"no stored data for wafer {wafer!r}"
                          + (f" at pulse width {pulse_width_s:g} s" if pulse_width_s else "")
                          + f" in {store.root} (ingest first)")
-    result = fit_frame(df, config, progress=progress)
+    series.sort(key=lambda s: s.key)  # the order series_from_frame gives a whole wafer
+    result = fit_series_list(series, config, progress=progress)
     return result, register_fit(registry, result, store=store, stack=stack, config=config)

@@ -78,7 +78,7 @@ def fit(args) -> int:
 
     out = _output(args)
     result, registered = app.run_fit(_settings(args), args.wafer, args.pulse_width,
-                                     workers=args.workers, stack=args.stack,
+                                     workers=args.workers, stack=args.stack, engine=args.engine,
                                      progress=Progress("fit", out.silent))
     if args.out:
         result.save(Path(args.out))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from . import commands
+from ..fitrecords import ENGINES
 from ..simulation.catalog import algorithm_names
 
 
@@ -76,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wafer", required=True)
     p.add_argument("--pulse-width", type=float, help="only this pulse width (seconds)")
     p.add_argument("--workers", type=int, default=0, help="processes (default: one per core)")
+    p.add_argument("--engine", choices=ENGINES, default=ENGINES[0],
+                   help="step-map fits: all series of a partition at once (batch, default) "
+                        "or one lmfit fit per series and family (the reference)")
     p.add_argument("--out", help="also save the full fit tables (parquet) to this folder")
     p.add_argument("--stack", default="hzo", help="material/stack part of model names (default hzo)")
     p.set_defaults(func=commands.fit)
