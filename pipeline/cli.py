@@ -207,9 +207,19 @@ def cmd_models(args) -> int:
     elif action == "tag":
         reg.add_tag(args.ref, args.name)
         _out(args, f"tagged {reg.resolve(args.ref)} with {args.name}", {"tag": args.name})
+    elif action == "import":
+        from .importer import import_model
+
+        done = [import_model(reg, path) for path in args.files]
+        human = "\n".join(f"{d.ref} ({'new' if d.created else 'unchanged'}): {d.model.family}, "
+                          f"{format_seconds(d.model.pulse_width_s)}, imported from {d.model.citation}"
+                          for d in done)
+        _out(args, human, [{"ref": str(d.ref), "created": d.created, "file": str(d.model.path),
+                            "citation": d.model.citation} for d in done])
     elif action == "lineage":
         lin = reg.lineage(args.ref)
-        human = (f"{lin['ref']}\n  fit config {lin['fit_config_hash']}, code {lin['code_version']}\n"
+        human = (f"{lin['ref']}" + (f" ({lin['description']})" if lin["description"] else "")
+                 + f"\n  fit config {lin['fit_config_hash']}, code {lin['code_version']}\n"
                  f"  raw files ({len(lin['raw_files'])}):\n"
                  + "\n".join(f"    {r['file_name']}  {r['sha256']}" for r in lin["raw_files"])
                  + f"\n  simulation runs ({len(lin['runs'])}):\n"
@@ -544,7 +554,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "  ferroflow models list\n  ferroflow models show hzo-W01-20ns\n"
                               "  ferroflow models search --wafer W01 --pulse-width-max 1e-6\n"
                               "  ferroflow models alias hzo-W01-20ns@1 production\n"
-                              "  ferroflow models lineage hzo-W01-20ns@production")
+                              "  ferroflow models lineage hzo-W01-20ns@production\n"
+                              "  ferroflow models import pipeline/published/garg2025_20ns.toml")
     models = p.add_subparsers(dest="action", required=True)
     for action, helptext, example in (
             ("list", "latest version of every model", "ferroflow models list --json"),
@@ -556,7 +567,9 @@ def build_parser() -> argparse.ArgumentParser:
              "ferroflow models alias hzo-W01-20ns@1 production"),
             ("tag", "add a tag to a version", "ferroflow models tag hzo-W01-20ns@1 reviewed"),
             ("lineage", "raw files upstream, simulation runs downstream",
-             "ferroflow models lineage hzo-W01-20ns@production")):
+             "ferroflow models lineage hzo-W01-20ns@production"),
+            ("import", "register models from published parameters (TOML files)",
+             "ferroflow models import pipeline/published/garg2025_20ns.toml")):
         q = models.add_parser(action, help=helptext, description=helptext, formatter_class=fmt,
                               epilog=f"example:\n  {example}")
         _common(q)
@@ -567,6 +580,8 @@ def build_parser() -> argparse.ArgumentParser:
             q.add_argument("name", help="alias or tag")
         if action == "alias":
             q.add_argument("--remove", action="store_true")
+        if action == "import":
+            q.add_argument("files", nargs="+", help="parameter files (see pipeline/importer.py)")
         if action == "search":
             q.add_argument("--wafer")
             q.add_argument("--pulse-width-min", type=float)
