@@ -35,7 +35,7 @@ class SweepPlan:
         """Runs that can share tensors: same algorithm, shift and model family."""
         groups: dict[tuple, list[RunSpec]] = {}
         for r in self.runs:
-            key = (r.algorithm, r.shift, r.device.family if r.device else None)
+            key = (r.algorithm, r.shift, r.shift_layers, r.device.family if r.device else None)
             groups.setdefault(key, []).append(r)
         return list(groups.values())
 

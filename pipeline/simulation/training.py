@@ -61,6 +61,7 @@ class RunSpec:
     seed: int
     device: DeviceSpec | None = None   # None for fp
     shift: bool = False
+    shift_layers: tuple[int, ...] | None = None  # with shift: only these layers (None: all)
 
     def __post_init__(self):
         if self.algorithm not in ALGORITHMS:
@@ -72,11 +73,19 @@ class RunSpec:
 
     @property
     def label(self) -> str:
-        return self.algorithm + ("+sp-shift" if self.shift else "")
+        if not self.shift:
+            return self.algorithm
+        only = "" if self.shift_layers is None else "(l" + ",".join(map(str, self.shift_layers)) + ")"
+        return f"{self.algorithm}+sp-shift{only}"
+
+    def shifts(self, layer: int) -> bool:
+        return self.shift and (self.shift_layers is None or layer in self.shift_layers)
 
     def run_id(self, cfg: TrainConfig, dataset: str) -> str:
         doc = {"ref": self.device.ref if self.device else None, "algorithm": self.algorithm,
                "shift": self.shift, "seed": self.seed, "config": cfg.hash(), "data": dataset}
+        if self.shift_layers is not None:  # absent otherwise: earlier run ids stay valid
+            doc["shift_layers"] = list(self.shift_layers)
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -124,7 +133,7 @@ class Batch:
 
     def __init__(self, runs: list[RunSpec], data: Dataset, cfg: TrainConfig):
         algos = {r.algorithm for r in runs}
-        if len(algos) != 1 or len({r.shift for r in runs}) != 1:
+        if len(algos) != 1 or len({(r.shift, r.shift_layers) for r in runs}) != 1:
             raise ValueError("a batch holds runs of one algorithm and one shift setting")
         self.runs, self.data, self.cfg = runs, data, cfg
         self.algorithm = algos.pop()
@@ -139,8 +148,8 @@ class Batch:
             self.layers = []
         else:
             specs = [r.device for r in runs]
-            self.layers = [DeviceLayer(specs, tuple(w.shape[1:]), seeds, runs[0].shift, w, cfg.d2d,
-                                       cfg.weight_range) for w in w0]
+            self.layers = [DeviceLayer(specs, tuple(w.shape[1:]), seeds, runs[0].shifts(i), w, cfg.d2d,
+                                       cfg.weight_range) for i, w in enumerate(w0)]
             self.crossbars = Crossbars(self.layers)
             self.trains = PulseTrains(self.layers, cfg.lr, cfg.bl)
             self.chi = [torch.zeros_like(w) for w in w0]
