@@ -8,10 +8,9 @@ import shutil
 
 import pytest
 
-from pipeline.importer import import_model, published_files
 from pipeline.registry import Registry
 from pipeline.report import write_report
-from pipeline.simulation import TrainConfig, simulate_refs
+from pipeline.reproduce import reproduce, save
 from pipeline.store import MeasurementStore
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -24,9 +23,7 @@ FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 def report(tmp_path_factory):
     root = tmp_path_factory.mktemp("browser")
     registry = Registry(root / "models")
-    refs = [str(import_model(registry, p).ref) for p in published_files()]
-    simulate_refs(registry, refs, (("fp", False), ("analog-sgd", False), ("analog-sgd", True)),
-                  seeds=(0,), cfg=TrainConfig(epochs=1, hidden=(16,)))
+    save(reproduce(registry, seeds=1, epochs=1, dataset="digits"), registry)
     return write_report(MeasurementStore(root / "store"), registry, "garg2025", root / "out")
 
 
@@ -73,5 +70,9 @@ def test_report_page_in_headless_chromium(report, browser):
         rows = table.find_elements("css selector", "tbody tr")
         assert len(rows) == len(df) and all(r.is_displayed() for r in rows), name
         assert table.size["height"] > 20 * len(df), name
+    verdicts = browser.find_elements("css selector", "#reproduction-garg2025 + p + ol li")
+    assert len(verdicts) == 3 and all(v.is_displayed() for v in verdicts)
+    link = browser.find_element("link text", "verdicts.md").get_attribute("href")
+    assert link == (report.reproductions[0]["folder"] / "verdicts.md").as_uri()
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert errors == [], errors
