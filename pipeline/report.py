@@ -41,7 +41,7 @@ from .devices import family as get_family
 from .errors import InputError
 from .registry import ModelVersion, Registry
 from .reproduce import explanations, run_table
-from .simulation.sweep import summarize, sweep_table
+from .simulation.sweep import mean_curve_epochs, summarize, sweep_table
 from .store import MeasurementStore
 from .traces import series_from_frame, step_map, traces
 from .units import format_seconds
@@ -84,7 +84,7 @@ def write_report(store: MeasurementStore, registry: Registry, wafer: str, out: s
     if not epochs.empty:
         say("report: simulation figures")
         summary = summarize(epochs)
-        table = sweep_table(summary)
+        table = sweep_table(summary, epochs)
         report.tables["simulation"] = table
         report.figures["accuracy"] = _save(accuracy_figure(epochs), out / "accuracy.png")
         report.figures["pulses"] = _save(pulses_figure(table), out / "pulses.png")
@@ -280,20 +280,26 @@ def accuracy_figure(epochs: pd.DataFrame) -> Figure:
     mean = epochs.groupby(["pulse_width_s", "label", "epoch"], dropna=False).test_accuracy.mean()
     widths = sorted(w for w in epochs.pulse_width_s.dropna().unique())
     fig = Figure(figsize=(3.6 * max(len(widths), 1), 3.6), layout="constrained")
-    fig.suptitle("test accuracy vs epoch (mean over seeds; FP dashed as the reference)")
+    fig.suptitle("test accuracy vs epoch (mean over seeds; FP dashed as the reference; legend: "
+                 "epoch at which the mean reaches the dotted target)")
     fp = epochs[epochs.algorithm == "fp"].groupby("epoch").test_accuracy.mean()
+    target = float(epochs.target_accuracy.iloc[0])
+    crossing = mean_curve_epochs(epochs).set_index(["pulse_width_s", "label"]).epochs_to_target
     for k, w in enumerate(widths, 1):
         ax = fig.add_subplot(1, len(widths), k)
+        ax.axhline(target, color="grey", ls=":", lw=1)
         for label, df in mean.xs(w, level="pulse_width_s").groupby(level="label"):
-            ax.plot(df.index.get_level_values("epoch"), df.to_numpy(), "o-", ms=3, label=label)
+            hit = crossing.get((w, label), np.nan)
+            reach = f"epoch {hit:.0f}" if hit == hit else "never"
+            ax.plot(df.index.get_level_values("epoch"), df.to_numpy(), "o-", ms=3,
+                    label=f"{label} ({reach})")
         if len(fp):
             ax.plot(fp.index, fp.to_numpy(), "k--", lw=1, label="fp")
         ax.set_title(format_seconds(w))
         ax.set_xlabel("epoch")
         ax.set_ylabel("test accuracy")
         ax.set_ylim(0, 1)
-        if k == 1:
-            ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="lower right")  # each width: its own epochs to target
     return fig
 
 

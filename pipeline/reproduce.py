@@ -28,6 +28,7 @@ import pandas as pd
 from .importer import import_model, published_file
 from .registry import Registry
 from .simulation import DEFAULT_VARIANTS, TrainConfig, simulate_refs
+from .simulation.sweep import mean_curve_epochs
 from .units import format_seconds
 
 GARG2025 = ("garg2025_20ns", "garg2025_200ns", "garg2025_20us")
@@ -87,8 +88,6 @@ def run_table(rows: pd.DataFrame) -> pd.DataFrame:
         last = int(df.epoch.max())
         target = float(df.target_accuracy.iloc[0])
         final = df[df.epoch == last]
-        curve = df.groupby("epoch").test_accuracy.mean()
-        crossed = curve.index[curve >= target]
         seeds = per_seed_epochs(df, target, last)
         reached = seeds <= last
         hit_rows = [run[run.test_accuracy >= target].iloc[0] for _, run in df.groupby("seed")
@@ -96,7 +95,7 @@ def run_table(rows: pd.DataFrame) -> pd.DataFrame:
         row = {"pulse_width_s": pw, "label": label, "seeds": int(final.seed.nunique()),
                "epochs": last, "target": target,
                "acc_mean": final.test_accuracy.mean(), "acc_sd": final.test_accuracy.std(ddof=1),
-               "epochs_to_target": int(crossed[0]) if len(crossed) else np.nan,
+               "epochs_to_target": mean_curve_epochs(df).epochs_to_target.iloc[0],
                "seed_epochs_mean": seeds.mean(), "seed_epochs_sd": seeds.std(ddof=1) if len(seeds) > 1 else 0.0,
                "reached": int(reached.sum()),
                "pulses_to_target": float(np.mean([r.pulses_total for r in hit_rows])) if hit_rows else np.nan,
