@@ -38,6 +38,7 @@ def test_noise_free_pulses_follow_the_closed_form_response():
     assert layer.pulses_up.item() == 40 and layer.pulses_down.item() == 40
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("c2c", [0.0, 0.2])
 def test_balanced_random_pulses_settle_at_the_symmetry_point(c2c):
     layer = DeviceLayer([spec_for("softbounds", SB, c2c)], (16, 16), [1], False,
@@ -52,6 +53,7 @@ def test_balanced_random_pulses_settle_at_the_symmetry_point(c2c):
     assert torch.allclose(shifted.g_ref, torch.full_like(shifted.g_ref, sp), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_every_family_trains_in_the_simulator(sample_fit):
     data = load_digits()
     params = sample_fit.params
@@ -101,6 +103,7 @@ def test_sweep_results_claims_and_lineage(sample_registry):
     assert (epochs.groupby("run_id").energy_j.apply(lambda e: e.is_monotonic_increasing)).all()
 
 
+@pytest.mark.slow
 def test_same_seed_same_results(sample_registry):
     data = load_digits()
     spec = DeviceSpec.from_version(sample_registry.load("hzo-W01-2us"))
@@ -134,6 +137,7 @@ def test_mnist_from_local_files(tmp_path):
     assert d2.n_classes <= 10
 
 
+@pytest.mark.slow
 def test_pulse_trains_give_the_sgd_update_in_expectation():
     """E[signed count] = -lr x_i delta_j / dw_min for every device of every layer."""
     from types import SimpleNamespace
