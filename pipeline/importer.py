@@ -49,6 +49,7 @@ import pandas as pd
 from .devices import Data, DeviceModel, family as get_family
 from .energy import EnergyConstants, pulse_energy
 from .errors import InputError
+from .fitrecords import DeviceFit, FamilyFit
 from .publish import DEFAULT_STACK
 from .registry import Ref, Registry, model_name
 
@@ -292,7 +293,13 @@ def version_tables(m: Published):
            "sp_norm": (sp - lo) / (hi - lo), "sp_norm_err": np.nan,
            "sp_state": m.gmin + span_state * sp, "gmin_state": m.gmin + span_state * lo,
            "gmax_state": m.gmin + span_state * hi}
-    devices = pd.DataFrame([row])
+    # the columns and order publish.version_tables gives a fitted version
+    columns = (["wafer", "die", "device", "pulse_width_s"]
+               + [("chosen_family" if c == "family" else c) for c in DeviceFit.REGISTRY_COLUMNS]
+               + list(FamilyFit.REGISTRY_COLUMNS) + [f"p_{k}" for k in m.params]
+               + [f"e_{k}" for k in m.params]
+               + ["sp_norm", "sp_norm_err", "sp_state", "gmin_state", "gmax_state"])
+    devices = pd.DataFrame([row])[columns]
     extra = {"sp_g": sp, "sp_norm": row["sp_norm"], "c2c_rel": m.c2c_rel,
              "energy_per_pulse_j": m.energy_per_pulse_j, "norm_lo": m.gmin, "norm_span": span_state}
     if m.state_unit == "S":
