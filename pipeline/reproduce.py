@@ -175,14 +175,19 @@ def claim_pulse_width(table: pd.DataFrame, label: str = "mixed-precision") -> Cl
     return c
 
 
+def accuracy_gains(table: pd.DataFrame, better: str, worse: str):
+    """Per pulse width holding both labels: (width, row better, row worse, difference of
+    final accuracy, its standard error, its sign beyond noise)."""
+    for w in _widths(table):
+        a, b = _get(table, w, better), _get(table, w, worse)
+        if a is not None and b is not None:
+            yield (w, a, b, *compare(a.acc_mean, a.acc_sd, b.acc_mean, b.acc_sd, int(a.seeds)))
+
+
 def claim_sgd_vs_mp(table: pd.DataFrame) -> Claim:
     c = Claim("Plain analog SGD reaches lower accuracy than mixed-precision SGD", NOISE)
     signs = []
-    for w in _widths(table):
-        sgd, mp = _get(table, w, "analog-sgd"), _get(table, w, "mixed-precision")
-        if sgd is None or mp is None:
-            continue
-        diff, se, sign = compare(mp.acc_mean, mp.acc_sd, sgd.acc_mean, sgd.acc_sd, int(mp.seeds))
+    for w, mp, sgd, diff, se, sign in accuracy_gains(table, "mixed-precision", "analog-sgd"):
         signs.append(sign)
         c.evidence.append(f"{format_seconds(w)}: mixed precision {mp.acc_mean:.3f}±{mp.acc_sd:.3f}, "
                           f"analog SGD {sgd.acc_mean:.3f}±{sgd.acc_sd:.3f} (difference {diff:+.3f}±{se:.3f})")
@@ -193,14 +198,9 @@ def claim_sgd_vs_mp(table: pd.DataFrame) -> Claim:
 def claim_shifting(table: pd.DataFrame) -> Claim:
     c = Claim("Symmetry-point shifting restores the accuracy of plain analog SGD", NOISE)
     signs = []
-    for w in _widths(table):
-        plain, shifted = _get(table, w, "analog-sgd"), _get(table, w, "analog-sgd+sp-shift")
-        mp = _get(table, w, "mixed-precision")
-        if plain is None or shifted is None:
-            continue
-        diff, se, sign = compare(shifted.acc_mean, shifted.acc_sd, plain.acc_mean, plain.acc_sd,
-                                 int(plain.seeds))
+    for w, shifted, plain, diff, se, sign in accuracy_gains(table, "analog-sgd+sp-shift", "analog-sgd"):
         signs.append(sign)
+        mp = _get(table, w, "mixed-precision")
         gap = f", gap to mixed precision {mp.acc_mean - shifted.acc_mean:+.3f}" if mp is not None else ""
         c.evidence.append(f"{format_seconds(w)}: analog SGD {plain.acc_mean:.3f}±{plain.acc_sd:.3f} -> "
                           f"{shifted.acc_mean:.3f}±{shifted.acc_sd:.3f} with shifting "
@@ -211,13 +211,10 @@ def claim_shifting(table: pd.DataFrame) -> Claim:
 
 def explanations(table: pd.DataFrame) -> list[str]:
     """Per pulse width: why shifting helped plain SGD or not (diagnostics.py)."""
+    if "sp_offset_l0" not in table:
+        return []
     out = []
-    for w in _widths(table):
-        plain, shifted = _get(table, w, "analog-sgd"), _get(table, w, "analog-sgd+sp-shift")
-        if plain is None or shifted is None or "sp_offset_l0" not in table:
-            continue
-        diff, se, sign = compare(shifted.acc_mean, shifted.acc_sd, plain.acc_mean, plain.acc_sd,
-                                 int(plain.seeds))
+    for w, shifted, plain, diff, se, sign in accuracy_gains(table, "analog-sgd+sp-shift", "analog-sgd"):
         off = plain.sp_offset_l0
         side = "above" if off > 0 else "below"
         pushed = "toward 1 (saturated high)" if off > 0 else "toward 0 (saturated low)"
