@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.devices import FAMILIES, family
+from pipeline.devices import FAMILIES, Data, family
 from pipeline.fitrecords import (DeviceFit, FamilyFit, FitTarget, PopulationStat, SeriesInfo,
                                  columns)
 from pipeline.fitting import FitConfig, fit_frame, fit_series, fit_traces
@@ -145,13 +145,11 @@ def test_closed_form_response_matches_stepping():
 
 
 def test_symmetry_points_closed_form_agree_with_root_finding():
-    from pipeline.devices.base import DeviceModel
-
     for name, p in (("softbounds", {"k_p": 0.02, "k_d": 0.05, "b_hi": 1.1, "b_lo": -0.1}),
                     ("neurosim", {"A_p": 40.0, "A_d": 15.0, "Gmin": 0.0, "Gmax": 1.0})):
         m = family(name)
         closed = m.symmetry_point(p)
-        root = DeviceModel.symmetry_point(m, p)
+        root = m.root_symmetry_point(p)
         assert closed == pytest.approx(root, abs=1e-9)
         assert m.step(np.array([closed]), np.array([True]), **p)[0] == pytest.approx(
             -m.step(np.array([closed]), np.array([False]), **p)[0], rel=1e-9)
@@ -176,6 +174,21 @@ def test_trace_fits_equal_lmfit_on_each_trace(sample_frame):
         b = r.params["b_hi" if t.up else "b_lo"].value
         assert row.k == pytest.approx(k, rel=1e-5) and row.b == pytest.approx(b, rel=1e-5)
         assert row.k_err == pytest.approx(r.params["k_p" if t.up else "k_d"].stderr, rel=1e-3)
+
+
+def test_guess_bounds_come_from_the_declared_parameters():
+    rng = np.random.default_rng(0)
+    g = rng.uniform(0, 1, 100)
+    up = rng.uniform(size=100) < 0.5
+    data = Data(g, np.where(up, 0.03 * (1 - g), -0.04 * g), up)
+    for name, model in FAMILIES.items():
+        params = model.guess(data)
+        assert tuple(params) == model.param_names
+        for spec in model.params:
+            p = params[spec.name]
+            assert p.vary == spec.fitted and spec.unit and spec.doc
+            if spec.fitted:  # data-dependent bounds only narrow the declared ones
+                assert spec.lo <= p.min < p.max <= spec.hi, (name, spec)
 
 
 @pytest.mark.parametrize("kwargs,named", [

@@ -54,20 +54,20 @@ def saturation(hidden: list[torch.Tensor], activation: str) -> list[tuple[np.nda
 
 def layer_offsets(batch) -> list[np.ndarray]:
     """SP offsets of a batch (fixed during training: computed once); NaN for FP."""
-    if batch.layers:
-        return sp_offsets(batch.layers)
+    if batch.algorithm.analog:
+        return sp_offsets(batch.algorithm.layers)
     return [np.full(len(batch.runs), np.nan)] * (len(batch.sizes) - 1)
 
 
 def epoch_diagnostics(batch, offsets: list[np.ndarray]) -> dict[str, np.ndarray]:
     """The module docstring's columns for every run of a batch, now."""
-    weights = batch.weights()
+    weights = batch.algorithm.weights()
     r = len(batch.runs)
     out = {}
     for i, (w, off) in enumerate(zip(weights, offsets)):
         out[f"sp_offset_l{i}"] = off
         out[f"mean_w_l{i}"] = w.mean(dim=(1, 2)).double().numpy()
-    acts = batch.forward(batch.x_test.expand(r, *batch.x_test.shape), weights)
+    acts = batch.forward(batch.x_test.T.expand(r, *batch.x_test.T.shape), weights)  # samples as columns
     for k, (low, high) in enumerate(saturation(acts[1:-1], batch.cfg.activation)):
         out[f"sat_low_h{k}"] = low
         out[f"sat_high_h{k}"] = high
