@@ -67,3 +67,20 @@ def test_a_target_never_reached_by_the_mean_is_never():
     table = run_table(rows(lambda w, label, seed, epoch: 0.85 + noise(seed) + 0.06 * (seed == 4)))
     assert table.epochs_to_target.isna().all() and (table.reached == 1).all()
     assert table.seed_epochs_mean.to_numpy() == pytest.approx(np.full(len(table), (1 + 4 * 5) / 5))
+
+
+@pytest.mark.slow
+def test_reproduce_command_imports_runs_and_saves(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "pipeline.cli", "reproduce", "garg2025", "--seeds", "1",
+                          "--epochs", "1", "--dataset", "digits", "--json"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["settings"]["refs"] == ["hzo-garg2025-20ns@1", "hzo-garg2025-200ns@1", "hzo-garg2025-20us@1"]
+    assert [c["verdict"] in (HOLDS, FAILS, NOISE) for c in doc["claims"]] == [True] * 3
+    assert len(doc["table"]) == 13 and len(doc["explanations"]) == 3  # FP + 3 widths x 4 analog
+    saved = json.loads((tmp_path / "models" / "reproductions" / "garg2025" / "claims.json").read_text())
+    assert saved["claims"] == doc["claims"]
