@@ -8,7 +8,7 @@ with a record but are not table columns. Adding a metric is adding a field.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import ClassVar
 
 import numpy as np
@@ -18,7 +18,7 @@ NAN = float("nan")
 _HIDDEN = {"column": False}
 
 
-class FitTarget(str, Enum):
+class FitTarget(StrEnum):
     """What lmfit fits: the step map, or the trajectories (read-noise dominated)."""
 
     STEPS = "steps"
