@@ -54,7 +54,9 @@ def saturation(hidden: list[torch.Tensor], activation: str) -> list[tuple[np.nda
 
 def layer_offsets(batch) -> list[np.ndarray]:
     """SP offsets of a batch (fixed during training: computed once); NaN for FP."""
-    if batch.algorithm.analog:
+    from .algorithms import Analog
+
+    if isinstance(batch.algorithm, Analog):
         return sp_offsets(batch.algorithm.layers)
     return [np.full(len(batch.runs), np.nan)] * (len(batch.sizes) - 1)
 
