@@ -141,10 +141,12 @@ def ingest(paths: list[str | Path], store: MeasurementStore, quarantine_dir: Pat
            mapping: Mapping | None = None, trace: TraceOptions | None = None,
            move_from: Path | None = None, processed_dir: Path | None = None,
            batch_rows: int = 1_000_000, workers: int = 2, big_file_bytes: int = BIG_FILE_BYTES,
-           progress=None) -> IngestReport:
+           overrides: dict[str, str] | None = None, progress=None) -> IngestReport:
     """Ingest files; see the module docstring. ``progress(done, total)`` per file.
 
     Files under ``move_from`` (the landing folder) are moved, as described above.
+    ``overrides`` (canonical field -> text, e.g. ``{"die": "X05Y29"}``) replace what
+    every file says (``ferroflow ingest --set``).
     """
     every = discover(paths)
     big = [f for f in every if _is_big(f, big_file_bytes)]
@@ -158,7 +160,7 @@ def ingest(paths: list[str | Path], store: MeasurementStore, quarantine_dir: Pat
     known = store.known_files()  # a cheap first filter; the batch checks again under the lock
     done = 0
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        windows = _read_ahead(files, pool, lambda p: _prepare(p, known, mapping, trace))
+        windows = _read_ahead(files, pool, lambda p: _prepare(p, known, mapping, trace, overrides))
         current = next(windows, None)
         while current is not None:
             settled: list[FileOutcome] = []  # archived once the batch is committed
@@ -185,7 +187,7 @@ def ingest(paths: list[str | Path], store: MeasurementStore, quarantine_dir: Pat
                 report.outcomes.append(outcome)
                 _archive(Path(outcome.path), moved(Path(outcome.path)), processed_dir)
     for path in big:
-        outcome, partitions = _ingest_big(path, store, known, mapping)
+        outcome, partitions = _ingest_big(path, store, known, mapping, overrides)
         report.outcomes.append(outcome)
         report.partitions.update(partitions)
         if outcome.status == "quarantined":
@@ -207,7 +209,7 @@ def _is_big(path: Path, limit: int) -> bool:
         return False
 
 
-def _ingest_big(path: Path, store: MeasurementStore, known: set[str], mapping):
+def _ingest_big(path: Path, store: MeasurementStore, known: set[str], mapping, overrides=None):
     """Stream one big file into a commit of its own: (outcome, partitions)."""
     sha = None
     try:
@@ -218,7 +220,7 @@ def _ingest_big(path: Path, store: MeasurementStore, known: set[str], mapping):
         checker = StreamValidator(str(path))
 
         def blocks():
-            for table in iter_blocks(path, sha, mapping):
+            for table in iter_blocks(path, sha, mapping, overrides=overrides):
                 yield checker.check(table)
             checker.finish()
 
@@ -276,7 +278,7 @@ def _validate_window(paths: list[Path], results: list) -> None:
             results[i] = outcome
 
 
-def _prepare(path: Path, known: set[str], mapping, trace):
+def _prepare(path: Path, known: set[str], mapping, trace, overrides=None):
     """Pending (not yet validated) rows of a new file, the SHA-256 of a known one, or
     the InputError."""
     try:
@@ -288,7 +290,7 @@ def _prepare(path: Path, known: set[str], mapping, trace):
     if raw.sha256 in known:
         return raw.sha256
     try:
-        table = read_raw(raw, mapping, trace)
+        table = read_raw(raw, mapping, trace, overrides)
         _check_unchanged(path, raw.size_on_disk)
     except InputError as exc:
         err = exc.located(str(path))
