@@ -59,8 +59,9 @@ def _out(args, human: str, machine: dict) -> None:
 def cmd_generate(args) -> int:
     from .generator import GeneratorConfig, generate_wafer
 
-    cfg = GeneratorConfig(wafer=args.wafer, seed=args.seed, dies_x=args.dies, dies_y=args.dies,
-                          devices_per_die=args.devices, cycles=args.cycles)
+    given = {k: v for k, v in (("devices_per_die", args.devices), ("cycles", args.cycles)) if v}
+    make = GeneratorConfig.staircase if args.protocol == "staircase" else GeneratorConfig
+    cfg = make(wafer=args.wafer, seed=args.seed, dies_x=args.dies, dies_y=args.dies, **given)
     result = generate_wafer(cfg, Path(args.out), fmt=args.format,
                             progress=Progress("generate", args.quiet))
     _out(args, f"wrote {len(result.files)} files for wafer {args.wafer} to {args.out} "
@@ -82,7 +83,7 @@ def _trace_options(args):
 
 
 def run_ingest(settings: Settings, paths, *, incoming: bool, mapping=None, trace=None,
-               quiet=False, min_age_s: float = 5.0):
+               quiet=False, min_age_s: float = 5.0, overrides=None):
     from .ingest import ingest, ready_files
     from .readers import load_mapping
     from .store import MeasurementStore
@@ -92,16 +93,36 @@ def run_ingest(settings: Settings, paths, *, incoming: bool, mapping=None, trace
     return ingest(paths, MeasurementStore(settings.store), settings.quarantine,
                   mapping=load_mapping(mapping) if mapping else None, trace=trace,
                   move_from=settings.incoming, processed_dir=settings.processed,
-                  progress=Progress("ingest", quiet))
+                  overrides=overrides, progress=Progress("ingest", quiet))
+
+
+def _overrides(pairs) -> dict[str, str]:
+    out = {}
+    for pair in pairs or ():
+        field, sep, value = pair.partition("=")
+        if not sep or not field.strip():
+            raise InputError(f"--set takes FIELD=VALUE (e.g. die=X05Y29), got {pair!r}")
+        out[field.strip()] = value.strip()
+    return out
 
 
 def cmd_ingest(args) -> int:
+    from .ingest import ingest_ltp_ltd
+    from .store import MeasurementStore
+
     settings = _settings(args)
-    if not args.paths and not args.incoming:
+    if args.ltp or args.ltd:
+        trace = _trace_options(args)
+        if trace is None:
+            raise InputError("--ltp/--ltd traces need --wafer, --device and --pulse-width")
+        report = ingest_ltp_ltd(args.ltp, args.ltd, MeasurementStore(settings.store),
+                                settings.quarantine, trace, overrides=_overrides(args.set))
+    elif not args.paths and not args.incoming:
         raise InputError("give files or folders to ingest, or --incoming")
-    report = run_ingest(settings, args.paths, incoming=args.incoming, mapping=args.mapping,
-                        trace=_trace_options(args), quiet=args.quiet or args.json,
-                        min_age_s=args.min_age)
+    else:
+        report = run_ingest(settings, args.paths, incoming=args.incoming, mapping=args.mapping,
+                            trace=_trace_options(args), quiet=args.quiet or args.json,
+                            min_age_s=args.min_age, overrides=_overrides(args.set))
     if not args.json and not args.quiet:
         for o in report.outcomes:
             if o.status == "quarantined":
@@ -153,14 +174,25 @@ def cmd_fit(args) -> int:
                                  args.quiet or args.json, args.stack)
     if args.out:
         result.save(Path(args.out))
-    flagged = int(result.devices["family"].isna().sum())
+    bad = result.devices[result.devices["family"].isna()]
+    flags = [{"wafer": r.wafer, "die": r.die, "device": r.device, "pulse_width_s": r.pulse_width_s,
+              "flag": r.flag} for r in bad.itertuples()]
     refs = [f"{r.ref} ({'new' if r.created else 'unchanged'})" for r in registered]
-    machine = {"wafer": args.wafer, "devices": len(result.devices), "flagged": flagged,
-               "registered": [{"ref": str(r.ref), "created": r.created,
-                               "pulse_width_s": r.pulse_width_s} for r in registered],
+    machine = {"wafer": args.wafer, "devices": len(result.devices), "flagged": len(flags),
+               "flags": flags, "registered": [{"ref": str(r.ref), "created": r.created,
+                                               "pulse_width_s": r.pulse_width_s} for r in registered],
                "by_pulse_width": result.population.to_dict(orient="records")}
+    if not (args.json or args.quiet):
+        for f in flags:  # one line per flagged series, before the table
+            print(f"flagged: {f['wafer']}/{f['die']}/{f['device']} at "
+                  f"{format_seconds(f['pulse_width_s'])}: {f['flag']}", file=sys.stderr)
+    if len(flags) == len(result.devices):
+        if args.json:
+            _out(args, "", machine)
+        raise InputError(f"nothing registered: all {len(flags)} device series of wafer "
+                         f"{args.wafer!r} are flagged")
     _out(args, fit_table(result) + "\nregistered: " + ", ".join(refs), machine)
-    return EXIT_PARTIAL if flagged else EXIT_OK
+    return EXIT_PARTIAL if flags else EXIT_OK
 
 
 # --- models ---------------------------------------------------------------------
@@ -436,9 +468,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for the raw files")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--dies", type=int, default=5, help="dies per side of the grid (default 5)")
-    p.add_argument("--devices", type=int, default=2, help="devices per die (default 2)")
-    p.add_argument("--cycles", type=int, default=3)
+    p.add_argument("--devices", type=int, help="devices per die (default 2; staircase 1)")
+    p.add_argument("--cycles", type=int, help="cycles, or staircase loops (default 3; staircase 10)")
     p.add_argument("--format", choices=["instrument", "tidy"], default="instrument")
+    p.add_argument("--protocol", choices=["identical", "staircase"], default="identical",
+                   help="identical-pulse trains, or amplitude staircases in a Keysight "
+                        "B2912B-like layout (see README 'Real instrument files')")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("ingest", help="read, validate and store raw files",
@@ -446,7 +481,10 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="examples:\n  ferroflow ingest raw_measurements/sample\n"
                               "  ferroflow ingest --incoming\n"
                               "  ferroflow ingest trace.csv --wafer GONG --device R1 "
-                              "--pulse-width 1e-6")
+                              "--pulse-width 1e-6\n"
+                              "  ferroflow ingest export.txt --mapping b2912b.toml --set die=X05Y29\n"
+                              "  ferroflow ingest --ltp up.csv --ltd down.csv --wafer PAPER "
+                              "--device D1 --pulse-width 1e-6 --state-unit S")
     _common(p)
     p.add_argument("paths", nargs="*", help="files or folders")
     p.add_argument("--incoming", action="store_true",
@@ -462,6 +500,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--amplitude", type=float, help="for two-column traces: write amplitude, V")
     p.add_argument("--state-unit", default="normalized", choices=["normalized", "S"],
                    help="for two-column traces: unit of the values")
+    p.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                   help="override a field of every file, e.g. --set die=X05Y29 (repeatable)")
+    p.add_argument("--ltp", help="digitised potentiation trace: (pulse, state) pairs")
+    p.add_argument("--ltd", help="digitised depression trace: (pulse, state) pairs")
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("fit", help="fit device-update models to stored data",

@@ -75,8 +75,8 @@ The staircase's ground truth is the symmetry point of its *pooled* step maps, th
 quantity a staircase fit estimates (each step one update, per direction, all loops):
 from the noise-free periodic loop, the expected up and down steps as functions of the
 state before them (each ramp visits each state at one amplitude), and the state in the
-overlap of the two ramps where their magnitudes are equal (``sp_norm``; NaN when they do
-not cross). The staircase defaults describe a junction like the issue's: 0.5 ms pulses,
+overlap of the two ramps where their magnitudes are equal and the net step turns from up
+to down (the stable crossing, where random updates drift; ``sp_norm``; NaN when none). The staircase defaults describe a junction like the issue's: 0.5 ms pulses,
 G about 65-130 nS, ``tau_m(1 V) = 1 ms``, ``V_a = 0.5 V`` (the step about doubles along
 a ramp), imprint 0.1 V.
 """
@@ -298,7 +298,8 @@ def staircase_truth(p: np.ndarray, up: np.ndarray, pulse: np.ndarray) -> dict:
         grid = np.linspace(lo, hi, 2001)
         net = (np.interp(grid, *_sorted(before[ups], ds[ups]))
                + np.interp(grid, *_sorted(before[downs], ds[downs])))
-        cross = np.flatnonzero(np.sign(net[:-1]) * np.sign(net[1:]) <= 0)
+        # the stable crossing: net step up below it, down above it (where updates drift)
+        cross = np.flatnonzero((net[:-1] > 0) & (net[1:] <= 0))
         if len(cross):
             i = cross[0]
             sp = float(grid[i] - net[i] * (grid[i + 1] - grid[i]) / (net[i + 1] - net[i]))

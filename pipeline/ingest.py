@@ -22,7 +22,7 @@ import shutil
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -199,6 +199,20 @@ def ingest(paths: list[str | Path], store: MeasurementStore, quarantine_dir: Pat
             progress(done, len(every))
     order = {str(f): i for i, f in enumerate(every)}
     report.outcomes.sort(key=lambda o: order.get(o.path, 0))
+    return report
+
+
+def ingest_ltp_ltd(ltp: str | Path | None, ltd: str | Path | None, store: MeasurementStore,
+                   quarantine_dir: Path, trace: TraceOptions, **kwargs) -> IngestReport:
+    """A device's digitised LTP (up, cycle 1) and LTD (down, cycle 2) files
+    (``readers.digitised``); ``kwargs`` as for ``ingest``."""
+    report = IngestReport()
+    for path, direction in ((ltp, "up"), (ltd, "down")):
+        if path is not None:
+            part = ingest([path], store, quarantine_dir, trace=replace(trace, direction=direction),
+                          **kwargs)
+            report.outcomes += part.outcomes
+            report.partitions |= part.partitions
     return report
 
 
