@@ -91,6 +91,17 @@ def test_issue_mapping_ingests_the_staircase_export_unchanged(tmp_path, issue_ma
     assert (t["source_row"] == np.arange(15, 475)).all()
 
 
+def test_shipped_b2912b_mapping_is_the_issue_mapping():
+    import tomllib
+    from dataclasses import replace
+
+    from pipeline.readers.mapping import MAPPINGS_DIR
+
+    shipped = load_mapping(MAPPINGS_DIR / "b2912b_staircase.toml")
+    issue = parse_mapping(tomllib.loads(ISSUE_MAPPING), name=shipped.name)
+    assert replace(shipped, source="") == replace(issue, source="")
+
+
 def test_cli_ingest_with_set_overrides_a_header_field(tmp_path, issue_mapping):
     wafer = _staircase(tmp_path)
     r = ferroflow("ingest", wafer.files[0], "--mapping", issue_mapping, "--set", "die=(3, 4)",
