@@ -210,23 +210,38 @@ def test_digitised_traces_round_pulses_and_average_duplicates(tmp_path):
         read_file(bad, trace=opts)
 
 
-def test_cli_ingests_ltp_and_ltd_files_of_different_lengths(tmp_path):
-    rng = np.random.default_rng(0)
-    n_up, n_down = 40, 25
-    g_up = 1e-6 + 1e-6 * (1 - np.exp(-np.arange(1, n_up + 1) / 15))
-    g_down = 1e-6 + 1e-6 * np.exp(-np.arange(1, n_down + 1) / 8)
-    up = _digitised(tmp_path / "up.csv", np.arange(1, n_up + 1) + rng.uniform(-0.3, 0.3, n_up), g_up)
-    down = _digitised(tmp_path / "down.csv", np.arange(1, n_down + 1) + rng.uniform(-0.3, 0.3, n_down),
-                      g_down, header=None)
-    r = ferroflow("ingest", "--ltp", up, "--ltd", down, "--wafer", "PAPER", "--device", "D1",
-                  "--pulse-width", "1e-6", "--state-unit", "S", "--json")
-    assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["stored"] == 2
+def _soft_bounds_trace(g0: float, n: int, rate: float, up: bool) -> np.ndarray:
+    g = [g0]
+    for _ in range(n):
+        g.append(g[-1] + (rate * (1 - g[-1]) if up else -rate * g[-1]))
+    return np.array(g[1:])
+
+
+def test_published_device_from_digitised_ltp_ltd_is_fitted(tmp_path):
+    """LTP 40 points and LTD 25 points of a soft-bounds device (known symmetry point),
+    digitised with +/-0.3 pulse jitter and 0.3 % conductance error."""
+    from pipeline.fitting import FitConfig, fit_frame
     from pipeline.store import MeasurementStore
 
+    rng = np.random.default_rng(1)
+    k_p, k_d = 0.06, 0.12
+    up = _soft_bounds_trace(0.02, 40, k_p, True)
+    down = _soft_bounds_trace(up[-1], 25, k_d, False)
+    files = []
+    for name, g, header in (("up.csv", up, "x,y"), ("down.csv", down, None)):
+        n = len(g)
+        files.append(_digitised(tmp_path / name, np.arange(1, n + 1) + rng.uniform(-0.3, 0.3, n),
+                                (1e-6 + 1e-6 * g) * (1 + 0.003 * rng.standard_normal(n)), header))
+    r = ferroflow("ingest", "--ltp", files[0], "--ltd", files[1], "--wafer", "PAPER", "--device",
+                  "D1", "--pulse-width", "1e-6", "--state-unit", "S", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["stored"] == 2
     df = MeasurementStore(tmp_path / "store").read(wafer="PAPER")
-    assert df.groupby(["cycle", "direction"]).size().to_dict() == {(1, "up"): n_up, (2, "down"): n_down}
-    assert ferroflow("ingest", "--ltp", up).returncode == 1
+    assert df.groupby(["cycle", "direction"]).size().to_dict() == {(1, "up"): 40, (2, "down"): 25}
+    device = fit_frame(df, FitConfig(workers=1)).devices.iloc[0]
+    sp_true = 1e-6 + 1e-6 * k_p / (k_p + k_d)
+    assert device["family"] and abs(device["sp_conductance_s"] - sp_true) < 0.02e-6
+    assert ferroflow("ingest", "--ltp", files[0]).returncode == 1  # no device named
 
 
 def test_staircase_fit_records_protocol_and_amplitude_ranges(tmp_path, issue_mapping):
@@ -267,3 +282,20 @@ def test_fit_with_some_flagged_devices_registers_the_others(tmp_path, issue_mapp
     assert r.returncode == 3, r.stderr
     assert [f["device"] for f in out["flags"]] == ["00-00-D1"]
     assert len(out["registered"]) == 1
+
+
+def test_streamed_staircase_numbers_loops_across_blocks(tmp_path, issue_mapping):
+    from pipeline.readers.stream import iter_blocks, sha256_of
+
+    path = _staircase(tmp_path).files[0]
+    m = load_mapping(issue_mapping)
+    whole = read_file(path, mapping=m).to_pandas()
+    blocks = list(iter_blocks(path, sha256_of(path), m, block_bytes=1500,
+                              overrides={"device": "J1"}))
+    assert len(blocks) > 5
+    streamed = pa.concat_tables(blocks).to_pandas()
+    assert set(streamed["device"]) == {"J1"}
+    pulses = (streamed["direction"] != "read").to_numpy()
+    assert (streamed["cycle"][pulses].to_numpy() == whole["cycle"][pulses].to_numpy()).all()
+    # a read that ends a block joins the loop before it (no look-ahead when streaming)
+    assert (streamed["cycle"] - whole["cycle"]).isin([0, -1]).all()
