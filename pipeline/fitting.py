@@ -43,7 +43,7 @@ from scipy.optimize import nnls
 from .devices import FAMILIES, Data, family
 from .energy import energy_per_pulse
 from .errors import InputError
-from .traces import Series, check_protocol, series_from_frame, step_map, traces
+from .traces import Series, amplitude_ranges, check_protocol, series_from_frame, step_map, traces
 
 SERIES_COLUMNS = ["wafer", "die", "device", "pulse_width_s"]
 READ_DOMINATED = 2.0
@@ -231,7 +231,7 @@ def smooth_start(model, reference: Data) -> lmfit.Parameters:
 
 def fit_family(name: str, data: Data, ts: TraceSet, cfg: FitConfig,
                weights: np.ndarray | None = None, target: str = "steps",
-               reference: Data | None = None) -> dict:
+               reference: Data | None = None, judge: str = "r2_trace") -> dict:
     model = family(name)
     out = {"family": name, "fit_target": target}
     params = model.guess(data) if reference is None else smooth_start(model, reference)
@@ -264,7 +264,7 @@ def fit_family(name: str, data: Data, ts: TraceSet, cfg: FitConfig,
                        else float("nan")) for k in p},
         "resid": resid,
     }
-    row["flag"] = _flag(result, row, cfg) or _wrong_sign(model, p, lo_r, hi_r, data)
+    row["flag"] = _flag(result, row, cfg, judge) or _wrong_sign(model, p, lo_r, hi_r, data)
     return row
 
 
@@ -282,14 +282,17 @@ def _wrong_sign(model, p: dict, lo: float, hi: float, data: Data) -> str:
     return ""
 
 
-def _flag(result, row: dict, cfg: FitConfig) -> str:
+def _flag(result, row: dict, cfg: FitConfig, judge: str = "r2_trace") -> str:
+    """``judge``: the R^2 that must reach ``r2_min``; ``r2_steps`` for staircases, whose
+    trajectories follow the amplitude ramp that a state-only model does not see."""
     if not result.success:
         return f"fit failed: {result.message}"
     bound = _at_bound(result.params)
     if bound:
         return f"parameter {bound} at its bound"
-    if not np.isfinite(row["r2_trace"]) or row["r2_trace"] < cfg.r2_min:
-        return f"trajectory R^2 {row['r2_trace']:.3f} below {cfg.r2_min}"
+    if not np.isfinite(row[judge]) or row[judge] < cfg.r2_min:
+        what = "trajectory" if judge == "r2_trace" else "step"
+        return f"{what} R^2 {row[judge]:.3f} below {cfg.r2_min}"
     if not np.isfinite(row["sp_g"]) or not row["range_lo_g"] <= row["sp_g"] <= row["range_hi_g"]:
         return "no symmetry point inside the state range"
     return ""
@@ -323,10 +326,13 @@ def fit_series(s: Series, cfg: FitConfig = FitConfig()) -> dict:
     base = {**key, "die_x": s.die_x, "die_y": s.die_y, "state_unit": s.state_unit}
     lo, hi = float(np.min(s.state)), float(np.max(s.state))
     span = hi - lo
-    energy = energy_per_pulse(s.energy_j if s.energy_j is not None else [np.nan],
-                              s.amplitude, s.state, s.pulse_width_s, s.state_unit, s.area_m2)
-    device = {**base, "n_pulses": int(len(s.state)), "energy_per_pulse_j": energy.energy_j,
-              "energy_source": energy.source, "norm_lo": lo, "norm_span": span}
+    pulsed = s.pulsed  # reads without a pulse cost no write energy
+    energy = energy_per_pulse(s.energy_j[pulsed] if s.energy_j is not None else [np.nan],
+                              s.amplitude[pulsed], s.state[pulsed], s.pulse_width_s,
+                              s.state_unit, s.area_m2)
+    protocol = amplitude_ranges(s)
+    device = {**base, "n_pulses": int(pulsed.sum()), "energy_per_pulse_j": energy.energy_j,
+              "energy_source": energy.source, "norm_lo": lo, "norm_span": span, **protocol}
     sm = step_map(s)
     problem = _series_problem(s, span, sm)
     if problem:
@@ -335,7 +341,9 @@ def fit_series(s: Series, cfg: FitConfig = FitConfig()) -> dict:
     data = Data(g=(sm.g - lo) / span, dg=sm.dg / span, up=sm.up)
     ts = TraceSet.build(traces(s), lo, span)
     weights, target = noise_weights(data)
-    rows = _fit_all(data, ts, cfg, weights, target)
+    # A staircase is fitted as its makers do (each step one update) and judged on its steps.
+    judge = "r2_steps" if protocol["protocol"] == "staircase" else "r2_trace"
+    rows = _fit_all(data, ts, cfg, weights, target, judge)
     fits, params = [], []
     for r in rows:
         fits.append({**base, **{k: v for k, v in r.items() if k not in ("values", "stderr", "resid")}})
@@ -382,11 +390,12 @@ def fit_series(s: Series, cfg: FitConfig = FitConfig()) -> dict:
     return {"fits": fits, "params": params, "device": device}
 
 
-def _fit_all(data: Data, ts: TraceSet, cfg: FitConfig, weights, target: str) -> list[dict]:
+def _fit_all(data: Data, ts: TraceSet, cfg: FitConfig, weights, target: str,
+             judge: str = "r2_trace") -> list[dict]:
     if target == "steps":
-        return [fit_family(f, data, ts, cfg, weights, target) for f in cfg.families]
+        return [fit_family(f, data, ts, cfg, weights, target, judge=judge) for f in cfg.families]
     # Trajectory fits start from the soft-bounds trajectory fit's smooth step map.
-    first = fit_family("softbounds", data, ts, cfg, weights, target)
+    first = fit_family("softbounds", data, ts, cfg, weights, target, judge=judge)
     grid = np.linspace(data.g.min(), data.g.max(), 64)
     ref = None
     if first.get("values"):
@@ -396,7 +405,7 @@ def _fit_all(data: Data, ts: TraceSet, cfg: FitConfig, weights, target: str) -> 
     rows = {"softbounds": first}
     for f in cfg.families:
         if f not in rows:
-            rows[f] = fit_family(f, data, ts, cfg, weights, target, reference=ref)
+            rows[f] = fit_family(f, data, ts, cfg, weights, target, reference=ref, judge=judge)
     return [rows[f] for f in cfg.families]
 
 

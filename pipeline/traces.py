@@ -64,6 +64,7 @@ class Trace:
     amplitude: float
     state_before: float      # read before the first pulse (nan at a cycle start)
     states: np.ndarray       # reads after each pulse
+    rows: np.ndarray | None = None  # positions of its pulses in the series
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,7 @@ def traces(s: Series) -> list[Trace]:
         before = s.state[first - 1] if first > 0 and s.cycle[first - 1] == s.cycle[first] else np.nan
         amplitude = float("nan") if staircase else float(s.amplitude[first])
         out.append(Trace(int(s.cycle[first]), bool(s.up[first]), amplitude, float(before),
-                         s.state[rows[a:b]]))
+                         s.state[rows[a:b]], rows[a:b]))
     return out
 
 
