@@ -342,3 +342,19 @@ def test_staircase_symmetry_point_is_recovered(tmp_path, issue_mapping):
     assert len(fitted) >= 4
     err = (fitted["sp_conductance_s"] - fitted["sp_conductance_s_true"]) / fitted["norm_span"]
     assert err.abs().max() < 0.08
+
+
+def test_staircase_walkthrough_from_generate_to_report(tmp_path):
+    """README "Real instrument files": generate, ingest with the shipped mapping, fit, report."""
+    from pipeline.readers.mapping import MAPPINGS_DIR
+
+    raw, report = tmp_path / "FTJ", tmp_path / "FTJ-report"
+    steps = [("generate", "--protocol", "staircase", "--wafer", "NASA-FTJ-04", "--dies", "1", "--out", raw),
+             ("ingest", raw, "--mapping", MAPPINGS_DIR / "b2912b_staircase.toml"),
+             ("fit", "--wafer", "NASA-FTJ-04", "--workers", "1"),
+             ("report", "--wafer", "NASA-FTJ-04", "--out", report)]
+    for args in steps:
+        r = ferroflow(*args)
+        assert r.returncode == 0, f"{args}\n{r.stdout}\n{r.stderr}"
+    assert "hzo-NASA-FTJ-04-500us@1" in r.stderr + ferroflow("models", "list").stdout
+    assert (report / "report.html").exists() and (report / "fit_500us.png").exists()
