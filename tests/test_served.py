@@ -38,7 +38,7 @@ def _wait(predicate, timeout_s, what):
 
 @pytest.mark.slow
 def test_served_deployments_process_a_dropped_wafer_exactly_once(tmp_path):
-    from pipeline.cli import start_local_server
+    from flows.server import start_local_server
 
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"),
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
