@@ -121,7 +121,8 @@ class ModelVersion:
 
     @property
     def energy_per_pulse_j(self) -> float:
-        return float(self.meta.get("energy_per_pulse_j", float("nan")))
+        value = self.meta.get("energy_per_pulse_j")  # None when the source gave none
+        return float("nan") if value is None else float(value)
 
 
 def model_name(stack: str, wafer: str, pulse_width_s: float) -> str:
@@ -377,7 +378,8 @@ class Registry:
         info = self.get(ref)
         raw = self._query("SELECT file_name, sha256 FROM raw_files WHERE name = ? AND version = ? "
                           "ORDER BY file_name", (info["name"], info["version"]))
-        return {"ref": info["ref"], "fit_config_hash": info["fit_config_hash"],
+        return {"ref": info["ref"], "description": info["description"],
+                "fit_config_hash": info["fit_config_hash"],
                 "code_version": info["code_version"], "content_sha": info["content_sha"],
                 "raw_files": raw.to_dict(orient="records"),
                 "runs": self.runs(info["ref"]).to_dict(orient="records")}

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from ..errors import InputError
+from ..units import format_seconds
 from ..settings import Settings, get_settings
 from ..simulation.catalog import algorithm_info, algorithm_names
 from ..units import format_seconds
@@ -189,9 +190,22 @@ def models_lineage(args) -> int:
     return EXIT_OK
 
 
+def models_import(args) -> int:
+    from ..importer import import_model
+
+    reg = _registry(args)
+    done = [import_model(reg, path) for path in args.files]
+    human = "\n".join(f"{d.ref} ({'new' if d.created else 'unchanged'}): {d.model.family}, "
+                      f"{format_seconds(d.model.pulse_width_s)}, imported from {d.model.citation}"
+                      for d in done)
+    _output(args).result(human, [{"ref": str(d.ref), "created": d.created, "file": str(d.model.path),
+                                  "citation": d.model.citation} for d in done])
+    return EXIT_OK
+
+
 MODELS = {"list": models_list, "show": models_show, "history": models_history,
           "search": models_search, "alias": models_alias, "tag": models_tag,
-          "lineage": models_lineage}
+          "lineage": models_lineage, "import": models_import}
 
 
 # --- simulate -------------------------------------------------------------------
@@ -223,9 +237,26 @@ def simulate(args) -> int:
     cfg = TrainConfig(hidden=tuple(args.hidden), epochs=args.epochs, lr=args.lr,
                       target_accuracy=args.target, activation=args.activation)
     _, summary, runs = app.run_simulation(settings, refs, _variants(args), tuple(range(args.seeds)),
-                                          cfg, args.mnist, say=narrator(out.silent))
+                                          cfg, args.mnist or args.dataset, say=narrator(out.silent))
     out.result(sim_table(runs), {"runs": summary.to_dict(orient="records"),
                                  "table": runs.to_dict(orient="records")})
+    return EXIT_OK
+
+
+# --- reproduce ---------------------------------------------------------------------
+def reproduce(args) -> int:
+    from ..reproduce import markdown, reproduce as run_reproduction, save
+
+    out = _output(args)
+    registry = _registry(args)
+    rep = run_reproduction(registry, seeds=args.seeds, epochs=args.epochs, dataset=args.dataset,
+                           progress=narrator(out.silent))
+    folder = save(rep, registry)
+    out.result(markdown(rep) + f"\nsaved: {folder}",
+               {"folder": str(folder), "wall_s": rep.wall_s, "settings": rep.settings,
+                "claims": [{"text": c.text, "verdict": c.verdict, "evidence": c.evidence}
+                           for c in rep.claims],
+                "explanations": rep.explanations, "table": rep.table.to_dict(orient="records")})
     return EXIT_OK
 
 

