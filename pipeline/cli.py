@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .errors import InputError
 from .settings import Settings, get_settings
+from .storage import is_url
 from .units import format_seconds
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
@@ -136,7 +137,7 @@ def fit_table(result) -> str:
 
 
 def run_fit(settings: Settings, wafer: str, pulse_width: float | None, workers: int = 0,
-            quiet: bool = False, stack: str = "hzo"):
+            quiet: bool = False, stack: str = "hzo", as_of: int | None = None):
     from .fitting import FitConfig
     from .publish import fit_and_register
     from .registry import Registry
@@ -144,13 +145,13 @@ def run_fit(settings: Settings, wafer: str, pulse_width: float | None, workers: 
 
     return fit_and_register(Registry(settings.registry), MeasurementStore(settings.store), wafer,
                             pulse_width, stack=stack, config=FitConfig(workers=workers),
-                            progress=Progress("fit", quiet))
+                            progress=Progress("fit", quiet), as_of=as_of)
 
 
 def cmd_fit(args) -> int:
     settings = _settings(args)
     result, registered = run_fit(settings, args.wafer, args.pulse_width, args.workers,
-                                 args.quiet or args.json, args.stack)
+                                 args.quiet or args.json, args.stack, args.as_of)
     if args.out:
         result.save(Path(args.out))
     flagged = int(result.devices["family"].isna().sum())
@@ -296,6 +297,31 @@ def cmd_report(args) -> int:
     return EXIT_OK
 
 
+# --- store --------------------------------------------------------------------------
+def cmd_store(args) -> int:
+    from .store import MeasurementStore
+
+    settings = _settings(args)
+    store = MeasurementStore(settings.store)
+    if args.action == "convert":
+        from .convert import convert_legacy
+
+        if not args.old:
+            raise InputError("ferroflow store convert needs the old store folder")
+        c = convert_legacy(args.old, store)
+        _out(args, f"converted {len(c.stored)} file(s), {c.rows} rows: {args.old} -> "
+                   f"{settings.store} (version {c.version})",
+             {"files": len(c.stored), "rows": c.rows, "version": c.version})
+    elif args.action == "vacuum":
+        removed = store.vacuum(args.retention_hours)
+        _out(args, f"removed {len(removed)} unreferenced file(s)", {"removed": removed})
+    else:
+        info = {"store": str(settings.store), "version": store.version(), "rows": store.rows(),
+                "partitions": [list(p) for p in store.partitions()]}
+        _out(args, json.dumps(info, indent=1), info)
+    return EXIT_OK
+
+
 # --- run / serve (Prefect) ----------------------------------------------------------
 def cmd_run(args) -> int:
     import os
@@ -303,7 +329,7 @@ def cmd_run(args) -> int:
     # flows (and Dask workers) read their paths and runner from the environment
     for var, path in (("FERRO_STORE", args.store), ("FERRO_REGISTRY", args.registry)):
         if path:
-            os.environ[var] = str(Path(path).resolve())
+            os.environ[var] = path if is_url(path) else str(Path(path).resolve())
     for var, value in (("FERRO_TASK_RUNNER", args.task_runner), ("FERRO_DASK_ADDRESS", args.dask_address)):
         if value:
             os.environ[var] = value
@@ -467,13 +493,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fit", help="fit device-update models to stored data",
                        formatter_class=fmt,
                        epilog="examples:\n  ferroflow fit --wafer W01\n"
-                              "  ferroflow fit --wafer W01 --pulse-width 20e-9 --json")
+                              "  ferroflow fit --wafer W01 --pulse-width 20e-9 --json\n"
+                              "  ferroflow fit --wafer W01 --as-of 3")
     _common(p)
     p.add_argument("--wafer", required=True)
     p.add_argument("--pulse-width", type=float, help="only this pulse width (seconds)")
     p.add_argument("--workers", type=int, default=0, help="processes (default: one per core)")
     p.add_argument("--out", help="also save the full fit tables (parquet) to this folder")
     p.add_argument("--stack", default="hzo", help="material/stack part of model names (default hzo)")
+    p.add_argument("--as-of", type=int, metavar="VERSION",
+                   help="fit the store as it was at this table version (the one a model records)")
     p.set_defaults(func=cmd_fit)
 
     p = sub.add_parser("simulate", help="hardware-aware training on registered device models",
@@ -508,6 +537,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder for the PNGs and report.html "
                    "(default: $FERRO_REPORTS/WAFER, i.e. models/reports/WAFER)")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("store", help="the measurement store (a Delta table): info, convert, vacuum",
+                       formatter_class=fmt,
+                       epilog="examples:\n  ferroflow store info\n"
+                              "  ferroflow store convert old_store/ --store raw_measurements/store\n"
+                              "  ferroflow store vacuum --retention-hours 168")
+    _common(p)
+    p.add_argument("action", choices=["info", "convert", "vacuum"])
+    p.add_argument("old", nargs="?", help="convert: the store of the earlier layout (hive "
+                   "folders + _ledger.sqlite); it is left unchanged")
+    p.add_argument("--retention-hours", type=int, default=168,
+                   help="vacuum: keep unreferenced files younger than this (default 168)")
+    p.set_defaults(func=cmd_store)
 
     p = sub.add_parser("run", help="run a Prefect flow here (embedded unless PREFECT_API_URL is set)",
                        formatter_class=fmt,

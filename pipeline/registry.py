@@ -378,6 +378,7 @@ class Registry:
         raw = self._query("SELECT file_name, sha256 FROM raw_files WHERE name = ? AND version = ? "
                           "ORDER BY file_name", (info["name"], info["version"]))
         return {"ref": info["ref"], "fit_config_hash": info["fit_config_hash"],
+                "store_version": self.load(info["ref"]).meta.get("store_version"),
                 "code_version": info["code_version"], "content_sha": info["content_sha"],
                 "raw_files": raw.to_dict(orient="records"),
                 "runs": self.runs(info["ref"]).to_dict(orient="records")}
@@ -396,7 +397,13 @@ class Registry:
         return problems
 
 
+# Recorded with a version but not part of its content: refitting unchanged data after
+# other wafers were ingested (a new store version) must find the existing version.
+_NOT_CONTENT = ("store_version",)
+
+
 def _content_sha(table: pa.Table, population_json: str, meta: dict) -> str:
+    meta = {k: v for k, v in meta.items() if k not in _NOT_CONTENT}
     h = hashlib.sha256()
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema.remove_metadata()) as writer:

@@ -333,6 +333,7 @@ class Batch:
         self._claimed: dict[tuple, list] = {}  # series -> spans of this batch
         self._added: list[tuple[str, str, int, list]] = []  # name, sha256, rows, series spans
         self._already: list[str] = []
+        self._adopted: dict[str, list] = {}    # sha -> [name, rows, spans] (see adopt)
         self._overlaps: dict[str, str] = {}
         self._buffers: dict[tuple[str, float], list[pa.Table]] = {}
         self._buffered: dict[tuple[str, float], int] = {}
@@ -390,6 +391,22 @@ class Batch:
             raise InputError(reason, file=name)
         self._claim(name, sha256, rows, merged)
         return "stored"
+
+    def adopt(self, table: pa.Table) -> None:
+        """Queue canonical rows that another store held exactly once (a conversion):
+        their files are claimed from the rows, and one file's rows may come in pieces."""
+        g = table.group_by(["source_sha256", "source_file", *_SERIES]).aggregate(
+            [("cycle", "count"), ("cycle", "min"), ("cycle", "max")])
+        for r in g.to_pylist():
+            sha = r["source_sha256"]
+            if sha in self._known and sha not in self._adopted:
+                raise InputError(f"file {r['source_file']} (SHA-256 {sha[:12]}) is in both stores: "
+                                 "convert into an empty store")
+            entry = self._adopted.setdefault(sha, [r["source_file"], 0, []])
+            entry[1] += r["cycle_count"]
+            entry[2].append(((r["wafer"], r["die"], r["device"], float(r["pulse_width_s"])),
+                             r["cycle_min"], r["cycle_max"]))
+        self._queue(table)
 
     def _claim(self, name: str, sha256: str, rows: int, spans) -> None:
         self._known.add(sha256)
@@ -453,6 +470,8 @@ class Batch:
         """Make the batch visible in one Delta commit, retried on conflicts (module
         docstring). ``before_commit`` is a test hook (a crash point)."""
         self._close_parts()
+        self._added += [(name, sha, n, spans) for sha, (name, n, spans) in self._adopted.items()]
+        self._adopted.clear()
         if before_commit:
             before_commit()
         version = None

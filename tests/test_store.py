@@ -1,6 +1,8 @@
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 
 import duckdb
@@ -15,7 +17,7 @@ from pipeline.ingest import ingest, ready_files
 from pipeline.readers import read_file
 from pipeline.store import MeasurementStore, Pending
 from pipeline.validation import validate
-from tests.conftest import SAMPLE
+from tests.conftest import ROOT, SAMPLE
 from tests.helpers import edit_cell, sample_lines, write
 
 SOME = sorted(SAMPLE.glob("W01_X0[01]Y0[01]_*_20ns.txt"))  # 8 files, 2 devices x 4 dies
@@ -180,3 +182,45 @@ def test_ingesting_nothing_is_a_clean_no_op(tmp_path):
     (tmp_path / "empty").mkdir()
     report = ingest([tmp_path / "empty"], MeasurementStore(tmp_path / "store"), tmp_path / "q")
     assert report.outcomes == [] and report.summary().startswith("0 file(s) stored")
+
+
+def _legacy_store(root, files):
+    """A store of the earlier layout: hive parts without partition columns + SQLite ledger."""
+    import sqlite3
+
+    import pyarrow.parquet as pq
+
+    root.mkdir(parents=True)
+    con = sqlite3.connect(root / "_ledger.sqlite")
+    con.executescript("CREATE TABLE files (sha256 TEXT, name TEXT, rows INTEGER, commit_id TEXT, "
+                      "ingested_at TEXT); CREATE TABLE parts (path TEXT, commit_id TEXT, wafer TEXT, "
+                      "pulse_width_s REAL, rows INTEGER);")
+    for i, f in enumerate(files):
+        table = validate(read_file(f))
+        rel = f"wafer=W01/pulse_width_s=2e-08/part-c{i}.parquet"
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        final = root / rel
+        # the last commit was cut before its rename: its part is still under the temp name
+        target = final.with_name(f".{final.name}.tmp") if i == len(files) - 1 else final
+        pq.write_table(table.drop_columns(["wafer", "pulse_width_s"]), target)
+        sha = table["source_sha256"][0].as_py()
+        con.execute("INSERT INTO files VALUES (?, ?, 600, ?, '')", (sha, f.name, f"c{i}"))
+        con.execute("INSERT INTO parts VALUES (?, ?, 'W01', 2e-08, 600)", (rel, f"c{i}"))
+    con.commit()
+    con.close()
+
+
+def test_legacy_store_converts_with_one_command(tmp_path):
+    old = tmp_path / "old"
+    _legacy_store(old, SOME[:3])
+    new = tmp_path / "new"
+    out = subprocess.run([sys.executable, "-m", "pipeline.cli", "store", "convert", str(old),
+                          "--store", str(new), "--json"], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {"files": 3, "rows": 1800, "version": 1}
+    store = MeasurementStore(new)
+    expected = pd.concat([validate(read_file(f)).to_pandas() for f in SOME[:3]])
+    got = store.read()
+    assert len(got) == 1800 and not got.duplicated(["die", "device", "cycle", "pulse"]).any()
+    assert set(got.source_sha256) == set(expected.source_sha256) == store.known_files()
+    assert ingest(SOME[:3], store, tmp_path / "q").count("duplicate") == 3
