@@ -288,14 +288,16 @@ def _split_by_partition(table: pa.Table):
 
 
 def _series_spans(table: pa.Table):
-    """((wafer, die, device, pulse_width_s), cycle_min, cycle_max) per series in a file."""
+    """((wafer, die, device, pulse_width_s), cycle_min, cycle_max, rows) per series in a file."""
     single = [_single(table.column(c)) for c in _SERIES]
     if all(v is not None for v in single):
         lo, hi = pc.min_max(table.column("cycle")).values()
-        return [((single[0], single[1], single[2], float(single[3])), lo.as_py(), hi.as_py())]
-    g = table.select([*_SERIES, "cycle"]).group_by(_SERIES).aggregate([("cycle", "min"), ("cycle", "max")])
+        return [((single[0], single[1], single[2], float(single[3])), lo.as_py(), hi.as_py(),
+                 table.num_rows)]
+    g = table.select([*_SERIES, "cycle"]).group_by(_SERIES).aggregate(
+        [("cycle", "min"), ("cycle", "max"), ("cycle", "count")])
     return [((r["wafer"], r["die"], r["device"], float(r["pulse_width_s"])),
-             int(r["cycle_min"]), int(r["cycle_max"])) for r in g.to_pylist()]
+             int(r["cycle_min"]), int(r["cycle_max"]), int(r["cycle_count"])) for r in g.to_pylist()]
 
 
 def _stamped(table: pa.Table, sha256: str) -> pa.Table:
@@ -380,12 +382,12 @@ class Batch:
         spans: dict[tuple, list[int]] = {}
         rows = 0
         for table in blocks:
-            for key, lo, hi in _series_spans(table):
-                span = spans.setdefault(key, [lo, hi])
-                span[0], span[1] = min(span[0], lo), max(span[1], hi)
+            for key, lo, hi, n in _series_spans(table):
+                span = spans.setdefault(key, [lo, hi, 0])
+                span[0], span[1], span[2] = min(span[0], lo), max(span[1], hi), span[2] + n
             self._queue(_stamped(table, sha256))
             rows += table.num_rows
-        merged = [(key, lo, hi) for key, (lo, hi) in spans.items()]
+        merged = [(key, lo, hi, n) for key, (lo, hi, n) in spans.items()]
         reason = self._overlap(merged)
         if reason:
             raise InputError(reason, file=name)
@@ -405,12 +407,12 @@ class Batch:
             entry = self._adopted.setdefault(sha, [r["source_file"], 0, []])
             entry[1] += r["cycle_count"]
             entry[2].append(((r["wafer"], r["die"], r["device"], float(r["pulse_width_s"])),
-                             r["cycle_min"], r["cycle_max"]))
+                             r["cycle_min"], r["cycle_max"], r["cycle_count"]))
         self._queue(table)
 
     def _claim(self, name: str, sha256: str, rows: int, spans) -> None:
         self._known.add(sha256)
-        for key, lo, hi in spans:
+        for key, lo, hi, _ in spans:
             self._claimed.setdefault(key, []).append((lo, hi, name))
         self._added.append((name, sha256, rows, spans))
 
@@ -422,7 +424,7 @@ class Batch:
         return self._overlaps[sha256]
 
     def _overlap(self, spans, claimed: bool = True) -> str | None:
-        for key, lo, hi in spans:
+        for key, lo, hi, _ in spans:
             clash = _clash(self._stored, key, lo, hi) or (claimed and _clash(self._claimed, key, lo, hi))
             if clash:
                 return (f"rows for wafer {key[0]} die {key[1]} device {key[2]} pulse width "
@@ -487,9 +489,21 @@ class Batch:
         else:
             raise RuntimeError(f"store {self.store.uri}: no commit after {self.ATTEMPTS} conflicts")
         self._done = True
+        if version is not None:
+            self.store._ledgers.update(self._ledger_rows())
         return Commit(tuple(sha for _, sha, _, _ in self._added), tuple(self._already),
                       dict(self._overlaps), tuple(sorted(k for k, n in self._rows.items() if n)),
                       sum(n for _, _, n, _ in self._added), version)
+
+    def _ledger_rows(self) -> dict[str, pd.DataFrame]:
+        """The ledger of the parts just committed, from what the batch knows (so the
+        store need not read them back)."""
+        rows = {rel: [] for rel in self._parts.values()}
+        for name, sha, _, spans in self._added:
+            for (wafer, die, device, pw), lo, hi, n in spans:
+                rows[self._parts[(wafer, pw)]].append((sha, name, wafer, die, device, pw, n, lo, hi))
+        return {rel: pd.DataFrame([(rel, *r) for r in found], columns=_LEDGER_COLUMNS)
+                for rel, found in rows.items()}
 
     def _try_commit(self) -> int:
         actions = [self._action(key, rel) for key, rel in sorted(self._parts.items())
