@@ -356,6 +356,22 @@ def cmd_run(args) -> int:
     return EXIT_OK
 
 
+def cmd_deploy(args) -> int:
+    import os
+
+    if not os.environ.get("PREFECT_API_URL"):
+        raise InputError("ferroflow deploy needs a Prefect server that workers reach: set "
+                         "PREFECT_API_URL (e.g. http://prefect.lab:4200/api)")
+    from flows.serve import deploy_all
+
+    ids = deploy_all(args.pool, interval=None if args.cron else args.interval, cron=args.cron,
+                     epochs=args.epochs)
+    _out(args, f"{len(ids)} deployments on work pool {args.pool!r}; run them with "
+               f"`prefect worker start --pool {args.pool}` on any machine with ferroflow",
+         {"pool": args.pool, "deployments": [str(i) for i in ids]})
+    return EXIT_OK
+
+
 def start_local_server(host: str, port: int, timeout_s: float = 90.0):
     """``prefect server start`` on host:port; returns (process, api_url) once healthy."""
     import os
@@ -580,6 +596,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bind address of the server started when PREFECT_API_URL is unset")
     p.add_argument("--port", type=int, default=4200)
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("deploy", help="create the deployments on a process work pool, for "
+                       "`prefect worker start --pool NAME` on any machine", formatter_class=fmt,
+                       epilog="examples:\n  PREFECT_API_URL=http://prefect.lab:4200/api "
+                              "ferroflow deploy --pool ferroflow\n"
+                              "  ferroflow deploy --pool ferroflow --cron '*/10 * * * *'")
+    _common(p)
+    p.add_argument("--pool", default="ferroflow", help="process work pool (created if missing)")
+    p.add_argument("--interval", type=float, default=60.0, help="seconds between landing-folder scans")
+    p.add_argument("--cron", help="cron schedule instead of an interval")
+    p.add_argument("--epochs", type=int, default=5, help="training epochs of triggered simulations")
+    p.set_defaults(func=cmd_deploy)
 
     p = sub.add_parser("models", help="the device-model registry", formatter_class=fmt,
                        epilog="REF is NAME, NAME@3 or NAME@ALIAS. examples:\n"
