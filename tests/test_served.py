@@ -102,13 +102,15 @@ def test_deployments_on_a_process_pool_run_on_a_worker(tmp_path):
     from prefect.client.orchestration import get_client
 
     from pipeline.cli import start_local_server
-    from tests.conftest import SAMPLE
+    from tests.conftest import ROOT, SAMPLE
 
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"),
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "FERRO_STORE": str(tmp_path / "store"), "FERRO_REGISTRY": str(tmp_path / "models"),
            "FERRO_INCOMING": str(tmp_path / "incoming"), "FERRO_QUARANTINE": str(tmp_path / "q"),
-           "PREFECT_WORKER_QUERY_SECONDS": "2"}
+           "PREFECT_WORKER_QUERY_SECONDS": "2",
+           # flow runs start in a temp folder: they import this checkout's pipeline
+           "PYTHONPATH": str(ROOT)}
     os.environ["PREFECT_HOME"] = env["PREFECT_HOME"]
     server, url = start_local_server("127.0.0.1", _free_port())
     worker = None
@@ -130,7 +132,7 @@ def test_deployments_on_a_process_pool_run_on_a_worker(tmp_path):
                                    "--pool", "lab", "--limit", "1"], env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         store = MeasurementStore(tmp_path / "store")
-        _wait(lambda: store.rows() == 2 * 600, 420, "the worker's ingest run")
+        _wait(lambda: store.rows() == 2 * 600, 300, "the worker's ingest run")
         with get_client(sync_client=True) as client:
             _wait(lambda: client.read_flow_run(run.id).state.is_completed(), 60, "run completed")
     finally:
