@@ -455,6 +455,13 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
 
 
+def _schedule(p: argparse.ArgumentParser) -> None:
+    """Options of the deployments (serve and deploy)."""
+    p.add_argument("--interval", type=float, default=60.0, help="seconds between landing-folder scans")
+    p.add_argument("--cron", help="cron schedule instead of an interval")
+    p.add_argument("--epochs", type=int, default=5, help="training epochs of triggered simulations")
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
@@ -589,9 +596,7 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="examples:\n  ferroflow serve --interval 60\n"
                               "  PREFECT_API_URL=http://prefect.lab:4200/api ferroflow serve --cron '*/10 * * * *'")
     _common(p)
-    p.add_argument("--interval", type=float, default=60.0, help="seconds between landing-folder scans")
-    p.add_argument("--cron", help="cron schedule instead of an interval")
-    p.add_argument("--epochs", type=int, default=5, help="training epochs of triggered simulations")
+    _schedule(p)
     p.add_argument("--host", default="127.0.0.1",
                    help="bind address of the server started when PREFECT_API_URL is unset")
     p.add_argument("--port", type=int, default=4200)
@@ -604,9 +609,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "  ferroflow deploy --pool ferroflow --cron '*/10 * * * *'")
     _common(p)
     p.add_argument("--pool", default="ferroflow", help="process work pool (created if missing)")
-    p.add_argument("--interval", type=float, default=60.0, help="seconds between landing-folder scans")
-    p.add_argument("--cron", help="cron schedule instead of an interval")
-    p.add_argument("--epochs", type=int, default=5, help="training epochs of triggered simulations")
+    _schedule(p)
     p.set_defaults(func=cmd_deploy)
 
     p = sub.add_parser("models", help="the device-model registry", formatter_class=fmt,
