@@ -25,6 +25,7 @@ from prefect.cache_policies import INPUTS
 from prefect.events import emit_event
 from prefect.runtime import deployment
 
+from pipeline.fitrecords import PopulationStat
 from pipeline.fitting import FitConfig
 from pipeline.ingest import ingest, ready_files
 from pipeline.publish import fit_and_register
@@ -65,12 +66,11 @@ def fit_partition_task(wafer: str, pulse_width_s: float, content_key: str, regis
     s = get_settings()
     result, registered = fit_and_register(Registry(s.registry), MeasurementStore(s.store), wafer,
                                           pulse_width_s, config=FitConfig(workers=workers))
-    rows = result.population[result.population.param.isin(["sp_norm", "k_p", "k_d", "c2c_rel",
-                                                            "energy_per_pulse_j"])]
+    rows = result.population[result.population.param.isin(PopulationStat.HEADLINE_PARAMS)]
     create_table_artifact(
         key=_artifact_key("fit", wafer, f"{pulse_width_s:g}"),
         table=[{k: (None if v != v else v) for k, v in r.items()}  # NaN -> null
-               for r in rows[["param", "median", "spread", "n", "family", "n_failed"]].to_dict("records")],
+               for r in rows[list(PopulationStat.SUMMARY_COLUMNS)].to_dict("records")],
         description=f"Fit of wafer {wafer} at {pulse_width_s:g} s: population medians and d2d spreads")
     return [{"ref": str(r.ref), "created": r.created} for r in registered]
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import lmfit
@@ -43,9 +43,12 @@ from scipy.optimize import nnls
 from .devices import FAMILIES, Data, family
 from .energy import energy_per_pulse
 from .errors import InputError
+from .fitrecords import (DeviceFit, FamilyFit, FitTarget, PopulationStat, SeriesFit, SeriesInfo,
+                         records_frame)
 from .traces import Series, check_protocol, series_from_frame, step_map, traces
 
 SERIES_COLUMNS = ["wafer", "die", "device", "pulse_width_s"]
+CRITERIA = ("bic", "aic")
 READ_DOMINATED = 2.0
 TRAJECTORY_MAX_NFEV = 400  # each evaluation simulates every pulse; a fit still short of
                            # convergence then is flagged, not waited for
@@ -57,6 +60,18 @@ class FitConfig:
     criterion: str = "bic"          # or "aic"
     r2_min: float = 0.9             # trajectory R^2 below this flags a fit
     workers: int = 0                # 0: one process per core; 1: in this process
+
+    def __post_init__(self):
+        unknown = [f for f in self.families if f not in FAMILIES]
+        if unknown or not self.families:
+            raise ValueError(f"unknown fit families {unknown or list(self.families)}; "
+                             f"choose from {', '.join(FAMILIES)}")
+        if self.criterion not in CRITERIA:
+            raise ValueError(f"unknown criterion {self.criterion!r}; choose from {', '.join(CRITERIA)}")
+        if not (isinstance(self.r2_min, (int, float)) and self.r2_min <= 1.0):  # NaN fails too
+            raise ValueError(f"r2_min {self.r2_min!r} must be a number at most 1 (an R^2 threshold)")
+        if not isinstance(self.workers, int) or self.workers < 0:
+            raise ValueError(f"workers {self.workers!r} must be 0 (one per core) or a positive count")
 
     def hash(self) -> str:
         import hashlib
@@ -134,7 +149,7 @@ def _sp_uncertainty(model, result: lmfit.model.ModelResult) -> float:
     return float(np.sqrt(var)) if np.isfinite(var) and var >= 0 else float("nan")
 
 
-def noise_weights(data: Data) -> tuple[np.ndarray, str]:
+def noise_weights(data: Data) -> tuple[np.ndarray, FitTarget]:
     """Weights 1/sigma_i from a two-part noise model fitted to soft-bounds residuals:
     ``sigma_i^2 = (a * step_i)^2 + b^2`` (multiplicative c2c noise plus additive read
     noise, DOMAIN.md section 3). Every family is fitted with the same weights, so their
@@ -149,7 +164,8 @@ def noise_weights(data: Data) -> tuple[np.ndarray, str]:
     floor = max(b2, 1e-6 * float(np.mean((data.dg - pred) ** 2)) + 1e-30)
     # Read noise more than twice the typical step: a step map is mostly noise, and the
     # trajectories (where read noise does not accumulate) carry the information.
-    target = "trajectory" if b2 > READ_DOMINATED ** 2 * float(np.mean(pred ** 2)) else "steps"
+    read_dominated = b2 > READ_DOMINATED ** 2 * float(np.mean(pred ** 2))
+    target = FitTarget.TRAJECTORY if read_dominated else FitTarget.STEPS
     return 1.0 / np.sqrt(a2 * pred ** 2 + floor), target
 
 
@@ -180,10 +196,10 @@ def _model_values(model, values: dict) -> dict:
     return {k: values[k] for k in model.param_names}
 
 
-def _run_fit(model, params, data: Data, ts: TraceSet, target: str, weights):
+def _run_fit(model, params, data: Data, ts: TraceSet, target: FitTarget, weights):
     """lmfit on the step map (``steps``) or on the trajectories (``trajectory``: each
     trace re-simulated from a fitted start state; right when read noise swamps steps)."""
-    if target == "steps":
+    if target is FitTarget.STEPS:
         return model.model().fit(data.dg, params, g=data.g, up=data.up, weights=weights,
                                  max_nfev=4000)
     first = ts.states[:, 0]
@@ -230,42 +246,39 @@ def smooth_start(model, reference: Data) -> lmfit.Parameters:
 
 
 def fit_family(name: str, data: Data, ts: TraceSet, cfg: FitConfig,
-               weights: np.ndarray | None = None, target: str = "steps",
-               reference: Data | None = None) -> dict:
+               weights: np.ndarray | None = None, target: FitTarget = FitTarget.STEPS,
+               reference: Data | None = None) -> FamilyFit:
     model = family(name)
-    out = {"family": name, "fit_target": target}
     params = model.guess(data) if reference is None else smooth_start(model, reference)
     n_var = sum(p.vary for p in params.values())
-    n_points = int(len(data.g) if target == "steps" else ts.mask.sum())
-    out["n_points"] = n_points
+    n_points = int(len(data.g) if target is FitTarget.STEPS else ts.mask.sum())
+    failed = FamilyFit(name, target, n_points)
     if n_points < 2 * n_var + 2:
-        return {**out, "success": False, "flag": f"too few points ({n_points}) for {n_var} parameters",
-                "values": {}, "stderr": {}}
+        return replace(failed, flag=f"too few points ({n_points}) for {n_var} parameters")
     try:
         result = _run_fit(model, params, data, ts, target, weights)
     except (ValueError, FloatingPointError, np.linalg.LinAlgError) as exc:
-        return {**out, "success": False, "flag": f"fit failed: {exc}", "values": {}, "stderr": {}}
+        return replace(failed, flag=f"fit failed: {exc}")
     values = result.params.valuesdict()
     p = _model_values(model, values)
     resid = data.dg - model.step(data.g, data.up, **p)
     ss_tot = ((data.dg - data.dg.mean()) ** 2).sum()
     sp = model.symmetry_point(p)
     lo_r, hi_r = model.state_range(p)
-    row = {
-        **out, "success": bool(result.success), "nfev": int(result.nfev),
-        "chisqr": float(result.chisqr), "redchi": float(result.redchi),
-        "aic": float(result.aic), "bic": float(result.bic),
-        "r2_steps": float(1 - (resid ** 2).sum() / ss_tot) if ss_tot > 0 else float("nan"),
-        "r2_trace": _trajectory_r2(model, p, ts, values if target == "trajectory" else None),
-        "sp_g": sp, "sp_g_err": _sp_uncertainty(model, result) if np.isfinite(sp) else float("nan"),
-        "range_lo_g": float(lo_r), "range_hi_g": float(hi_r),
-        "values": {k: float(v) for k, v in p.items()},
-        "stderr": {k: (float(result.params[k].stderr) if result.params[k].stderr is not None
-                       else float("nan")) for k in p},
-        "resid": resid,
-    }
-    row["flag"] = _flag(result, row, cfg) or _wrong_sign(model, p, lo_r, hi_r, data)
-    return row
+    fit = replace(
+        failed, success=bool(result.success), nfev=int(result.nfev),
+        chisqr=float(result.chisqr), redchi=float(result.redchi),
+        aic=float(result.aic), bic=float(result.bic),
+        r2_steps=float(1 - (resid ** 2).sum() / ss_tot) if ss_tot > 0 else float("nan"),
+        r2_trace=_trajectory_r2(model, p, ts, values if target is FitTarget.TRAJECTORY else None),
+        sp_g=sp, sp_g_err=_sp_uncertainty(model, result) if np.isfinite(sp) else float("nan"),
+        range_lo_g=float(lo_r), range_hi_g=float(hi_r),
+        values={k: float(v) for k, v in p.items()},
+        stderr={k: (float(result.params[k].stderr) if result.params[k].stderr is not None
+                    else float("nan")) for k in p},
+        resid=resid,
+    )
+    return replace(fit, flag=_flag(result, fit, cfg) or _wrong_sign(model, p, lo_r, hi_r, data))
 
 
 def _wrong_sign(model, p: dict, lo: float, hi: float, data: Data) -> str:
@@ -282,15 +295,15 @@ def _wrong_sign(model, p: dict, lo: float, hi: float, data: Data) -> str:
     return ""
 
 
-def _flag(result, row: dict, cfg: FitConfig) -> str:
+def _flag(result, fit: FamilyFit, cfg: FitConfig) -> str:
     if not result.success:
         return f"fit failed: {result.message}"
     bound = _at_bound(result.params)
     if bound:
         return f"parameter {bound} at its bound"
-    if not np.isfinite(row["r2_trace"]) or row["r2_trace"] < cfg.r2_min:
-        return f"trajectory R^2 {row['r2_trace']:.3f} below {cfg.r2_min}"
-    if not np.isfinite(row["sp_g"]) or not row["range_lo_g"] <= row["sp_g"] <= row["range_hi_g"]:
+    if not np.isfinite(fit.r2_trace) or fit.r2_trace < cfg.r2_min:
+        return f"trajectory R^2 {fit.r2_trace:.3f} below {cfg.r2_min}"
+    if not np.isfinite(fit.sp_g) or not fit.range_lo_g <= fit.sp_g <= fit.range_hi_g:
         return "no symmetry point inside the state range"
     return ""
 
@@ -311,88 +324,78 @@ def _noise(resid: np.ndarray, pred: np.ndarray, span: float) -> dict:
             "read_noise_s": float(np.sqrt(b2 / 2) * span)}
 
 
-def _read_noise(best: dict, ts: TraceSet, span: float) -> float:
+def _read_noise(best: FamilyFit, span: float) -> float:
     """Read-noise dominated series: c2c is not resolvable (reported as NaN); the read
     noise is the spread of the reads around the fitted trajectories."""
-    return float(np.sqrt(best["chisqr"] / max(best["n_points"] - 1, 1)) * span)
+    return float(np.sqrt(best.chisqr / max(best.n_points - 1, 1)) * span)
 
 
-def fit_series(s: Series, cfg: FitConfig = FitConfig()) -> dict:
-    """All families on one series; returns rows for the fits/params/devices tables."""
-    key = dict(zip(SERIES_COLUMNS, s.key))
-    base = {**key, "die_x": s.die_x, "die_y": s.die_y, "state_unit": s.state_unit}
+def fit_series(s: Series, cfg: FitConfig = FitConfig()) -> SeriesFit:
+    """All families on one series: the rows of the fits, params and devices tables."""
+    info = SeriesInfo(*s.key, die_x=s.die_x, die_y=s.die_y, state_unit=s.state_unit)
     lo, hi = float(np.min(s.state)), float(np.max(s.state))
     span = hi - lo
     energy = energy_per_pulse(s.energy_j if s.energy_j is not None else [np.nan],
                               s.amplitude, s.state, s.pulse_width_s, s.state_unit, s.area_m2)
-    device = {**base, "n_pulses": int(len(s.state)), "energy_per_pulse_j": energy.energy_j,
-              "energy_source": energy.source, "norm_lo": lo, "norm_span": span}
+    device = DeviceFit(n_pulses=int(len(s.state)), energy_per_pulse_j=energy.energy_j,
+                       energy_source=energy.source, norm_lo=lo, norm_span=span)
     sm = step_map(s)
     problem = _series_problem(s, span, sm)
     if problem:
-        return {"fits": [{**base, "family": f, "success": False, "flag": problem} for f in cfg.families],
-                "params": [], "device": {**device, "family": None, "flag": problem}}
+        return SeriesFit(info, tuple(FamilyFit(f, flag=problem) for f in cfg.families),
+                         replace(device, flag=problem))
     data = Data(g=(sm.g - lo) / span, dg=sm.dg / span, up=sm.up)
     ts = TraceSet.build(traces(s), lo, span)
     weights, target = noise_weights(data)
     rows = _fit_all(data, ts, cfg, weights, target)
-    fits, params = [], []
-    for r in rows:
-        fits.append({**base, **{k: v for k, v in r.items() if k not in ("values", "stderr", "resid")}})
-        for name, value in r.get("values", {}).items():
-            params.append({**key, "family": r["family"], "param": name, "value": value,
-                           "stderr": r["stderr"].get(name, np.nan)})
-    ok = [r for r in rows if r.get("success") and not r["flag"]]
+    ok = [r for r in rows if r.success and not r.flag]
     # Ties (soft bounds and NeuroSim are one step map in two parametrisations) go to
     # the family listed first.
     order = {f: i for i, f in enumerate(cfg.families)}
-    ranked = sorted(ok, key=lambda r: (round(r[cfg.criterion], 3), order[r["family"]]))
-    for f in fits:
-        f["rank"] = next((i + 1 for i, r in enumerate(ranked) if r["family"] == f["family"]), None)
-        f["chosen"] = f["rank"] == 1
+    ranked = sorted(ok, key=lambda r: (round(getattr(r, cfg.criterion), 3), order[r.family]))
+    rank = {r.family: i + 1 for i, r in enumerate(ranked)}
+    fits = tuple(replace(r, rank=rank.get(r.family), chosen=rank.get(r.family) == 1) for r in rows)
     if not ranked:
-        reasons = "; ".join(f"{r['family']}: {r['flag']}" for r in rows)
-        return {"fits": fits, "params": params,
-                "device": {**device, "family": None, "flag": f"no acceptable fit ({reasons})"}}
+        reasons = "; ".join(f"{r.family}: {r.flag}" for r in rows)
+        return SeriesFit(info, fits, replace(device, flag=f"no acceptable fit ({reasons})"))
     best = ranked[0]
-    model = family(best["family"])
-    pred = model.step(data.g, data.up, **best["values"])
-    r_lo, r_hi = best["range_lo_g"], best["range_hi_g"]
+    second = ranked[1] if len(ranked) > 1 else None
+    pred = family(best.family).step(data.g, data.up, **best.values)
+    r_lo, r_hi = best.range_lo_g, best.range_hi_g
     up_mean = data.dg[data.up].mean() if data.up.any() else np.nan
     down_mean = data.dg[~data.up].mean() if (~data.up).any() else np.nan
-    sb = next((r for r in rows if r["family"] == "softbounds" and r.get("values")), None)
-    device.update({
-        "family": best["family"], "runner_up": ranked[1]["family"] if len(ranked) > 1 else None,
-        "criterion": cfg.criterion, "delta_criterion": (ranked[1][cfg.criterion] - best[cfg.criterion])
-        if len(ranked) > 1 else np.nan,
-        "r2_trace": best["r2_trace"], "r2_steps": best["r2_steps"],
-        "sp_g": best["sp_g"], "sp_g_err": best["sp_g_err"],
-        "sp_conductance_s": lo + span * best["sp_g"], "sp_conductance_err_s": span * best["sp_g_err"],
-        "sp_norm": (best["sp_g"] - r_lo) / (r_hi - r_lo), "sp_norm_err": best["sp_g_err"] / (r_hi - r_lo),
-        "gmin_s": lo + span * r_lo, "gmax_s": lo + span * r_hi,
-        "dynamic_range": (lo + span * r_hi) / (lo + span * r_lo) if s.state_unit == "S" and lo + span * r_lo > 0
+    sb = next((r for r in rows if r.family == "softbounds" and r.values), None)
+    crit = cfg.criterion
+    device = replace(
+        device, family=best.family, runner_up=second.family if second else None,
+        criterion=crit, delta_criterion=getattr(second, crit) - getattr(best, crit) if second else np.nan,
+        r2_trace=best.r2_trace, r2_steps=best.r2_steps, sp_g=best.sp_g, sp_g_err=best.sp_g_err,
+        sp_conductance_s=lo + span * best.sp_g, sp_conductance_err_s=span * best.sp_g_err,
+        sp_norm=(best.sp_g - r_lo) / (r_hi - r_lo), sp_norm_err=best.sp_g_err / (r_hi - r_lo),
+        gmin_s=lo + span * r_lo, gmax_s=lo + span * r_hi,
+        dynamic_range=(lo + span * r_hi) / (lo + span * r_lo) if s.state_unit == "S" and lo + span * r_lo > 0
         else np.nan,
-        "mean_step_up": up_mean * span, "mean_step_down": down_mean * span,
-        "asymmetry": (sb["values"]["k_d"] / sb["values"]["k_p"]) if sb and sb["values"]["k_p"] > 0 else np.nan,
-        "flag": "",
-        **(_noise(best["resid"], pred, span) if target == "steps" else
-           {"c2c_rel": np.nan, "c2c_abs_s": np.nan, "read_noise_s": _read_noise(best, ts, span)}),
-        "fit_target": target,
-    })
-    return {"fits": fits, "params": params, "device": device}
+        mean_step_up=up_mean * span, mean_step_down=down_mean * span,
+        asymmetry=(sb.values["k_d"] / sb.values["k_p"]) if sb and sb.values["k_p"] > 0 else np.nan,
+        flag="",
+        **(_noise(best.resid, pred, span) if target is FitTarget.STEPS else
+           {"c2c_rel": np.nan, "c2c_abs_s": np.nan, "read_noise_s": _read_noise(best, span)}),
+        fit_target=target,
+    )
+    return SeriesFit(info, fits, device)
 
 
-def _fit_all(data: Data, ts: TraceSet, cfg: FitConfig, weights, target: str) -> list[dict]:
-    if target == "steps":
+def _fit_all(data: Data, ts: TraceSet, cfg: FitConfig, weights, target: FitTarget) -> list[FamilyFit]:
+    if target is FitTarget.STEPS:
         return [fit_family(f, data, ts, cfg, weights, target) for f in cfg.families]
     # Trajectory fits start from the soft-bounds trajectory fit's smooth step map.
     first = fit_family("softbounds", data, ts, cfg, weights, target)
     grid = np.linspace(data.g.min(), data.g.max(), 64)
     ref = None
-    if first.get("values"):
+    if first.values:
         both = np.r_[grid, grid]
         up = np.r_[np.ones(64, bool), np.zeros(64, bool)]
-        ref = Data(both, family("softbounds").step(both, up, **first["values"]), up)
+        ref = Data(both, family("softbounds").step(both, up, **first.values), up)
     rows = {"softbounds": first}
     for f in cfg.families:
         if f not in rows:
@@ -417,7 +420,7 @@ def _series_problem(s: Series, span: float, sm) -> str | None:
 
 
 # --- many series ------------------------------------------------------------------------
-def _fit_many(series: list[Series], cfg: FitConfig) -> list[dict]:
+def _fit_many(series: list[Series], cfg: FitConfig) -> list[SeriesFit]:
     return [fit_series(s, cfg) for s in series]
 
 
@@ -426,7 +429,7 @@ def fit_frame(df: pd.DataFrame, cfg: FitConfig = FitConfig(), progress=None) -> 
     series = series_from_frame(df)
     workers = cfg.workers or os.cpu_count() or 1
     chunks = [series[i:i + 8] for i in range(0, len(series), 8)]
-    results: list[dict] = []
+    results: list[SeriesFit] = []
     if workers == 1 or len(chunks) <= 1:
         for i, chunk in enumerate(chunks):
             results += _fit_many(chunk, cfg)
@@ -438,12 +441,18 @@ def fit_frame(df: pd.DataFrame, cfg: FitConfig = FitConfig(), progress=None) -> 
                 results += out
                 if progress:
                     progress(min((i + 1) * 8, len(series)), len(series))
-    fits = pd.DataFrame([f for r in results for f in r["fits"]])
-    params = pd.DataFrame([p for r in results for p in r["params"]],
-                          columns=[*SERIES_COLUMNS, "family", "param", "value", "stderr"])
-    devices = pd.DataFrame([r["device"] for r in results])
+    fits = records_frame([(r.info, f) for r in results for f in r.fits], (SeriesInfo, FamilyFit))
+    devices = records_frame([(r.info, r.device) for r in results], (SeriesInfo, DeviceFit))
+    params = params_frame(results)
     return FitResult(fits=fits, params=params, devices=devices,
                      population=population(devices, params), traces=fit_traces(series))
+
+
+def params_frame(results: list[SeriesFit]) -> pd.DataFrame:
+    """One row per (series, family, parameter): every fitted value and its standard error."""
+    rows = [(*r.info.key, f.family, name, value, f.stderr.get(name, np.nan))
+            for r in results for f in r.fits for name, value in f.values.items()]
+    return pd.DataFrame(rows, columns=[*SERIES_COLUMNS, "family", "param", "value", "stderr"])
 
 
 def population(devices: pd.DataFrame, params: pd.DataFrame) -> pd.DataFrame:
@@ -453,25 +462,23 @@ def population(devices: pd.DataFrame, params: pd.DataFrame) -> pd.DataFrame:
         good = devs[devs["family"].notna()]
         failed = int(len(devs) - len(good))
         fam = good["family"].mode().iloc[0] if len(good) else None
-        base = {"wafer": wafer, "pulse_width_s": pw, "family": fam, "n_devices": int(len(devs)),
-                "n_failed": failed}
+        base = PopulationStat(wafer, pw, fam, int(len(devs)), failed)
         if fam is None:
-            rows.append({**base, "param": None})
+            rows.append((base,))
             continue
         keys = set(map(tuple, good[["die", "device"]].to_numpy()))
         p = params[(params.wafer == wafer) & (params.pulse_width_s == pw) & (params.family == fam)]
         p = p[[k in keys for k in zip(p.die, p.device)]]
-        extra = good[["sp_g", "sp_norm", "sp_conductance_s", "c2c_rel", "c2c_abs_s", "read_noise_s",
-                      "energy_per_pulse_j", "gmin_s", "gmax_s", "norm_lo", "norm_span"]]
+        extra = good[list(DeviceFit.POPULATION_METRICS)]
         series = {name: grp["value"].to_numpy() for name, grp in p.groupby("param")}
         series.update({c: extra[c].to_numpy(float) for c in extra.columns})
         for name, values in series.items():
             v = values[np.isfinite(values)]
             med = float(np.median(v)) if len(v) else np.nan
             spread = float(1.4826 * np.median(np.abs(v - med))) if len(v) else np.nan
-            rows.append({**base, "param": name, "median": med, "spread": spread,
-                         "rel_spread": spread / abs(med) if med else np.nan, "n": int(len(v))})
-    return pd.DataFrame(rows)
+            rows.append((replace(base, param=name, median=med, spread=spread,
+                                 rel_spread=spread / abs(med) if med else np.nan, n=int(len(v))),))
+    return records_frame(rows, (PopulationStat,))
 
 
 # --- trace-level soft-bounds fits (vectorised) -----------------------------------------

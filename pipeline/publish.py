@@ -7,16 +7,12 @@ from dataclasses import dataclass
 import pandas as pd
 
 from .devices import family as get_family
+from .fitrecords import DeviceFit, FamilyFit
 from .fitting import SERIES_COLUMNS, FitConfig, FitResult
 from .registry import Ref, Registry, model_name
 from .store import MeasurementStore
 
 DEFAULT_STACK = "hzo"
-_DEVICE_COLUMNS = ["die_x", "die_y", "state_unit", "family", "c2c_rel", "c2c_abs_s",
-                   "read_noise_s", "energy_per_pulse_j", "energy_source", "norm_lo", "norm_span",
-                   "fit_target"]
-_FIT_COLUMNS = ["n_points", "chisqr", "redchi", "aic", "bic", "r2_steps", "r2_trace", "sp_g",
-                "sp_g_err", "range_lo_g", "range_hi_g", "flag"]
 
 
 @dataclass(frozen=True)
@@ -36,11 +32,11 @@ def version_tables(result: FitResult, wafer: str, pulse_width_s: float):
     if fam is None or pd.isna(fam):
         return None
     key = SERIES_COLUMNS
-    fits = result.fits[(result.fits.family == fam)][key + _FIT_COLUMNS]
+    fits = result.fits[(result.fits.family == fam)][key + list(FamilyFit.REGISTRY_COLUMNS)]
     params = result.params[result.params.family == fam]
     values = params.pivot_table(index=key, columns="param", values="value").add_prefix("p_")
     errors = params.pivot_table(index=key, columns="param", values="stderr").add_prefix("e_")
-    rows = (devs[key + _DEVICE_COLUMNS].rename(columns={"family": "chosen_family"})
+    rows = (devs[key + list(DeviceFit.REGISTRY_COLUMNS)].rename(columns={"family": "chosen_family"})
             .merge(fits, on=key).merge(values.reset_index(), on=key).merge(errors.reset_index(), on=key))
     ok = rows["chosen_family"].notna() & (rows["flag"] == "")
     rows = rows[ok].reset_index(drop=True)

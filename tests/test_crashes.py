@@ -36,7 +36,6 @@ def _assert_exactly_once(store: MeasurementStore, n_files: int):
     assert len(store.ingested_files()) == n_files
 
 
-@pytest.mark.slow
 def test_four_concurrent_ingesters_store_each_file_once(tmp_path):
     store = tmp_path / "store"
     procs = []

@@ -2,7 +2,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.devices import FAMILIES, family
+from pipeline.devices import FAMILIES, Data, family
+from pipeline.fitrecords import (DeviceFit, FamilyFit, FitTarget, PopulationStat, SeriesInfo,
+                                 columns)
 from pipeline.fitting import FitConfig, fit_frame, fit_series, fit_traces
 from pipeline.readers import TraceOptions, read_file
 from pipeline.traces import Series, check_protocol, series_from_frame, step_map, traces
@@ -75,11 +77,12 @@ def test_fits_are_reproducible_serial_and_parallel(sample_frame):
     pd.testing.assert_frame_equal(a.devices, b.devices)
 
 
+@pytest.mark.slow
 def test_real_gong_trace_fits_with_every_family(gong_path):
     df = validate(read_file(gong_path, trace=TraceOptions("GONG", "R1", 1e-6))).to_pandas()
     result = fit_frame(df, FitConfig(workers=1))
     f = result.fits.set_index("family")
-    assert (f.fit_target == "trajectory").all()  # read noise swamps single steps here
+    assert (f.fit_target == FitTarget.TRAJECTORY.value).all()  # read noise swamps single steps here
     for name in FAMILIES:
         assert np.isfinite(f.at[name, "aic"]) and np.isfinite(f.at[name, "bic"]), name
         assert f.at[name, "r2_trace"] > 0.85, name
@@ -107,9 +110,9 @@ def _series(state, up, cycle=None, amp=None):
 ])
 def test_bad_traces_give_flagged_fits_not_crashes(case, state, up, reason):
     out = fit_series(_series(state, up))
-    assert out["device"]["family"] is None
-    assert reason in out["device"]["flag"]
-    assert all(not f["success"] for f in out["fits"])
+    assert out.device.family is None
+    assert reason in out.device.flag
+    assert all(not f.success for f in out.fits)
 
 
 def test_pure_noise_is_not_a_device_model():
@@ -117,8 +120,8 @@ def test_pure_noise_is_not_a_device_model():
     up = np.tile(np.r_[np.ones(50, bool), np.zeros(50, bool)], 3)
     out = fit_series(_series(1e-6 * (1 + 0.01 * rng.standard_normal(300)), up,
                              cycle=np.repeat([1, 2, 3], 100)))
-    assert out["device"]["family"] is None or out["device"]["r2_trace"] < 0.5
-    assert out["device"]["flag"]
+    assert out.device.family is None or out.device.r2_trace < 0.5
+    assert out.device.flag
 
 
 def test_amplitude_staircase_is_rejected_with_a_clear_message():
@@ -142,13 +145,11 @@ def test_closed_form_response_matches_stepping():
 
 
 def test_symmetry_points_closed_form_agree_with_root_finding():
-    from pipeline.devices.base import DeviceModel
-
     for name, p in (("softbounds", {"k_p": 0.02, "k_d": 0.05, "b_hi": 1.1, "b_lo": -0.1}),
                     ("neurosim", {"A_p": 40.0, "A_d": 15.0, "Gmin": 0.0, "Gmax": 1.0})):
         m = family(name)
         closed = m.symmetry_point(p)
-        root = DeviceModel.symmetry_point(m, p)
+        root = m.root_symmetry_point(p)
         assert closed == pytest.approx(root, abs=1e-9)
         assert m.step(np.array([closed]), np.array([True]), **p)[0] == pytest.approx(
             -m.step(np.array([closed]), np.array([False]), **p)[0], rel=1e-9)
@@ -173,3 +174,53 @@ def test_trace_fits_equal_lmfit_on_each_trace(sample_frame):
         b = r.params["b_hi" if t.up else "b_lo"].value
         assert row.k == pytest.approx(k, rel=1e-5) and row.b == pytest.approx(b, rel=1e-5)
         assert row.k_err == pytest.approx(r.params["k_p" if t.up else "k_d"].stderr, rel=1e-3)
+
+
+def test_guess_bounds_come_from_the_declared_parameters():
+    rng = np.random.default_rng(0)
+    g = rng.uniform(0, 1, 100)
+    up = rng.uniform(size=100) < 0.5
+    data = Data(g, np.where(up, 0.03 * (1 - g), -0.04 * g), up)
+    for name, model in FAMILIES.items():
+        params = model.guess(data)
+        assert tuple(params) == model.param_names
+        for spec in model.params:
+            p = params[spec.name]
+            assert p.vary == spec.fitted and spec.unit and spec.doc
+            if spec.fitted:  # data-dependent bounds only narrow the declared ones
+                assert spec.lo <= p.min < p.max <= spec.hi, (name, spec)
+
+
+@pytest.mark.parametrize("kwargs,named", [
+    ({"criterion": "rmse"}, "'rmse'"),
+    ({"families": ("softbounds", "nosuch")}, "nosuch"),
+    ({"families": ()}, "softbounds"),
+    ({"r2_min": 1.5}, "1.5"),
+    ({"r2_min": float("nan")}, "nan"),
+    ({"workers": -1}, "-1"),
+])
+def test_fit_config_rejects_bad_values_in_one_line(kwargs, named):
+    with pytest.raises(ValueError) as exc:
+        FitConfig(**kwargs)
+    msg = str(exc.value)
+    assert named in msg and "\n" not in msg
+
+
+def test_fit_config_error_lists_the_allowed_values():
+    with pytest.raises(ValueError, match="bic, aic"):
+        FitConfig(criterion="AIC")
+    with pytest.raises(ValueError, match=", ".join(FAMILIES)):
+        FitConfig(families=("soft",))
+
+
+def test_tables_have_the_columns_of_their_records(sample_fit):
+    assert list(sample_fit.fits.columns) == columns(SeriesInfo, FamilyFit)
+    assert list(sample_fit.devices.columns) == columns(SeriesInfo, DeviceFit)
+    assert list(sample_fit.population.columns) == columns(PopulationStat)
+    assert set(sample_fit.devices.fit_target) <= {t.value for t in FitTarget}
+    # the registry's and the summaries' column lists name real columns
+    assert set(FamilyFit.REGISTRY_COLUMNS) <= set(columns(FamilyFit))
+    assert set(DeviceFit.REGISTRY_COLUMNS) <= set(columns(SeriesInfo, DeviceFit))
+    assert set(DeviceFit.POPULATION_METRICS) <= set(columns(DeviceFit))
+    assert set(PopulationStat.SUMMARY_COLUMNS) <= set(columns(PopulationStat))
+    assert set(PopulationStat.HEADLINE_PARAMS) <= set(sample_fit.population.param)

@@ -129,6 +129,7 @@ def _register_many(root, tag, n, queue):
     queue.put(refs)
 
 
+@pytest.mark.slow
 def test_two_processes_register_at_once(tmp_path, index):
     root = tmp_path / "models"
     Registry(root).list()  # create the index first
@@ -184,11 +185,15 @@ def test_kill_during_registration_leaves_index_and_files_consistent(tmp_path, in
         if versions:
             assert reg.get("hzo-W01-20ns@latest")["version"] == versions[-1]
         reg.close()
+    # versions accumulate over the trials: some registration must have completed, or the
+    # kills all landed before the first one and nothing above was checked
+    assert versions, "no registration completed in 20 trials"
     names = os.listdir(models / "hzo-W01-20ns")
     visible = [n for n in names if not n.startswith(".")]
-    assert all(n.endswith(".parquet") for n in visible)
+    assert visible and all(n.endswith(".parquet") for n in visible)
 
 
+@pytest.mark.slow
 def test_models_cli(sample_fit, tmp_path, monkeypatch):
     reg = Registry(tmp_path / "models")
     register_fit(reg, sample_fit)

@@ -89,6 +89,7 @@ def test_pareto_front():
     assert pareto_front(energy, accuracy).tolist() == [True, True, False, True, False]
 
 
+@pytest.mark.slow
 def test_report_command(wafer, tmp_path):
     import os
 
@@ -102,6 +103,7 @@ def test_report_command(wafer, tmp_path):
     assert missing.stderr.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_report_without_simulations_says_so(wafer, tmp_path):
     root, store, _ = wafer
     registry = Registry(tmp_path / "models")

@@ -38,6 +38,7 @@ def test_noise_free_pulses_follow_the_closed_form_response():
     assert layer.pulses_up.item() == 40 and layer.pulses_down.item() == 40
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("c2c", [0.0, 0.2])
 def test_balanced_random_pulses_settle_at_the_symmetry_point(c2c):
     layer = DeviceLayer([spec_for("softbounds", SB, c2c)], (16, 16), [1], False,
@@ -52,6 +53,7 @@ def test_balanced_random_pulses_settle_at_the_symmetry_point(c2c):
     assert torch.allclose(shifted.g_ref, torch.full_like(shifted.g_ref, sp), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_every_family_trains_in_the_simulator(sample_fit):
     data = load_digits()
     params = sample_fit.params
@@ -101,6 +103,7 @@ def test_sweep_results_claims_and_lineage(sample_registry):
     assert (epochs.groupby("run_id").energy_j.apply(lambda e: e.is_monotonic_increasing)).all()
 
 
+@pytest.mark.slow
 def test_same_seed_same_results(sample_registry):
     data = load_digits()
     spec = DeviceSpec.from_version(sample_registry.load("hzo-W01-2us"))
@@ -134,11 +137,12 @@ def test_mnist_from_local_files(tmp_path):
     assert d2.n_classes <= 10
 
 
+@pytest.mark.slow
 def test_pulse_trains_give_the_sgd_update_in_expectation():
     """E[signed count] = -lr x_i delta_j / dw_min for every device of every layer."""
     from types import SimpleNamespace
 
-    from pipeline.simulation.training import PulseTrains
+    from pipeline.simulation.algorithms import PulseTrains
 
     layers = [SimpleNamespace(g=torch.zeros(1, 5, 8), dw_min=torch.tensor([0.02])),
               SimpleNamespace(g=torch.zeros(1, 3, 5), dw_min=torch.tensor([0.05]))]
@@ -157,3 +161,29 @@ def test_pulse_trains_give_the_sgd_update_in_expectation():
     for t, x, d, layer in zip(total, xs, deltas, layers):
         expected = -0.1 * d[0][:, None] * x[0][None, :] / layer.dw_min
         assert torch.allclose(t[0] / n, expected, atol=0.015), (t[0] / n - expected).abs().max()
+
+
+def test_train_runs_on_one_thread_and_restores_the_callers_setting():
+    seen = []
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        train([RunSpec("fp", 0)], load_digits(), TrainConfig(epochs=1, hidden=(8,)),
+              progress=lambda *_: seen.append(torch.get_num_threads()))
+        assert seen == [1]
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_algorithms_come_from_one_registry():
+    from pipeline.simulation import ALGORITHMS
+    from pipeline.simulation.algorithms import ALGORITHMS as STRATEGIES, algorithm_names
+
+    assert ALGORITHMS == algorithm_names() == ("fp", "analog-sgd", "mixed-precision")
+    assert all(name == strategy.name for name, strategy in STRATEGIES.items())
+    assert [n for n, s in STRATEGIES.items() if not s.analog] == ["fp"]
+    with pytest.raises(ValueError, match="unknown algorithm 'sgd'; use one of"):
+        RunSpec("sgd", 0)
+    with pytest.raises(ValueError, match="needs a device model"):
+        RunSpec("analog-sgd", 0)

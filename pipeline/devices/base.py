@@ -8,11 +8,15 @@ of one pulse in each direction: positive for up (potentiation), negative for dow
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import lmfit
 import numpy as np
 from scipy.optimize import brentq
+
+from . import geometric
 
 
 @dataclass(frozen=True)
@@ -24,10 +28,35 @@ class Data:
     up: np.ndarray  # bool
 
 
+class ParamSpec(NamedTuple):
+    """One parameter of a family: the lmfit bounds a fit may use, its unit and meaning.
+
+    States are in normalised units (``g``: the data range mapped onto [0, 1]), so a
+    bound of 20 means twenty data ranges. ``fitted=False``: set from the data, not fitted.
+    """
+
+    name: str
+    lo: float
+    hi: float
+    unit: str
+    doc: str
+    fitted: bool = True
+
+
+def bounds_into_data(data: Data, low: str, high: str) -> dict:
+    """``narrow`` bounds for a family's pair of state bounds that may sit inside the data:
+    the low one stays below the largest read, the high one above the smallest."""
+    return {low: (None, float(data.g.max()) - 1e-3), high: (float(data.g.min()) + 1e-3, None)}
+
+
 class DeviceModel:
     name: str = ""
     equation: str = ""
-    param_names: tuple[str, ...] = ()
+    params: tuple[ParamSpec, ...] = ()
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.params)
 
     # --- to implement -----------------------------------------------------------
     def step(self, g, up, **p) -> np.ndarray:
@@ -41,6 +70,22 @@ class DeviceModel:
         raise NotImplementedError
 
     # --- shared -----------------------------------------------------------------
+    def parameters(self, start: dict, narrow: dict | None = None) -> lmfit.Parameters:
+        """lmfit parameters from start values, bounded as declared in ``params``.
+
+        ``narrow``: name -> (lo, hi) that replace a declared bound where not None (bounds
+        that depend on the data at hand).
+        """
+        narrow = narrow or {}
+        p = lmfit.Parameters()
+        for s in self.params:
+            lo, hi = narrow.get(s.name, (None, None))
+            if s.fitted:
+                p.add(s.name, start[s.name], min=s.lo if lo is None else lo, max=s.hi if hi is None else hi)
+            else:
+                p.add(s.name, start[s.name], vary=False)
+        return p
+
     def model(self) -> lmfit.Model:
         names = self.param_names
 
@@ -55,7 +100,15 @@ class DeviceModel:
         return lmfit.Model(func, independent_vars=["g", "up"])
 
     def symmetry_point(self, p: dict) -> float:
-        """State where |up step| = |down step|: bracketed root on the state range."""
+        """State where |up step| = |down step|: closed form where the family has one."""
+        geo = self.geometric(p)
+        if geo is None:
+            return self.root_symmetry_point(p)
+        k_up, k_dn = geo[0], geo[1]
+        return float(geometric.symmetry_point(*geo)) if k_up + k_dn > 0 else math.nan
+
+    def root_symmetry_point(self, p: dict) -> float:
+        """Symmetry point as the bracketed root on the state range (any family)."""
         lo, hi = self.state_range(p)
         grid = np.linspace(lo, hi, 401)
         net = self.step(grid, np.ones_like(grid, bool), **p) + self.step(grid, np.zeros_like(grid, bool), **p)
@@ -75,6 +128,11 @@ class DeviceModel:
 
     def response(self, p: dict, g0: float, n: int, up: bool) -> np.ndarray:
         """States after 1..n identical pulses from ``g0`` (noise free)."""
+        geo = self.geometric(p)
+        if geo is not None:
+            k_up, k_dn, b_up, b_dn = geo
+            k, b = (k_up, b_up) if up else (k_dn, b_dn)
+            return geometric.response(k, b, g0, np.arange(1, n + 1))
         out = np.empty(n)
         g = g0
         flag = np.array([up])
@@ -89,8 +147,11 @@ class DeviceModel:
         ``start`` has shape (..., n_traces) and parameters broadcast against it (a batch
         of parameter sets for a finite-difference Jacobian has shape (batch, 1)).
         Returns shape ``start.shape + (length,)``. Families with a closed-form
-        response override this loop.
+        response (``geometric``) skip the loop.
         """
+        geo = self.geometric(p)
+        if geo is not None:
+            return geometric.run(*geo, start, up, length)
         g = np.asarray(start, dtype=float)
         out = np.empty(g.shape + (length,))
         for j in range(length):

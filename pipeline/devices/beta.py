@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import lmfit
 
-from .base import Data, DeviceModel
+from .base import Data, DeviceModel, ParamSpec, bounds_into_data
 from .xp import ops_for
 from .softbounds import SoftBounds
 
@@ -20,7 +20,17 @@ from .softbounds import SoftBounds
 class Beta(DeviceModel):
     name = "beta"
     equation = "W = (g - g_min)/(g_max - g_min); dg = +/-A W^(alpha-1) (1 - W)^(beta-1)"
-    param_names = ("A_p", "alpha_p", "beta_p", "A_d", "alpha_d", "beta_d", "g_min", "g_max")
+    params = (
+        ParamSpec("A_p", 0.0, 2.0, "g/pulse", "up step scale"),
+        ParamSpec("alpha_p", 0.2, 10.0, "1", "up kernel exponent at the low bound (W^(alpha-1))"),
+        ParamSpec("beta_p", 0.2, 10.0, "1", "up kernel exponent at the high bound ((1 - W)^(beta-1))"),
+        ParamSpec("A_d", 0.0, 2.0, "g/pulse", "down step scale"),
+        ParamSpec("alpha_d", 0.2, 10.0, "1", "down kernel exponent at the low bound"),
+        ParamSpec("beta_d", 0.2, 10.0, "1", "down kernel exponent at the high bound"),
+        # the data-side bounds are set per fit: just inside the data range
+        ParamSpec("g_min", -20.0, 20.0, "g", "low bound of the state (W = 0)"),
+        ParamSpec("g_max", -20.0, 20.0, "g", "high bound of the state (W = 1)"),
+    )
 
     def step(self, g, up, A_p, alpha_p, beta_p, A_d, alpha_d, beta_d, g_min, g_max):
         xp = ops_for(g)
@@ -34,17 +44,12 @@ class Beta(DeviceModel):
         lo = min(sb["b_lo"].value, float(data.g.min()) - 1e-3)
         hi = max(sb["b_hi"].value, float(data.g.max()) + 1e-3)
         span = hi - lo
-        p = lmfit.Parameters()
-        p.add("A_p", max(sb["k_p"].value * span, 1e-6), min=0.0, max=2.0)
-        p.add("alpha_p", 1.0, min=0.2, max=10.0)
-        p.add("beta_p", 2.0, min=0.2, max=10.0)
-        p.add("A_d", max(sb["k_d"].value * span, 1e-6), min=0.0, max=2.0)
-        p.add("alpha_d", 2.0, min=0.2, max=10.0)
-        p.add("beta_d", 1.0, min=0.2, max=10.0)
+        # starts at soft bounds (alpha_p = 1, beta_p = 2, alpha_d = 2, beta_d = 1)
+        start = {"A_p": max(sb["k_p"].value * span, 1e-6), "alpha_p": 1.0, "beta_p": 2.0,
+                 "A_d": max(sb["k_d"].value * span, 1e-6), "alpha_d": 2.0, "beta_d": 1.0,
+                 "g_min": max(lo, -19.0), "g_max": min(hi, 19.0)}
         # W is clipped to (0, 1): the bounds need not enclose every read.
-        p.add("g_min", max(lo, -19.0), min=-20.0, max=float(data.g.max()) - 1e-3)
-        p.add("g_max", min(hi, 19.0), min=float(data.g.min()) + 1e-3, max=20.0)
-        return p
+        return self.parameters(start, bounds_into_data(data, "g_min", "g_max"))
 
     def state_range(self, p):
         return p["g_min"], p["g_max"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import lmfit
 import numpy as np
 
-from .base import Data, DeviceModel
+from .base import Data, DeviceModel, ParamSpec
 from .xp import ops_for
 
 N_NODES = 8
@@ -36,8 +36,13 @@ class Lookup(DeviceModel):
 
     def __init__(self, n_nodes: int = N_NODES):
         self.n = n_nodes
-        self.param_names = (tuple(f"up_{i}" for i in range(n_nodes))
-                            + tuple(f"down_{i}" for i in range(n_nodes)) + ("g_lo", "g_hi"))
+        self.params = (
+            tuple(ParamSpec(f"up_{i}", -2.0, 2.0, "g/pulse", f"mean up step at node {i}") for i in range(n_nodes))
+            + tuple(ParamSpec(f"down_{i}", -2.0, 2.0, "g/pulse", f"mean down step at node {i}")
+                    for i in range(n_nodes))
+            # the node span is the data range: fixed, not fitted
+            + (ParamSpec("g_lo", -np.inf, np.inf, "g", "first node", fitted=False),
+               ParamSpec("g_hi", -np.inf, np.inf, "g", "last node", fitted=False)))
 
     def step(self, g, up, **p):
         xp = ops_for(g)
@@ -57,18 +62,14 @@ class Lookup(DeviceModel):
     def guess(self, data: Data) -> lmfit.Parameters:
         lo, hi = float(data.g.min()), float(data.g.max())
         nodes = np.linspace(lo, hi, self.n)
-        p = lmfit.Parameters()
+        start = {"g_lo": lo, "g_hi": hi if hi > lo else lo + 1.0}
         for prefix, m in (("up", data.up), ("down", ~data.up)):
             values = np.zeros(self.n)
             if m.sum() >= 2:
                 basis = hat_basis(data.g[m], nodes)
                 values = np.linalg.lstsq(basis, data.dg[m], rcond=None)[0]
-            for i, v in enumerate(values):
-                p.add(f"{prefix}_{i}", float(v), min=-2.0, max=2.0)
-        # The node span is the data range: fixed, not fitted.
-        p.add("g_lo", lo, vary=False)
-        p.add("g_hi", hi if hi > lo else lo + 1.0, vary=False)
-        return p
+            start.update({f"{prefix}_{i}": float(v) for i, v in enumerate(values)})
+        return self.parameters(start)
 
     def state_range(self, p):
         return p["g_lo"], p["g_hi"]

@@ -20,9 +20,9 @@ from __future__ import annotations
 import lmfit
 import numpy as np
 
-from .base import Data, DeviceModel
+from .base import Data, DeviceModel, ParamSpec
 from .xp import NP, ops_for
-from .softbounds import SoftBounds, geometric_run
+from .softbounds import SoftBounds
 
 P_MAX = 100
 
@@ -34,7 +34,12 @@ def _b(xp, a, span, pmax=P_MAX):
 class NeuroSim(DeviceModel):
     name = "neurosim"
     equation = "G(P) = B (1 - exp(-P/A)) + Gmin; B = (Gmax - Gmin) / (1 - exp(-Pmax/A))"
-    param_names = ("A_p", "A_d", "Gmin", "Gmax")
+    params = (
+        ParamSpec("A_p", 0.5, 1e5, "pulses", "up nonlinearity: pulses per e-fold of the distance to the bound"),
+        ParamSpec("A_d", 0.5, 1e5, "pulses", "down nonlinearity: pulses per e-fold of the distance to the bound"),
+        ParamSpec("Gmin", -2.0, 2.0, "g", "state at the start of the up curve"),
+        ParamSpec("Gmax", -1.0, 3.0, "g", "state at the start of the down curve"),
+    )
 
     def _pieces(self, A_p, A_d, Gmin, Gmax, xp=NP):  # noqa: N803
         span = Gmax - Gmin
@@ -60,31 +65,13 @@ class NeuroSim(DeviceModel):
             gmin, gmax = lo, hi
         if not gmax > gmin:
             gmin, gmax = lo, hi
-        p = lmfit.Parameters()
-        p.add("A_p", float(np.clip(A_p, 0.5, 1e5)), min=0.5, max=1e5)
-        p.add("A_d", float(np.clip(A_d, 0.5, 1e5)), min=0.5, max=1e5)
-        p.add("Gmin", float(np.clip(gmin, -1.9, 1.9)), min=-2.0, max=2.0)
-        p.add("Gmax", float(np.clip(gmax, -0.9, 2.9)), min=-1.0, max=3.0)
-        return p
+        return self.parameters({"A_p": float(np.clip(A_p, 0.5, 1e5)), "A_d": float(np.clip(A_d, 0.5, 1e5)),
+                                "Gmin": float(np.clip(gmin, -1.9, 1.9)), "Gmax": float(np.clip(gmax, -0.9, 2.9))})
 
     def state_range(self, p):
         xp = ops_for(p["A_p"])
         _, _, hi, lo = self._pieces(p["A_p"], p["A_d"], p["Gmin"], p["Gmax"], xp)
         return xp.minimum(lo, hi), xp.maximum(lo, hi)
 
-    def symmetry_point(self, p):
-        kp, kd, hi, lo = self._pieces(p["A_p"], p["A_d"], p["Gmin"], p["Gmax"])
-        return float((kp * hi + kd * lo) / (kp + kd))
-
-    def response(self, p, g0, n, up):
-        kp, kd, hi, lo = self._pieces(p["A_p"], p["A_d"], p["Gmin"], p["Gmax"])
-        k, b = (kp, hi) if up else (kd, lo)
-        return b - (b - g0) * (1 - k) ** np.arange(1, n + 1)
-
     def geometric(self, p):
-        kp, kd, hi, lo = self._pieces(p["A_p"], p["A_d"], p["Gmin"], p["Gmax"], ops_for(p["A_p"]))
-        return kp, kd, hi, lo
-
-    def run(self, p, start, up, length):
-        kp, kd, hi, lo = self._pieces(p["A_p"], p["A_d"], p["Gmin"], p["Gmax"])
-        return geometric_run(kp, kd, hi, lo, start, up, length)
+        return self._pieces(p["A_p"], p["A_d"], p["Gmin"], p["Gmax"], ops_for(p["A_p"]))

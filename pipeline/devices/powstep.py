@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import lmfit
 
-from .base import Data, DeviceModel
+from .base import Data, DeviceModel, ParamSpec, bounds_into_data
 from .xp import ops_for
 from .softbounds import SoftBounds
 
@@ -19,7 +19,15 @@ from .softbounds import SoftBounds
 class PowStep(DeviceModel):
     name = "powstep"
     equation = "w = (b_hi - g)/(b_hi - b_lo); dg+ = a_p w^gamma_p; dg- = -a_d (1 - w)^gamma_d"
-    param_names = ("a_p", "a_d", "gamma_p", "gamma_d", "b_hi", "b_lo")
+    params = (
+        ParamSpec("a_p", 0.0, 2.0, "g/pulse", "up step at the low bound (w = 1)"),
+        ParamSpec("a_d", 0.0, 2.0, "g/pulse", "down step at the high bound (w = 0)"),
+        ParamSpec("gamma_p", 0.05, 10.0, "1", "exponent bending the up step map"),
+        ParamSpec("gamma_d", 0.05, 10.0, "1", "exponent bending the down step map"),
+        # the data-side bounds are set per fit: just inside the data range
+        ParamSpec("b_hi", -20.0, 20.0, "g", "high bound of the state"),
+        ParamSpec("b_lo", -20.0, 20.0, "g", "low bound of the state"),
+    )
 
     def step(self, g, up, a_p, a_d, gamma_p, gamma_d, b_hi, b_lo):
         xp = ops_for(g)
@@ -33,16 +41,11 @@ class PowStep(DeviceModel):
             lo, hi = float(data.g.min()), float(data.g.max())
         hi, lo = max(hi, float(data.g.max()) + 1e-3), min(lo, float(data.g.min()) - 1e-3)
         span = hi - lo
-        p = lmfit.Parameters()
-        p.add("a_p", max(sb["k_p"].value * span, 1e-6), min=0.0, max=2.0)
-        p.add("a_d", max(sb["k_d"].value * span, 1e-6), min=0.0, max=2.0)
-        p.add("gamma_p", 1.0, min=0.05, max=10.0)
-        p.add("gamma_d", 1.0, min=0.05, max=10.0)
+        start = {"a_p": max(sb["k_p"].value * span, 1e-6), "a_d": max(sb["k_d"].value * span, 1e-6),
+                 "gamma_p": 1.0, "gamma_d": 1.0, "b_hi": min(hi, 19.0), "b_lo": max(lo, -19.0)}
         # Bounds may sit inside the data (w is clipped to [0, 1]), so a fit is never
         # pinned to the data's extremes.
-        p.add("b_hi", min(hi, 19.0), min=float(data.g.min()) + 1e-3, max=20.0)
-        p.add("b_lo", max(lo, -19.0), min=-20.0, max=float(data.g.max()) - 1e-3)
-        return p
+        return self.parameters(start, bounds_into_data(data, "b_lo", "b_hi"))
 
     def state_range(self, p):
         return p["b_lo"], p["b_hi"]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import lmfit
 import numpy as np
 
-from .base import Data, DeviceModel
+from .base import Data, DeviceModel, ParamSpec
 from .xp import ops_for
 
 
@@ -32,49 +32,32 @@ def line_fit(g: np.ndarray, dg: np.ndarray) -> tuple[float, float]:
 class SoftBounds(DeviceModel):
     name = "softbounds"
     equation = "dg+ = k_p (b_hi - g); dg- = -k_d (g - b_lo)"
-    param_names = ("k_p", "k_d", "b_hi", "b_lo")
+    params = (
+        ParamSpec("k_p", 0.0, 1.0, "1", "share of the distance to b_hi one up pulse moves"),
+        ParamSpec("k_d", 0.0, 1.0, "1", "share of the distance to b_lo one down pulse moves"),
+        # wide: a trace far from saturation puts its asymptote far outside the data
+        ParamSpec("b_hi", -10.0, 20.0, "g", "state up pulses saturate toward"),
+        ParamSpec("b_lo", -20.0, 10.0, "g", "state down pulses saturate toward"),
+    )
 
     def step(self, g, up, k_p, k_d, b_hi, b_lo):
         return ops_for(g).where(up, k_p * (b_hi - g), -k_d * (g - b_lo))
 
     def guess(self, data: Data) -> lmfit.Parameters:
-        p = lmfit.Parameters()
         values = {}
         for is_up, (k, b) in ((True, ("k_p", "b_hi")), (False, ("k_d", "b_lo"))):
             m = data.up == is_up
             slope, icpt = line_fit(data.g[m], data.dg[m]) if m.sum() > 2 else (-0.05, 0.05)
             rate = float(np.clip(-slope, 1e-6, 0.99))
             values[k], values[b] = rate, icpt / rate
-        p.add("k_p", values["k_p"], min=0.0, max=1.0)
-        p.add("k_d", values["k_d"], min=0.0, max=1.0)
-        # Wide bounds: a trace far from saturation puts its asymptote far outside the data.
-        p.add("b_hi", float(np.clip(values["b_hi"], -9.0, 19.0)), min=-10.0, max=20.0)
-        p.add("b_lo", float(np.clip(values["b_lo"], -19.0, 9.0)), min=-20.0, max=10.0)
-        return p
+        # start asymptotes one unit inside their bounds
+        values["b_hi"] = float(np.clip(values["b_hi"], -9.0, 19.0))
+        values["b_lo"] = float(np.clip(values["b_lo"], -19.0, 9.0))
+        return self.parameters(values)
 
     def state_range(self, p):
         xp = ops_for(p["b_lo"])
         return xp.minimum(p["b_lo"], p["b_hi"]), xp.maximum(p["b_lo"], p["b_hi"])
 
-    def symmetry_point(self, p):
-        kp, kd = p["k_p"], p["k_d"]
-        return float((kp * p["b_hi"] + kd * p["b_lo"]) / (kp + kd)) if kp + kd > 0 else float("nan")
-
-    def response(self, p, g0, n, up):
-        k, b = (p["k_p"], p["b_hi"]) if up else (p["k_d"], p["b_lo"])
-        return b - (b - g0) * (1 - k) ** np.arange(1, n + 1)
-
     def geometric(self, p):
         return p["k_p"], p["k_d"], p["b_hi"], p["b_lo"]
-
-    def run(self, p, start, up, length):
-        return geometric_run(p["k_p"], p["k_d"], p["b_hi"], p["b_lo"], start, up, length)
-
-
-def geometric_run(k_p, k_d, b_hi, b_lo, start, up, length):
-    """Closed-form soft-bounds response of many traces: ``g_n = b - (b - g_0)(1 - k)^n``."""
-    start = np.asarray(start, dtype=float)
-    k = np.where(up, k_p, k_d)[..., None]
-    b = np.where(up, b_hi, b_lo)[..., None]
-    n = np.arange(1, length + 1)
-    return b - (b - start[..., None]) * (1 - k) ** n

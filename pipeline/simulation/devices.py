@@ -33,11 +33,12 @@ that runs with different models and seeds advance together.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
-from ..devices import DeviceModel, family
+from ..devices import DeviceModel, family, geometric
 from ..registry import ModelVersion
 
 DTYPE = torch.float32  # states, weights and noise; float64 buys nothing at these step sizes
@@ -90,7 +91,11 @@ def sample_params(spec: DeviceSpec, shape: tuple[int, ...], rng: np.random.Gener
 
 
 def symmetry_points(model: DeviceModel, p: dict, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
-    """Per-device symmetry point by bisection on [lo, hi] (any family)."""
+    """Per-device symmetry point on [lo, hi]: the family's closed form where it has one,
+    bisection otherwise."""
+    geo = model.geometric(p)
+    if geo is not None:
+        return torch.clamp(geometric.symmetry_point(*geo), min=lo, max=hi)
     a, b = lo.clone(), hi.clone()
     up = torch.ones_like(a, dtype=torch.bool)
 
@@ -106,6 +111,71 @@ def symmetry_points(model: DeviceModel, p: dict, lo: torch.Tensor, hi: torch.Ten
         f_a = torch.where(left, f_m, f_a)
         b = torch.where(left, b, m)
     return (a + b) / 2
+
+
+class Direction(NamedTuple):
+    """Closed-form pulse constants of one direction, per device (steps ``k (b - g)``)."""
+
+    log_keep: torch.Tensor  # log(1 - k): n pulses keep (1 - k)^n of the distance to the bound
+    bound: torch.Tensor     # b, the state approached
+    noise: torch.Tensor     # k c2c / (1 - k): lognormal noise coefficient per sqrt(pulse)
+
+    @classmethod
+    def of(cls, k: torch.Tensor, b: torch.Tensor, c2c: torch.Tensor) -> "Direction":
+        return cls(torch.log1p(-k), b, k * c2c / (1 - k))
+
+
+class GeometricTable:
+    """Per-device constants of the closed-form pulse (module docstring), one row per device.
+
+    Rows are stored as one (N, 8) block, the up ``Direction``, the down one, then the
+    state range (lo, hi), so that the pulsed devices are gathered in one index op
+    (per-sample work is dispatch-bound).
+    """
+
+    def __init__(self, packed: torch.Tensor):
+        self.packed = packed
+
+    @classmethod
+    def build(cls, up: Direction, down: Direction, lo: torch.Tensor, hi: torch.Tensor) -> "GeometricTable":
+        return cls(torch.stack([*up, *down, lo, hi], 1))
+
+    @classmethod
+    def cat(cls, tables: list["GeometricTable"]) -> "GeometricTable":
+        return cls(torch.cat([t.packed for t in tables]))
+
+    def move(self, g, idx, up, n, xi, gen):
+        """States of devices ``idx`` (now ``g``) after ``n`` pulses each (up where ``up``)."""
+        rows = self.packed[idx]
+        d = Direction(*torch.where(up.unsqueeze(1), rows[:, 0:3], rows[:, 3:6]).unbind(1))
+        keep = torch.exp(n * d.log_keep - d.noise * torch.sqrt(n) * xi)
+        return torch.clamp(geometric.approach(g, d.bound, keep), min=rows[:, 6], max=rows[:, 7])
+
+
+class StepTable(NamedTuple):
+    """Per-device parameters for families without a closed form: pulse by pulse."""
+
+    model: DeviceModel
+    p: dict[str, torch.Tensor]
+    lo: torch.Tensor
+    hi: torch.Tensor
+    c2c: torch.Tensor
+
+    @classmethod
+    def cat(cls, tables: list["StepTable"]) -> "StepTable":
+        first = tables[0]
+        return cls(first.model, {k: torch.cat([t.p[k] for t in tables]) for k in first.p},
+                   *(torch.cat([getattr(t, f) for t in tables]) for f in ("lo", "hi", "c2c")))
+
+    def move(self, g, idx, up, n, xi, gen):
+        p = {k: v[idx] for k, v in self.p.items()}
+        lo, hi, c2c = self.lo[idx], self.hi[idx], self.c2c[idx]
+        for j in range(int(n.max())):
+            if j:
+                xi = torch.randn(g.shape, generator=gen, dtype=g.dtype)
+            moved = torch.clamp(g + self.model.step(g, up, **p) * (1 + c2c * xi), min=lo, max=hi)
+            g = torch.where(n > j, moved, g)
+        return g
 
 
 class DeviceLayer:
@@ -134,7 +204,8 @@ class DeviceLayer:
         self.c2c = torch.tensor([s.c2c for s in specs], dtype=DTYPE).view(r, 1, 1)
         self.energy = torch.tensor([s.energy_per_pulse_j for s in specs], dtype=torch.float64)
         self.g = torch.clamp(self.g_ref + w_init.to(DTYPE) / self.gain, lo, hi).contiguous()
-        self._prepare_sparse(r, shape)
+        self._g_flat = self.g.view(-1)  # g is updated in place through this view
+        self.table = self._pulse_table(r, shape)
         # pulses fired: up = (|n| + n) / 2, down = (|n| - n) / 2, summed; float64 keeps
         # the counts exact past 2^24
         self._signed_sum = torch.zeros(r, dtype=torch.float64)
@@ -151,32 +222,36 @@ class DeviceLayer:
     def weights(self) -> torch.Tensor:
         return self.gain * (self.g - self.g_ref)
 
-    def _prepare_sparse(self, r: int, shape: tuple[int, int]) -> None:
+    def _pulse_table(self, r: int, shape: tuple[int, int]) -> GeometricTable | StepTable:
         """Flat per-device tables for the sparse pulse path (built once)."""
-        self._per_run = shape[0] * shape[1]
-        self._g_flat = self.g.view(-1)  # g is updated in place through this view
         c2c = self.c2c.expand(r, *shape).reshape(-1)
         lo, hi = self.lo.reshape(-1), self.hi.reshape(-1)
         geo = self.model.geometric(self.p)
-        if geo is not None:
-            k_up, k_dn, b_up, b_dn = (t.expand(r, *shape).reshape(-1) for t in geo)
-            # columns paired (up, down): log(1 - k), bound, noise coefficient k c2c / (1 - k)
-            self._static = torch.stack([torch.log1p(-k_up), torch.log1p(-k_dn), b_up, b_dn,
-                                        k_up * c2c / (1 - k_up), k_dn * c2c / (1 - k_dn), lo, hi], 1)
-        else:
-            self._static = None
-            self._p_flat = {k: v.reshape(-1) for k, v in self.p.items()}
-            self._lo_flat, self._hi_flat, self._c2c_flat = lo, hi, c2c
+        if geo is None:
+            return StepTable(self.model, {k: v.reshape(-1) for k, v in self.p.items()}, lo, hi, c2c)
+        k_up, k_dn, b_up, b_dn = (t.expand(r, *shape).reshape(-1) for t in geo)
+        return GeometricTable.build(Direction.of(k_up, b_up, c2c), Direction.of(k_dn, b_dn, c2c), lo, hi)
+
+    def adopt_state(self, flat: torch.Tensor) -> None:
+        """Keep the state in ``flat`` from now on: a slice, already holding the current
+        state, of a buffer that several layers share (``Crossbars``)."""
+        self._g_flat = flat
+        self.g = flat.view(self.g.shape)
 
     def pulse(self, n_signed: torch.Tensor, gen: torch.Generator) -> None:
         """Fire |n| pulses on every device, up where n > 0 (module docstring)."""
         self.count(n_signed)
-        fire(self.model, self._g_flat, n_signed.reshape(-1), gen, self._static,
-             (self._p_flat, self._lo_flat, self._hi_flat, self._c2c_flat) if self._static is None else None)
+        fire(self._g_flat, n_signed.reshape(-1), gen, self.table)
 
     def count(self, n_signed: torch.Tensor) -> None:
         self._signed_sum += n_signed.sum(dim=(1, 2))
         self._abs_sum += n_signed.abs().sum(dim=(1, 2))
+
+    def add_tally(self, signed: torch.Tensor, absolute: torch.Tensor) -> None:
+        """Add per-device (signed, absolute) pulse sums, shaped like ``g`` or flat."""
+        r = self.g.shape[0]
+        self._signed_sum += signed.view(r, -1).sum(-1, dtype=torch.float64)
+        self._abs_sum += absolute.view(r, -1).sum(-1, dtype=torch.float64)
 
     @property
     def pulses_up(self) -> torch.Tensor:
@@ -191,8 +266,8 @@ class DeviceLayer:
         return (self.pulses_up + self.pulses_down) * self.energy
 
 
-def fire(model: DeviceModel, g_flat: torch.Tensor, flat: torch.Tensor, gen: torch.Generator,
-         static: torch.Tensor | None, tables=None, tally=None) -> None:
+def fire(g_flat: torch.Tensor, flat: torch.Tensor, gen: torch.Generator,
+         table: GeometricTable | StepTable, tally=None) -> None:
     """Move the devices with pulses (``flat`` signed counts, aligned with ``g_flat``).
 
     Only devices with pulses are touched (a rank-one update fires on a few percent of
@@ -210,28 +285,14 @@ def fire(model: DeviceModel, g_flat: torch.Tensor, flat: torch.Tensor, gen: torc
         tally[1].index_add_(0, idx, n)
     g = g_flat[idx]
     xi = torch.randn(g.shape, generator=gen, dtype=g.dtype)
-    if static is not None:
-        s = static[idx]
-        sel = torch.where(up.unsqueeze(1), s[:, 0:6:2], s[:, 1:6:2])
-        shrink = torch.exp(n * sel[:, 0] - sel[:, 2] * torch.sqrt(n) * xi)
-        g = torch.clamp(sel[:, 1] - (sel[:, 1] - g) * shrink, min=s[:, 6], max=s[:, 7])
-    else:
-        p_flat, lo_flat, hi_flat, c2c_flat = tables
-        p = {k: v[idx] for k, v in p_flat.items()}
-        lo, hi, c2c = lo_flat[idx], hi_flat[idx], c2c_flat[idx]
-        for j in range(int(n.max())):
-            if j:
-                xi = torch.randn(g.shape, generator=gen, dtype=g.dtype)
-            moved = torch.clamp(g + model.step(g, up, **p) * (1 + c2c * xi), min=lo, max=hi)
-            g = torch.where(n > j, moved, g)
-    g_flat[idx] = g
+    g_flat[idx] = table.move(g, idx, up, n, xi, gen)
 
 
 class Crossbars:
     """All layers of a network, pulsed in one sparse pass per update.
 
     The layers' states become views of one flat buffer, so a layer's own ``pulse`` and
-    this combined one move the same devices. Pulse counts are written into ``counts``
+    this combined one move the same devices. Pulse counts are written into ``views``
     (one flat buffer, a view per layer), fired, and tallied per device; ``flush`` moves
     the tallies into the layers' counters (float32 per device is exact to 2^24 pulses,
     so flushing once per epoch is plenty).
@@ -239,36 +300,25 @@ class Crossbars:
 
     def __init__(self, layers: list[DeviceLayer]):
         self.layers = layers
-        self.model = layers[0].model
         self.g = torch.cat([layer.g.reshape(-1) for layer in layers])
         self.counts = torch.zeros_like(self.g)
         self._tally = (torch.zeros_like(self.g), torch.zeros_like(self.g))
         self.views, self._spans, offset = [], [], 0
         for layer in layers:
             n = layer.g.numel()
-            layer._g_flat = self.g[offset:offset + n]
-            layer.g = layer._g_flat.view(layer.g.shape)
+            layer.adopt_state(self.g[offset:offset + n])
             self.views.append(self.counts[offset:offset + n].view(layer.g.shape))
             self._spans.append((offset, offset + n))
             offset += n
-        if all(layer._static is not None for layer in layers):
-            self.static, self.tables = torch.cat([layer._static for layer in layers]), None
-        else:
-            self.static = None
-            self.tables = ({k: torch.cat([layer._p_flat[k] for layer in layers]) for k in layers[0]._p_flat},
-                           torch.cat([layer._lo_flat for layer in layers]),
-                           torch.cat([layer._hi_flat for layer in layers]),
-                           torch.cat([layer._c2c_flat for layer in layers]))
+        self.table = type(layers[0].table).cat([layer.table for layer in layers])
 
     def pulse(self, gen: torch.Generator) -> None:
         """Fire the counts written into ``views`` (one (R, out, in) view per layer)."""
-        fire(self.model, self.g, self.counts, gen, self.static, self.tables, self._tally)
+        fire(self.g, self.counts, gen, self.table, self._tally)
 
     def flush(self) -> None:
         signed, absolute = self._tally
         for layer, (a, b) in zip(self.layers, self._spans):
-            r = layer.g.shape[0]
-            layer._signed_sum += signed[a:b].view(r, -1).sum(-1, dtype=torch.float64)
-            layer._abs_sum += absolute[a:b].view(r, -1).sum(-1, dtype=torch.float64)
+            layer.add_tally(signed[a:b], absolute[a:b])
         signed.zero_()
         absolute.zero_()

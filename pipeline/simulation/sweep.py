@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from ..registry import Registry
+from .algorithms import get_algorithm
 from .datasets import Dataset, load_dataset
 from .devices import DeviceSpec
 from .training import RunSpec, TrainConfig, train
@@ -46,8 +46,8 @@ def plan(registry: Registry, refs: list[str], variants=DEFAULT_VARIANTS, seeds=(
     runs = []
     for seed in seeds:
         for algorithm, shift in variants:
-            if algorithm == "fp":
-                runs.append(RunSpec("fp", seed))  # device independent: once per seed
+            if not get_algorithm(algorithm).analog:
+                runs.append(RunSpec(algorithm, seed))  # device independent: once per seed
             else:
                 runs += [RunSpec(algorithm, seed, spec, shift) for spec in specs]
     return SweepPlan(tuple(runs), cfg, dataset)
@@ -74,33 +74,28 @@ def run_sweep(registry: Registry, sweep: SweepPlan, data: Dataset | None = None,
             frames.append(pd.read_parquet(path))
         else:
             todo.append(r)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)  # per-sample tensors are tiny: threads only add overhead
-    try:
-        batches = SweepPlan(tuple(todo), sweep.cfg, sweep.dataset).batches()
-        for i, batch in enumerate(batches, 1):
-            label = f"batch {i}/{len(batches)} {batch[0].label}"
-            if batch[0].device:
-                label += f" ({batch[0].device.family})"
-            label += f", {len(batch)} runs"
+    batches = SweepPlan(tuple(todo), sweep.cfg, sweep.dataset).batches()
+    for i, batch in enumerate(batches, 1):
+        label = f"batch {i}/{len(batches)} {batch[0].label}"
+        if batch[0].device:
+            label += f" ({batch[0].device.family})"
+        label += f", {len(batch)} runs"
 
-            def report(epoch, total, rec, label=label):
-                if progress:
-                    progress(f"{label}: epoch {epoch}/{total} test accuracy "
-                             f"{np.mean(rec.test_accuracy):.3f} (mean), {rec.wall_s:.1f}s")
+        def report(epoch, total, rec, label=label):
+            if progress:
+                progress(f"{label}: epoch {epoch}/{total} test accuracy "
+                         f"{np.mean(rec.test_accuracy):.3f} (mean), {rec.wall_s:.1f}s")
 
-            result = train(batch, data, sweep.cfg, report)
-            for k, run in enumerate(batch):
-                df = _epoch_rows(run, result, k, sweep.cfg, data.name)
-                path = out_dir / f"{df.run_id.iloc[0]}.parquet"
-                tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-                df.to_parquet(tmp, index=False)
-                os.replace(tmp, path)
-                if run.device is not None:
-                    registry.add_run(run.device.ref, df.run_id.iloc[0], run.label, str(path))
-                frames.append(df)
-    finally:
-        torch.set_num_threads(previous)
+        result = train(batch, data, sweep.cfg, report, threads)
+        for k, run in enumerate(batch):
+            df = _epoch_rows(run, result, k, sweep.cfg, data.name)
+            path = out_dir / f"{df.run_id.iloc[0]}.parquet"
+            tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+            df.to_parquet(tmp, index=False)
+            os.replace(tmp, path)
+            if run.device is not None:
+                registry.add_run(run.device.ref, df.run_id.iloc[0], run.label, str(path))
+            frames.append(df)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 

@@ -1,7 +1,7 @@
 """Hardware-aware training of an MLP on simulated devices, batched over runs.
 
-Algorithms (DOMAIN.md section 5), one switch each, combinable with symmetry-point
-shifting (``shift``) for the two analog ones:
+Algorithms (DOMAIN.md section 5), one strategy each in ``algorithms.py``, combinable
+with symmetry-point shifting (``shift``) for the analog ones:
 
 - ``fp``: floating-point SGD, same network, data, order and initial weights;
 - ``analog-sgd``: Gokmen & Vlasov 2016. Per sample, a rank-one update by stochastic
@@ -34,10 +34,11 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
+from .algorithms import algorithm_names, get_algorithm
 from .datasets import Dataset
-from .devices import DTYPE, Crossbars, DeviceLayer, DeviceSpec
+from .devices import DTYPE, DeviceSpec
 
-ALGORITHMS = ("fp", "analog-sgd", "mixed-precision")
+ALGORITHMS = algorithm_names()  # names only, kept for callers that import them from here
 
 
 @dataclass(frozen=True)
@@ -63,11 +64,10 @@ class RunSpec:
     shift: bool = False
 
     def __post_init__(self):
-        if self.algorithm not in ALGORITHMS:
-            raise ValueError(f"unknown algorithm {self.algorithm!r}; use one of {ALGORITHMS}")
-        if self.algorithm != "fp" and self.device is None:
+        analog = get_algorithm(self.algorithm).analog
+        if analog and self.device is None:
             raise ValueError(f"{self.algorithm} needs a device model")
-        if self.algorithm == "fp" and self.shift:
+        if not analog and self.shift:
             raise ValueError("symmetry-point shifting applies to the analog algorithms only")
 
     @property
@@ -126,42 +126,31 @@ class Batch:
         if len(algos) != 1 or len({r.shift for r in runs}) != 1:
             raise ValueError("a batch holds runs of one algorithm and one shift setting")
         self.runs, self.data, self.cfg = runs, data, cfg
-        self.algorithm = algos.pop()
         self.sizes = [data.n_features, *cfg.hidden, data.n_classes]
         seeds = [r.seed for r in runs]
         w0 = _init_weights(self.sizes, seeds)
         self.bias = [torch.zeros(len(runs), n, dtype=DTYPE) for n in self.sizes[1:]]
         self.act, self.dact = _activation(cfg.activation)
         self.gen = torch.Generator().manual_seed(int(sum(seeds) * 7919 + len(runs)))
-        if self.algorithm == "fp":
-            self.w = w0
-            self.layers = []
-        else:
-            specs = [r.device for r in runs]
-            self.layers = [DeviceLayer(specs, tuple(w.shape[1:]), seeds, runs[0].shift, w, cfg.d2d,
-                                       cfg.weight_range) for w in w0]
-            self.crossbars = Crossbars(self.layers)
-            self.trains = PulseTrains(self.layers, cfg.lr, cfg.bl)
-            self.chi = [torch.zeros_like(w) for w in w0]
+        self.algorithm = get_algorithm(algos.pop())(runs, w0, cfg)
         self.x_train = torch.tensor(data.x_train, dtype=DTYPE)  # float32: see devices.DTYPE
         self.y_train = torch.tensor(data.y_train)
         self.x_test = torch.tensor(data.x_test, dtype=DTYPE)
         self.y_test = torch.tensor(data.y_test)
         self.rngs = [np.random.default_rng([s, 11]) for s in seeds]
 
-    def weights(self) -> list[torch.Tensor]:
-        return self.w if self.algorithm == "fp" else [layer.weights() for layer in self.layers]
-
     def forward(self, x: torch.Tensor, weights) -> list[torch.Tensor]:
-        """Activations per layer for x of shape (R, n, in); the last are logits."""
+        """Activations per layer for x of shape (R, in, n), samples as columns (the
+        per-sample step is n = 1); the last are logits."""
         acts = [x]
         for i, (w, b) in enumerate(zip(weights, self.bias)):
-            z = torch.matmul(acts[-1], w.transpose(1, 2)) + b[:, None, :]
+            z = torch.baddbmm(b.unsqueeze(-1), w, acts[-1])
             acts.append(z if i == len(weights) - 1 else self.act(z))
         return acts
 
     def evaluate(self, x: torch.Tensor, y: torch.Tensor):
-        logits = self.forward(x.expand(len(self.runs), *x.shape), self.weights())[-1]
+        cols = x.T.expand(len(self.runs), *x.T.shape)
+        logits = self.forward(cols, self.algorithm.weights())[-1].transpose(1, 2)
         acc = (logits.argmax(-1) == y).double().mean(-1)
         loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), y.expand(len(self.runs), -1),
                                                  reduction="none").mean(-1)
@@ -179,108 +168,44 @@ class Batch:
                 self._step(xs[t], targets[t])
 
     def _step(self, x: torch.Tensor, target: torch.Tensor) -> None:
-        weights = self.weights()
-        acts = [x]
-        for i, (w, b) in enumerate(zip(weights, self.bias)):
-            z = torch.baddbmm(b.unsqueeze(-1), w, acts[-1].unsqueeze(-1)).squeeze(-1)
-            acts.append(z if i == len(weights) - 1 else self.act(z))
+        algo = self.algorithm
+        weights = algo.weights()
+        acts = [a.squeeze(-1) for a in self.forward(x.unsqueeze(-1), weights)]
         delta = torch.softmax(acts[-1], dim=-1) - target
         lr = self.cfg.lr
         deltas = [None] * len(weights)
         for i in range(len(weights) - 1, -1, -1):
             deltas[i] = delta
             prev = (torch.bmm(delta.unsqueeze(1), weights[i]).squeeze(1) * self.dact(acts[i])) if i else None
-            self._update(i, acts[i], delta)
+            algo.update(i, acts[i], delta)
             self.bias[i] -= lr * delta
             delta = prev
-        if self.algorithm == "analog-sgd":
-            self.trains.counts(acts[:-1], deltas, self.gen, self.crossbars.views)
-        if self.algorithm != "fp":  # every layer's pulses in one pass, after backprop
-            self.crossbars.pulse(self.gen)
-
-    def _update(self, i: int, x: torch.Tensor, delta: torch.Tensor) -> None:
-        """FP: apply the update. Mixed precision: accumulate, write layer i's pulse counts."""
-        lr = self.cfg.lr
-        if self.algorithm == "fp":
-            self.w[i] -= lr * delta.unsqueeze(-1) * x.unsqueeze(1)
-        elif self.algorithm == "mixed-precision":
-            eps = self.layers[i].dw_min.view(-1, 1, 1)
-            self.chi[i] -= lr * delta.unsqueeze(-1) * x.unsqueeze(1)
-            n = torch.trunc(self.chi[i] / eps, out=self.crossbars.views[i])
-            self.chi[i] -= n * eps
-
-    def pulses(self) -> dict[str, np.ndarray]:
-        if self.layers:
-            self.crossbars.flush()
-        out = {}
-        for i, layer in enumerate(self.layers):
-            out[f"l{i}_up"] = layer.pulses_up.numpy().copy()
-            out[f"l{i}_down"] = layer.pulses_down.numpy().copy()
-        return out
-
-    def energy(self) -> np.ndarray:
-        if not self.layers:
-            return np.zeros(len(self.runs))
-        self.crossbars.flush()
-        return sum(layer.energy_j for layer in self.layers).numpy().copy()
+        algo.after_backprop(acts[:-1], deltas, self.gen)
 
 
-class PulseTrains:
-    """Stochastic pulse trains of every layer at once (Gokmen & Vlasov 2016).
+def train(runs: list[RunSpec], data: Dataset, cfg: TrainConfig, progress=None,
+          threads: int = 1) -> BatchResult:
+    """Train a batch of runs; ``progress(epoch, epochs, record)`` after each epoch.
 
-    Per layer, input i fires in each of ``bl`` slots with probability ``A |x_i|`` and
-    error j with ``B |delta_j|``; with update management ``A = s sqrt(max|delta| /
-    max|x|)``, ``B = s / sqrt(...)``, ``s = sqrt(lr / (dw_min bl))`` (aihwkit's
-    ``update_management``), so the expected update is ``lr |x| |delta|``. The signs ride
-    on the bits (``sign(x)``, ``-sign(delta)``), so one batched product of the two trains
-    gives ``-sum_slots sign(x_i) sign(delta_j)`` coincidences, the signed pulse count of
-    every device. All layers' inputs and errors sit side by side in one vector: one draw,
-    one compare, and a segmented max give every layer's trains (few, larger tensor ops
-    instead of many small ones: per-sample work is dispatch-bound).
+    Torch runs on ``threads`` threads meanwhile (the caller's setting is restored
+    after): per-sample tensors are tiny, so more threads only add overhead.
     """
-
-    def __init__(self, layers: list[DeviceLayer], lr: float, bl: int):
-        r = layers[0].g.shape[0]
-        lengths, self.slices, offset = [], [], 0
-        for layer in layers:
-            n_out, n_in = layer.g.shape[1:]
-            lengths += [n_in, n_out]
-            self.slices.append((slice(offset, offset + n_in), slice(offset + n_in, offset + n_in + n_out)))
-            offset += n_in + n_out
-        self.r, self.n_layers, self.bl, self.width = r, len(layers), bl, offset
-        self.lengths = torch.tensor(lengths).expand(r, -1).contiguous()
-        self.segment = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths))
-        self.flip = torch.tensor([1.0, -1.0] * len(layers), dtype=DTYPE)[self.segment]
-        self.scale = torch.stack([torch.sqrt(lr / (layer.dw_min * bl)) for layer in layers], 1)
-
-    def counts(self, xs: list[torch.Tensor], deltas: list[torch.Tensor], gen: torch.Generator,
-               out: list[torch.Tensor]) -> None:
-        """Write every layer's signed pulse counts into ``out`` (one (R, out, in) each)."""
-        v = torch.cat([t for pair in zip(xs, deltas) for t in pair], -1)
-        a = v.abs()
-        m = torch.segment_reduce(a, "max", lengths=self.lengths, axis=1, unsafe=True)
-        m = m.clamp_min_(1e-12).view(self.r, self.n_layers, 2)
-        root = torch.sqrt(m[..., 1] / m[..., 0])
-        per_segment = torch.stack([self.scale * root, self.scale / root], -1).view(self.r, -1)
-        p = (a * per_segment[:, self.segment]).clamp_(max=1.0)
-        bits = (torch.rand(self.r, self.bl, self.width, generator=gen, dtype=v.dtype)
-                < p.unsqueeze(1)) * (torch.sign(v) * self.flip).unsqueeze(1)
-        for (x_part, d_part), target in zip(self.slices, out):
-            torch.bmm(bits[:, :, d_part].transpose(1, 2), bits[:, :, x_part], out=target)
-
-
-def train(runs: list[RunSpec], data: Dataset, cfg: TrainConfig, progress=None) -> BatchResult:
-    """Train a batch of runs; ``progress(epoch, epochs, record)`` after each epoch."""
-    batch = Batch(runs, data, cfg)
-    result = BatchResult(runs)
-    for epoch in range(1, cfg.epochs + 1):
-        t = time.perf_counter()
-        batch.train_epoch()
-        wall = time.perf_counter() - t
-        tr_acc, _ = batch.evaluate(batch.x_train, batch.y_train)
-        te_acc, loss = batch.evaluate(batch.x_test, batch.y_test)
-        rec = EpochRecord(epoch, tr_acc, te_acc, loss, batch.pulses(), batch.energy(), wall)
-        result.epochs.append(rec)
-        if progress:
-            progress(epoch, cfg.epochs, rec)
-    return result
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        batch = Batch(runs, data, cfg)
+        result = BatchResult(runs)
+        for epoch in range(1, cfg.epochs + 1):
+            t = time.perf_counter()
+            batch.train_epoch()
+            wall = time.perf_counter() - t
+            tr_acc, _ = batch.evaluate(batch.x_train, batch.y_train)
+            te_acc, loss = batch.evaluate(batch.x_test, batch.y_test)
+            rec = EpochRecord(epoch, tr_acc, te_acc, loss, batch.algorithm.pulses(),
+                              batch.algorithm.energy(), wall)
+            result.epochs.append(rec)
+            if progress:
+                progress(epoch, cfg.epochs, rec)
+        return result
+    finally:
+        torch.set_num_threads(previous)
