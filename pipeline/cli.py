@@ -571,7 +571,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("old", nargs="?", help="convert: the store of the earlier layout (hive "
                    "folders + _ledger.sqlite); it is left unchanged")
     p.add_argument("--retention-hours", type=int, default=168,
-                   help="vacuum: keep unreferenced files younger than this (default 168)")
+                   help="vacuum: keep unreferenced files younger than this (default 168); "
+                        "running writers' parts are unreferenced until they commit")
     p.set_defaults(func=cmd_store)
 
     p = sub.add_parser("run", help="run a Prefect flow here (embedded unless PREFECT_API_URL is set)",

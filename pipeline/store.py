@@ -124,7 +124,9 @@ class MeasurementStore:
 
     def vacuum(self, retention_hours: int = 168) -> list[str]:
         """Delete parquet files the log does not reference that are older than the
-        retention (uncommitted parts of killed writers, parts rewritten on a conflict)."""
+        retention (uncommitted parts of killed writers, parts rewritten on a conflict).
+        The retention must exceed the longest batch: a running writer's parts are not
+        referenced until it commits."""
         dt = self.table()
         if dt is None:
             return []
