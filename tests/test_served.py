@@ -100,6 +100,7 @@ def test_deployments_on_a_process_pool_run_on_a_worker(tmp_path):
     """`ferroflow deploy` against a real server; a `prefect worker` (another process, as
     on another machine) picks up a run of one of the deployments."""
     from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from pipeline.cli import start_local_server
     from tests.conftest import ROOT, SAMPLE
@@ -120,8 +121,9 @@ def test_deployments_on_a_process_pool_run_on_a_worker(tmp_path):
                             "--cron", "0 0 1 1 *", "--json"], env=env, capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
         assert len(json.loads(r.stdout)["deployments"]) == 6
-        os.environ["PREFECT_API_URL"] = url
-        with get_client(sync_client=True) as client:
+        # this process may have loaded Prefect's settings before (an earlier test): say
+        # which server to talk to explicitly
+        with temporary_settings({PREFECT_API_URL: url}), get_client(sync_client=True) as client:
             found = {d.name: d for d in client.read_deployments()}
             assert {d.work_pool_name for d in found.values()} == {"lab"}
             assert found["manual"].entrypoint.startswith("flows.definitions.")
@@ -133,10 +135,9 @@ def test_deployments_on_a_process_pool_run_on_a_worker(tmp_path):
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         store = MeasurementStore(tmp_path / "store")
         _wait(lambda: store.rows() == 2 * 600, 300, "the worker's ingest run")
-        with get_client(sync_client=True) as client:
+        with temporary_settings({PREFECT_API_URL: url}), get_client(sync_client=True) as client:
             _wait(lambda: client.read_flow_run(run.id).state.is_completed(), 60, "run completed")
     finally:
-        os.environ.pop("PREFECT_API_URL", None)
         if worker is not None:
             worker.terminate()
             worker.wait(timeout=60)

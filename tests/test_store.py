@@ -218,6 +218,10 @@ def test_legacy_store_converts_with_one_command(tmp_path):
                           "--store", str(new), "--json"], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == {"files": 3, "rows": 1800, "version": 1}
+    info = subprocess.run([sys.executable, "-m", "pipeline.cli", "store", "info", "--store", str(new),
+                           "--json"], capture_output=True, text=True, cwd=ROOT)
+    assert json.loads(info.stdout) == {"store": str(new), "version": 1, "rows": 1800,
+                                       "partitions": [["W01", 2e-08]]}
     store = MeasurementStore(new)
     expected = pd.concat([validate(read_file(f)).to_pandas() for f in SOME[:3]])
     got = store.read()
