@@ -15,6 +15,10 @@ Automatic simulation of newly registered versions, exactly once:
   a run; no subflow is started, so both paths never apply at once;
 - either way ``simulate`` skips a version whose runs already exist (run ids hash the
   version and the training configuration).
+
+Paths: every flow takes ``store`` and ``registry`` (default: ``FERRO_STORE`` and
+``FERRO_REGISTRY``, like every other setting) and hands its tasks and subflows the
+settings built from them; each step is a call of ``pipeline.app``.
 """
 
 from __future__ import annotations
@@ -25,20 +29,20 @@ from prefect.cache_policies import INPUTS
 from prefect.events import emit_event
 from prefect.runtime import deployment
 
+from pipeline import app
 from pipeline.fitrecords import PopulationStat
-from pipeline.fitting import FitConfig
-from pipeline.ingest import ingest, ready_files
-from pipeline.publish import fit_and_register
-from pipeline.registry import Registry
-from pipeline.report import markdown_summary, write_report
-from pipeline.settings import get_settings
-from pipeline.simulation import DEFAULT_VARIANTS, TrainConfig, simulate_refs
-from pipeline.store import MeasurementStore
+from pipeline.report import markdown_summary
+from pipeline.settings import Settings, get_settings
+from pipeline.simulation import DEFAULT_VARIANTS, TrainConfig
 
-from flows.runners import task_runner, uses_processes_inside
+from flows.runners import current_runner, task_runner, uses_processes_inside
 
 EVENT = "ferroflow.model.registered"
 RESOURCE_PREFIX = "ferroflow.model."
+
+
+def _settings(store: str | None, registry: str | None) -> Settings:
+    return get_settings().with_overrides(store=store, registry=registry)
 
 
 def _artifact_key(*parts) -> str:
@@ -47,25 +51,22 @@ def _artifact_key(*parts) -> str:
 
 
 @task(retries=2, retry_delay_seconds=2)
-def ingest_task(paths: list[str] | None, incoming: bool, min_age_s: float) -> dict:
-    s = get_settings()
-    files = ready_files(s.incoming, min_age_s) if incoming else paths or []
-    report = ingest(files, MeasurementStore(s.store), s.quarantine, move_from=s.incoming,
-                    processed_dir=s.processed)
+def ingest_task(paths: list[str] | None, incoming: bool, min_age_s: float,
+                settings: Settings) -> dict:
+    report = app.run_ingest(settings, paths or [], incoming=incoming, min_age_s=min_age_s)
     get_run_logger().info("ingest: %s", report.summary())
     return report.to_json()
 
 
-@task(retries=2, retry_delay_seconds=2, cache_policy=INPUTS, persist_result=True,
+@task(retries=2, retry_delay_seconds=2, cache_policy=INPUTS - "settings", persist_result=True,
       result_serializer="json")
 def fit_partition_task(wafer: str, pulse_width_s: float, content_key: str, registry_root: str,
-                       workers: int) -> list[dict]:
+                       workers: int, settings: Settings) -> list[dict]:
     """Fit and register one partition. The cache key holds the partition's content key
-    and the registry it registers into, so unchanged data is never refitted and a cached
-    answer never names versions of another registry."""
-    s = get_settings()
-    result, registered = fit_and_register(Registry(s.registry), MeasurementStore(s.store), wafer,
-                                          pulse_width_s, config=FitConfig(workers=workers))
+    and the registry it registers into (``registry_root``, that of ``settings``), so
+    unchanged data is never refitted and a cached answer never names versions of another
+    registry; the other paths do not change the answer."""
+    result, registered = app.run_fit(settings, wafer, pulse_width_s, workers=workers)
     rows = result.population[result.population.param.isin(PopulationStat.HEADLINE_PARAMS)]
     create_table_artifact(
         key=_artifact_key("fit", wafer, f"{pulse_width_s:g}"),
@@ -76,11 +77,10 @@ def fit_partition_task(wafer: str, pulse_width_s: float, content_key: str, regis
 
 
 @task(retries=1)
-def simulate_task(refs: list[str], epochs: int, seeds: int) -> list[dict]:
+def simulate_task(refs: list[str], epochs: int, seeds: int, settings: Settings) -> list[dict]:
     """One batched sweep over all ``refs`` (runs of one algorithm share tensors)."""
-    s = get_settings()
-    _, _, table = simulate_refs(Registry(s.registry), refs, DEFAULT_VARIANTS, tuple(range(seeds)),
-                                TrainConfig(epochs=epochs))
+    _, _, table = app.run_simulation(settings, refs, DEFAULT_VARIANTS, tuple(range(seeds)),
+                                     TrainConfig(epochs=epochs))
     records = [{k: (None if v != v else v) for k, v in r.items()} for r in table.to_dict("records")]
     create_table_artifact(key=_artifact_key("sim", *refs), table=records,
                           description=f"Training sweep on {', '.join(refs)}: accuracy, epochs to "
@@ -89,47 +89,50 @@ def simulate_task(refs: list[str], epochs: int, seeds: int) -> list[dict]:
 
 
 @task(retries=1)
-def report_task(wafer: str) -> str:
+def report_task(wafer: str, settings: Settings) -> str:
     """Write the wafer's report (figures + HTML) and attach its summary as an artifact."""
-    s = get_settings()
-    report = write_report(MeasurementStore(s.store), Registry(s.registry), wafer, s.reports / wafer)
+    report = app.run_report(settings, wafer)
     create_markdown_artifact(key=_artifact_key("report", wafer), markdown=markdown_summary(wafer, report),
                              description=f"Report of wafer {wafer}: {report.html}")
     return str(report.html)
 
 
 @flow(name="ingest")
-def ingest_flow(paths: list[str] | None = None, incoming: bool = True, min_age_s: float = 5.0) -> dict:
+def ingest_flow(paths: list[str] | None = None, incoming: bool = True, min_age_s: float = 5.0,
+                store: str | None = None, registry: str | None = None) -> dict:
     """Ingest given paths, or the complete files of the landing folder."""
-    return ingest_task(paths, incoming and not paths, min_age_s)
+    return ingest_task(paths, incoming and not paths, min_age_s, _settings(store, registry))
 
 
 @flow(name="simulate")
-def simulate_flow(ref: str | list[str], epochs: int = 5, seeds: int = 1) -> list[dict]:
+def simulate_flow(ref: str | list[str], epochs: int = 5, seeds: int = 1, store: str | None = None,
+                  registry: str | None = None) -> list[dict]:
     """Train every algorithm on registered versions, as one batched sweep (runs already
     done are skipped). A ref may be an event resource id, ``ferroflow.model.<name>@<v>``."""
+    settings = _settings(store, registry)
     refs = [r.removeprefix(RESOURCE_PREFIX) for r in ([ref] if isinstance(ref, str) else ref)]
-    records = simulate_task(refs, epochs, seeds)
+    records = simulate_task(refs, epochs, seeds, settings)
     if deployment.get_id() is not None:  # triggered: the wafer flow's report predates these runs
-        registry = Registry(get_settings().registry)
-        for wafer in sorted({registry.get(r)["wafer"] for r in refs}):
-            report_task(wafer)
+        for wafer in app.wafers_of(settings, refs):
+            report_task(wafer, settings)
     return records
 
 
 @flow(name="fit", task_runner=task_runner())
 def fit_flow(partitions: list[list] | None = None, wafer: str | None = None, simulate: bool = True,
-             epochs: int = 5, seeds: int = 1, served: bool | None = None) -> list[dict]:
+             epochs: int = 5, seeds: int = 1, served: bool | None = None, store: str | None = None,
+             registry: str | None = None) -> list[dict]:
     """Fit and register the given (wafer, pulse width) partitions (default: all of
     ``wafer``, or every partition in the store); then simulate new versions: by events
     when ``served`` (default: when this run comes from a deployment), else as subflows."""
-    s = get_settings()
-    store = MeasurementStore(s.store)
+    settings = _settings(store, registry)
+    measurements = app.store(settings)
     if partitions is None:
-        partitions = [[w, pw] for w, pw in store.partitions() if wafer is None or w == wafer]
+        partitions = [[w, pw] for w, pw in measurements.partitions() if wafer is None or w == wafer]
     workers = 0 if uses_processes_inside() else 1
-    futures = [fit_partition_task.submit(w, float(pw), store.partition_key(w, pw), str(s.registry),
-                                         workers) for w, pw in partitions]
+    futures = [fit_partition_task.submit(w, float(pw), measurements.partition_key(w, pw),
+                                         str(settings.registry), workers, settings)
+               for w, pw in partitions]
     registered, failed = [], []
     for (w, pw), fut in zip(partitions, futures):
         try:
@@ -139,8 +142,7 @@ def fit_flow(partitions: list[list] | None = None, wafer: str | None = None, sim
             get_run_logger().error("fit of %s at %g s failed: %s", w, pw, exc)
     # A cached fit replays its old answer, so "created" alone is not enough: simulate
     # exactly the versions that have no simulation runs yet.
-    registry = Registry(s.registry)
-    new = [r["ref"] for r in registered if registry.runs(r["ref"]).empty]
+    new = app.unsimulated(settings, [r["ref"] for r in registered])
     if served is None:
         served = deployment.get_id() is not None
     if simulate and new:
@@ -149,25 +151,30 @@ def fit_flow(partitions: list[list] | None = None, wafer: str | None = None, sim
                 emit_event(event=EVENT, resource={"prefect.resource.id": f"{RESOURCE_PREFIX}{ref}",
                                                   "ferroflow.ref": ref})
         else:  # embedded: one subflow, one batched sweep over the new versions
-            simulate_flow(new, epochs, seeds)
+            simulate_flow(new, epochs, seeds, store, registry)
     if failed:
         raise RuntimeError(f"{len(failed)} partition(s) failed: " + "; ".join(failed))
     return registered
 
 
 @flow(name="wafer", task_runner=task_runner())
-def wafer_flow(paths: list[str] | None = None, epochs: int = 5, seeds: int = 1) -> list[dict]:
+def wafer_flow(paths: list[str] | None = None, epochs: int = 5, seeds: int = 1,
+               store: str | None = None, registry: str | None = None) -> list[dict]:
     """End to end: ingest (paths, or the landing folder), fit the partitions that
-    received data, register, simulate, write each touched wafer's report."""
+    received data, register, simulate, write each touched wafer's report. The fit
+    subflow runs on the same kind of task runner as this flow."""
     served = deployment.get_id() is not None
-    report = ingest_flow(paths, incoming=not paths)
+    report = ingest_flow(paths, incoming=not paths, store=store, registry=registry)
     touched = report["partitions"]
     if not touched:
         get_run_logger().info("no new data: nothing to fit")
         return []
-    registered = fit_flow(touched, simulate=True, epochs=epochs, seeds=seeds, served=served)
+    fit = fit_flow.with_options(task_runner=current_runner())
+    registered = fit(touched, simulate=True, epochs=epochs, seeds=seeds, served=served, store=store,
+                     registry=registry)
+    settings = _settings(store, registry)
     for wafer in sorted({w for w, _ in touched}):
-        report_task(wafer)
+        report_task(wafer, settings)
     return registered
 
 

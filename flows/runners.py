@@ -30,9 +30,24 @@ def task_runner(kind: str | None = None, address: str | None = None, workers: in
     raise ValueError(f"FERRO_TASK_RUNNER must be 'threads' or 'dask', not {kind!r}")
 
 
-def uses_processes_inside(kind: str | None = None) -> bool:
-    """Whether a task may start its own process pool (not inside Dask workers)."""
-    return (kind or os.environ.get("FERRO_TASK_RUNNER", "threads")) == "threads"
+def uses_processes_inside() -> bool:
+    """Whether a task of the flow run in progress may start its own process pool: on
+    threads, yes; inside Dask workers, no."""
+    return isinstance(_running().task_runner, ThreadPoolTaskRunner)
+
+
+def current_runner():
+    """A new task runner like the one of the flow run in progress, for its subflows."""
+    return _running().task_runner.duplicate()
+
+
+def _running():
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    if context is None:
+        raise RuntimeError("no flow run in progress")
+    return context
 
 
 def _local_dask_runner():

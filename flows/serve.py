@@ -12,9 +12,11 @@ installed (workers load the flows by module path, so no code is shipped).
   ``prefect deployment run 'fit/manual' -p wafer=W01`` or ``ferroflow run``.
 
 Needs a Prefect server: ``PREFECT_API_URL`` pointing at one (local or remote), or
-``ferroflow serve`` starts ``prefect server start`` bound to 127.0.0.1. A worker's flow
-runs read their paths from the worker's environment (``FERRO_STORE``, ``FERRO_REGISTRY``,
-``FERRO_REGISTRY_DB``, ``FERRO_INCOMING``, the AWS variables, ``FERRO_TASK_RUNNER``...).
+``ferroflow serve`` starts ``prefect server start`` bound to 127.0.0.1 (``flows.server``).
+A ``store`` or ``registry`` given here becomes a parameter of every deployment; without
+them the flow runs take ``FERRO_STORE`` and ``FERRO_REGISTRY`` from the environment of the
+process that runs them (a worker's: with ``FERRO_REGISTRY_DB``, ``FERRO_INCOMING``, the
+AWS variables, ``FERRO_TASK_RUNNER``...).
 """
 
 from __future__ import annotations
@@ -29,36 +31,41 @@ from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
 from .definitions import EVENT, fit_flow, ingest_flow, simulate_flow, wafer_flow
 
 
-def deployments(interval: float | None = 60, cron: str | None = None, epochs: int = 5, **common):
+def deployments(interval: float | None = 60, cron: str | None = None, epochs: int = 5,
+                store: str | None = None, registry: str | None = None, **common):
     """The deployments; ``common`` goes to every ``to_deployment`` call."""
     schedule = {"cron": cron} if cron else {"interval": interval}
+    paths = {k: v for k, v in (("store", store), ("registry", registry)) if v}
     trigger = DeploymentEventTrigger(
         expect={EVENT}, match={"prefect.resource.id": "ferroflow.model.*"},
-        parameters={"ref": "{{ event.resource.id }}", "epochs": epochs})
+        parameters={"ref": "{{ event.resource.id }}", "epochs": epochs, **paths})
     return [
         # the task runner comes from FERRO_TASK_RUNNER in the process that runs the flow
         # one scan at a time: overlapping scans would race for the same files
-        wafer_flow.to_deployment(name="incoming", parameters={"epochs": epochs}, concurrency_limit=1,
-                                 description="landing folder, on a schedule", **schedule, **common),
-        wafer_flow.to_deployment(name="manual", **common),
-        fit_flow.to_deployment(name="manual", **common),
-        ingest_flow.to_deployment(name="manual", **common),
-        simulate_flow.to_deployment(name="on-registration", triggers=[trigger],
-                                    description="simulates each newly registered model version", **common),
-        simulate_flow.to_deployment(name="manual", **common),
+        wafer_flow.to_deployment(name="incoming", parameters={"epochs": epochs, **paths},
+                                 concurrency_limit=1, description="landing folder, on a schedule",
+                                 **schedule, **common),
+        wafer_flow.to_deployment(name="manual", parameters=paths, **common),
+        fit_flow.to_deployment(name="manual", parameters=paths, **common),
+        ingest_flow.to_deployment(name="manual", parameters=paths, **common),
+        simulate_flow.to_deployment(name="on-registration", triggers=[trigger], **common,
+                                    description="simulates each newly registered model version"),
+        simulate_flow.to_deployment(name="manual", parameters=paths, **common),
     ]
 
 
-def serve_all(interval: float | None = 60, cron: str | None = None, epochs: int = 5) -> None:
-    serve(*deployments(interval, cron, epochs), limit=2)
+def serve_all(interval: float | None = 60, cron: str | None = None, epochs: int = 5,
+              store: str | None = None, registry: str | None = None) -> None:
+    serve(*deployments(interval, cron, epochs, store, registry), limit=2)
 
 
-def deploy_all(pool: str, interval: float | None = 60, cron: str | None = None,
-               epochs: int = 5) -> list:
+def deploy_all(pool: str, interval: float | None = 60, cron: str | None = None, epochs: int = 5,
+               store: str | None = None, registry: str | None = None) -> list:
     """Create (or update) the deployments on process work pool ``pool``, creating the
     pool when missing; returns the deployment ids."""
     ensure_process_pool(pool)
-    found = deployments(interval, cron, epochs, entrypoint_type=EntrypointType.MODULE_PATH)
+    found = deployments(interval, cron, epochs, store, registry,
+                        entrypoint_type=EntrypointType.MODULE_PATH)
     with contextlib.redirect_stdout(io.StringIO()):  # Prefect prints a table; the CLI reports
         return deploy(*found, work_pool_name=pool, build=False, push=False,
                       print_next_steps_message=False, ignore_warnings=True)

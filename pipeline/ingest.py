@@ -24,6 +24,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from enum import StrEnum
 from pathlib import Path
 
 from .errors import InputError
@@ -37,10 +38,17 @@ SUFFIXES = (".txt", ".csv", ".tsv", ".dat", ".parquet", ".gz")
 DONE_MARKER = ".done"
 
 
+class Outcome(StrEnum):
+    """What became of one file. A str: summaries and JSON show the value."""
+    STORED = "stored"
+    DUPLICATE = "duplicate"  # its bytes are stored already
+    QUARANTINED = "quarantined"
+
+
 @dataclass
 class FileOutcome:
     path: str
-    status: str  # stored | duplicate | quarantined
+    status: Outcome
     rows: int = 0
     sha256: str | None = None
     reason: str | None = None
@@ -48,7 +56,7 @@ class FileOutcome:
 
     @classmethod
     def quarantined(cls, path: Path, error: InputError, sha256: str | None) -> "FileOutcome":
-        return cls(str(path), "quarantined", 0, sha256, error.one_line(), error=error)
+        return cls(str(path), Outcome.QUARANTINED, 0, sha256, error.one_line(), error=error)
 
 
 @dataclass
@@ -56,23 +64,24 @@ class IngestReport:
     outcomes: list[FileOutcome] = field(default_factory=list)
     partitions: set = field(default_factory=set)
 
-    def count(self, status: str) -> int:
+    def count(self, status: Outcome) -> int:
         return sum(o.status == status for o in self.outcomes)
 
     @property
     def rows(self) -> int:
-        return sum(o.rows for o in self.outcomes if o.status == "stored")
+        return sum(o.rows for o in self.outcomes if o.status == Outcome.STORED)
 
     def summary(self) -> str:
-        return (f"{self.count('stored')} file(s) stored ({self.rows} rows), "
-                f"{self.count('duplicate')} already stored, "
-                f"{self.count('quarantined')} quarantined")
+        return (f"{self.count(Outcome.STORED)} file(s) stored ({self.rows} rows), "
+                f"{self.count(Outcome.DUPLICATE)} already stored, "
+                f"{self.count(Outcome.QUARANTINED)} quarantined")
 
     def to_json(self) -> dict:
-        return {"stored": self.count("stored"), "duplicate": self.count("duplicate"),
-                "quarantined": self.count("quarantined"), "rows": self.rows,
+        counts = {str(status): self.count(status) for status in Outcome}
+        return {**counts, "rows": self.rows,
                 "partitions": sorted([w, pw] for w, pw in self.partitions),
-                "files": [{k: v for k, v in asdict(o).items() if k != "error"} for o in self.outcomes]}
+                "files": [{k: str(v) if k == "status" else v for k, v in asdict(o).items()
+                           if k != "error"} for o in self.outcomes]}
 
 
 def discover(paths: list[str | Path]) -> list[Path]:
@@ -169,7 +178,7 @@ def ingest(paths: list[str | Path], store: MeasurementStore, quarantine_dir: Pat
                     _validate_window(window, results)
                     for path, result in zip(window, results):
                         outcome = _stage(path, result, batch)
-                        if outcome.status == "quarantined":
+                        if outcome.status == Outcome.QUARANTINED:
                             quarantine(path, outcome.error, quarantine_dir, moved(path), outcome.sha256)
                             report.outcomes.append(outcome)
                         else:
@@ -184,7 +193,7 @@ def ingest(paths: list[str | Path], store: MeasurementStore, quarantine_dir: Pat
             for outcome in settled:
                 outcome = _settle(outcome, commit)
                 report.outcomes.append(outcome)
-                if outcome.status == "quarantined":
+                if outcome.status == Outcome.QUARANTINED:
                     quarantine(Path(outcome.path), outcome.error, quarantine_dir,
                                moved(Path(outcome.path)), outcome.sha256)
                 else:
@@ -193,7 +202,7 @@ def ingest(paths: list[str | Path], store: MeasurementStore, quarantine_dir: Pat
         outcome, partitions = _ingest_big(path, store, known, mapping)
         report.outcomes.append(outcome)
         report.partitions.update(partitions)
-        if outcome.status == "quarantined":
+        if outcome.status == Outcome.QUARANTINED:
             quarantine(path, outcome.error, quarantine_dir, moved(path), outcome.sha256)
         else:
             _archive(path, moved(path), processed_dir)
@@ -219,7 +228,7 @@ def _ingest_big(path: Path, store: MeasurementStore, known: set[str], mapping):
         size = path.stat().st_size
         sha = sha256_of(path)
         if sha in known:
-            return FileOutcome(str(path), "duplicate", 0, sha), ()
+            return FileOutcome(str(path), Outcome.DUPLICATE, 0, sha), ()
         checker = StreamValidator(str(path))
 
         def blocks():
@@ -236,7 +245,7 @@ def _ingest_big(path: Path, store: MeasurementStore, known: set[str], mapping):
     except OSError as exc:
         err = InputError(f"cannot read file ({exc.strerror})", file=str(path))
         return FileOutcome.quarantined(path, err, sha), ()
-    return _settle(FileOutcome(str(path), status, commit.rows, sha), commit), commit.partitions
+    return _settle(FileOutcome(str(path), Outcome(status), commit.rows, sha), commit), commit.partitions
 
 
 def _read_ahead(files: list[Path], pool: ThreadPoolExecutor, prepare):
@@ -262,25 +271,26 @@ def _stage(path: Path, result, batch) -> FileOutcome:
     if isinstance(result, InputError):
         return FileOutcome.quarantined(path, result, getattr(result, "sha256", None))
     if isinstance(result, str):  # SHA-256 of a file already stored
-        return FileOutcome(str(path), "duplicate", 0, result)
+        return FileOutcome(str(path), Outcome.DUPLICATE, 0, result)
     status = batch.add(result)
     if status == "overlap":
         err = InputError(batch.overlap_reason(result.sha256), file=str(path))
         return FileOutcome.quarantined(path, err, result.sha256)
-    rows = result.table.num_rows if status == "stored" else 0
-    return FileOutcome(str(path), status, rows, result.sha256)
+    outcome = Outcome(status)  # the batch answers stored or duplicate
+    rows = result.table.num_rows if outcome == Outcome.STORED else 0
+    return FileOutcome(str(path), outcome, rows, result.sha256)
 
 
 def _settle(outcome: FileOutcome, commit) -> FileOutcome:
     """The final outcome of a file staged as stored: another writer may have stored it
     (or rows of its series) between staging and commit."""
-    if outcome.status != "stored":
+    if outcome.status != Outcome.STORED:
         return outcome
     if outcome.sha256 in commit.overlaps:
         err = InputError(commit.overlaps[outcome.sha256], file=outcome.path)
         return FileOutcome.quarantined(Path(outcome.path), err, outcome.sha256)
     if outcome.sha256 in commit.already:
-        return FileOutcome(outcome.path, "duplicate", 0, outcome.sha256)
+        return FileOutcome(outcome.path, Outcome.DUPLICATE, 0, outcome.sha256)
     return outcome
 
 

@@ -93,15 +93,22 @@ def fit_and_register(registry: Registry, store: MeasurementStore, wafer: str,
     """Fit what the store holds for a wafer (or one of its pulse widths) at its current
     version, or at version ``as_of``, and register it with the version it read."""
     from .errors import InputError
-    from .fitting import fit_frame
+    from .fitting import fit_series_list
+    from .traces import FRAME_COLUMNS, series_from_frame
 
     version = store.version() if as_of is None else as_of
-    df = store.read(wafer=wafer, pulse_width_s=pulse_width_s, as_of=version)
-    if df.empty:
+    widths = ([pulse_width_s] if pulse_width_s is not None else
+              [pw for w, pw in store.partitions() if w == wafer])  # a superset of older versions'
+    series = []
+    for pw in widths:  # one pulse width at a time: a wafer's rows never all sit in memory
+        series += series_from_frame(store.read(wafer=wafer, pulse_width_s=pw, columns=FRAME_COLUMNS,
+                                               as_of=version))
+    if not series:
         raise InputError(f"no stored data for wafer {wafer!r}"
                          + (f" at pulse width {pulse_width_s:g} s" if pulse_width_s else "")
                          + f" in {store.root}" + (f" at version {as_of}" if as_of is not None
                                                    else " (ingest first)"))
-    result = fit_frame(df, config, progress=progress)
+    series.sort(key=lambda s: s.key)  # the order series_from_frame gives a whole wafer
+    result = fit_series_list(series, config, progress=progress)
     return result, register_fit(registry, result, store=store, stack=stack, config=config,
                                 store_version=version)

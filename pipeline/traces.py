@@ -21,6 +21,9 @@ from .errors import InputError
 
 SERIES_KEY = ["wafer", "die", "device", "pulse_width_s"]
 MIN_RUN = 5  # identical pulses needed for a trace
+# the canonical columns series_from_frame reads: all a fit needs from the store
+FRAME_COLUMNS = [*SERIES_KEY, "cycle", "pulse", "conductance_s", "direction", "pulse_amplitude_v",
+                 "state_unit", "energy_j", "die_x", "die_y", "device_area_m2"]
 
 
 @dataclass(frozen=True)
@@ -63,22 +66,49 @@ class StepMap:
 
 
 def series_from_frame(df: pd.DataFrame) -> list[Series]:
-    """Split canonical rows into device series (sorted by cycle, pulse)."""
+    """Split canonical rows into device series (sorted by key, then cycle, pulse).
+
+    Rows are ordered with one stable index sort and each series is a slice of numpy
+    columns: per-group pandas indexing cost more than fitting a series, and string
+    columns are never turned into Python objects row by row (at 10,000 series that was
+    gigabytes)."""
+    df = df.dropna(subset=SERIES_KEY)
+    if len(df) == 0:
+        return []
+    group = df.groupby(SERIES_KEY, sort=True).ngroup().to_numpy()
+    order = np.lexsort((df["pulse"].to_numpy(), df["cycle"].to_numpy(), group))  # stable
+    group = group[order]
+    starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+    ends = np.r_[starts[1:], len(group)]
+    first = df.iloc[order[starts]]  # one row per series: keys and per-series columns
+
+    def column(name, dtype=None):
+        return df[name].to_numpy(dtype)[order] if name in df else None
+
+    state, amp, energy = column("conductance_s", float), column("pulse_amplitude_v", float), column("energy_j", float)
+    up = (df["direction"] == "up").to_numpy(bool)[order]
+    cycle = column("cycle")
+    area = (pd.to_numeric(df["device_area_m2"], errors="coerce").to_numpy(float)[order]
+            if "device_area_m2" in df else None)
+    keys = [first[k].to_numpy() for k in SERIES_KEY]
+    unit = first["state_unit"].to_numpy() if "state_unit" in df else None
+    xy = {c: first[c].to_numpy() for c in ("die_x", "die_y") if c in df}
     out = []
-    df = df.sort_values([*SERIES_KEY, "cycle", "pulse"], kind="stable")
-    for key, g in df.groupby(SERIES_KEY, sort=True):
-        x = g["die_x"].iloc[0] if "die_x" in g else None
-        y = g["die_y"].iloc[0] if "die_y" in g else None
+    for i, (a, b) in enumerate(zip(starts, ends)):
         out.append(Series(
-            wafer=key[0], die=key[1], device=key[2], pulse_width_s=float(key[3]),
-            state=g["conductance_s"].to_numpy(float), up=(g["direction"] == "up").to_numpy(),
-            cycle=g["cycle"].to_numpy(), amplitude=g["pulse_amplitude_v"].to_numpy(float),
-            state_unit=str(g["state_unit"].iloc[0]) if "state_unit" in g else "S",
-            energy_j=g["energy_j"].to_numpy(float) if "energy_j" in g else None,
-            area_m2=_first_value(g, "device_area_m2"),
-            die_x=None if x is None or pd.isna(x) else int(x),
-            die_y=None if y is None or pd.isna(y) else int(y)))
+            wafer=keys[0][i], die=keys[1][i], device=keys[2][i], pulse_width_s=float(keys[3][i]),
+            state=state[a:b], up=up[a:b], cycle=cycle[a:b], amplitude=amp[a:b],
+            state_unit=str(unit[i]) if unit is not None else "S",
+            energy_j=energy[a:b] if energy is not None else None,
+            area_m2=_first_finite(area, a, b),
+            die_x=_int_or_none(xy, "die_x", i), die_y=_int_or_none(xy, "die_y", i)))
     return out
+
+
+def _int_or_none(col: dict, name: str, i: int) -> int | None:
+    if name not in col or pd.isna(col[name][i]):
+        return None
+    return int(col[name][i])
 
 
 def _runs(s: Series) -> np.ndarray:
@@ -124,8 +154,8 @@ def step_map(s: Series, by_amplitude: bool = False) -> StepMap | dict[float, Ste
             for a in np.unique(sm.amplitude) for m in [sm.amplitude == a]}
 
 
-def _first_value(df: pd.DataFrame, column: str) -> float | None:
-    if column not in df:
+def _first_finite(values: np.ndarray | None, a: int, b: int) -> float | None:
+    if values is None:
         return None
-    values = df[column].dropna()
-    return float(values.iloc[0]) if len(values) else None
+    finite = np.flatnonzero(np.isfinite(values[a:b]))
+    return float(values[a + finite[0]]) if len(finite) else None

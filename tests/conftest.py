@@ -13,6 +13,9 @@ SAMPLE = ROOT / "raw_measurements" / "sample"
 # Flow-run logs are not asserted on; not shipping them to the temporary API avoids
 # "Error logging to API" once the session's server has stopped.
 os.environ.setdefault("PREFECT_LOGGING_TO_API_ENABLED", "false")
+# Prefect gives its temporary server 20 s to start; on a loaded 2-core CI machine that
+# has run out while several test processes start servers at once.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
 @pytest.fixture(autouse=True)

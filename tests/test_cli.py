@@ -1,7 +1,11 @@
 import json
+import os
 import subprocess
 import sys
 
+import pytest
+
+from pipeline.store import MeasurementStore
 from tests.conftest import SAMPLE
 from tests.helpers import edit_cell, sample_lines, write
 
@@ -81,3 +85,29 @@ def test_run_fit_of_a_wafer_without_data_says_so(tmp_path):
     r = ferroflow("run", "fit", "--wafer", "W42", "--store", tmp_path / "empty")
     assert r.returncode == 1
     assert f"no stored data for wafer 'W42' in {tmp_path / 'empty'}" in r.stderr
+
+
+def test_the_library_and_the_cli_import_neither_prefect_nor_flows():
+    code = ("import pkgutil, sys, pipeline\n"
+            "for m in pkgutil.walk_packages(pipeline.__path__, 'pipeline.'):\n"
+            "    if not m.name.endswith('__main__'):\n"
+            "        __import__(m.name)\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('prefect', 'flows')))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_run_hands_its_store_to_the_flow(tmp_path):
+    folder = tmp_path / "batch"
+    for f in sorted(SAMPLE.glob("W01_X00Y00_*"))[:2]:
+        write(folder / f.name, f.read_bytes())
+    # a loaded machine can take longer than Prefect's 20 s to start the temporary server
+    env = {**os.environ, "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"}
+    r = ferroflow("run", "ingest", "--path", folder, "--store", tmp_path / "elsewhere", "--json",
+                  env=env)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["result"]["stored"] == 2
+    assert MeasurementStore(tmp_path / "elsewhere").rows() == 1200
+    assert not (tmp_path / "store").exists()  # FERRO_STORE, the default, stays untouched

@@ -34,6 +34,7 @@ SMALLER = {  # README command -> extra arguments that shrink it (later ones win)
     "bench/ingest.py": ["--cycles", "2", "--repeat", "1"],
     "bench/big_ingest.py": ["--rows", "20000", "200000"],
     "bench/fit.py": ["--cycles", "1"],
+    "bench/fit_wafer.py": ["--dies", "2", "--devices", "1"],
     "bench/registry.py": ["--names", "5", "--versions", "4"],
     "bench/sim.py": ["--epochs", "1"],
 }

@@ -40,7 +40,7 @@ def _wait(predicate, timeout_s, what):
 
 @pytest.mark.slow
 def test_served_deployments_process_a_dropped_wafer_exactly_once(tmp_path):
-    from pipeline.cli import start_local_server
+    from flows.server import start_local_server
 
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"),
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -102,7 +102,7 @@ def test_deployments_on_a_process_pool_run_on_a_worker(tmp_path):
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from pipeline.cli import start_local_server
+    from flows.server import start_local_server
     from tests.conftest import ROOT, SAMPLE
 
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"),

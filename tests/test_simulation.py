@@ -177,12 +177,17 @@ def test_train_runs_on_one_thread_and_restores_the_callers_setting():
 
 
 def test_algorithms_come_from_one_registry():
+    from pipeline.cli.parser import build_parser
     from pipeline.simulation import ALGORITHMS
-    from pipeline.simulation.algorithms import ALGORITHMS as STRATEGIES, algorithm_names
+    from pipeline.simulation.algorithms import ALGORITHMS as STRATEGIES, Algorithm
+    from pipeline.simulation.catalog import CATALOG, algorithm_names
 
-    assert ALGORITHMS == algorithm_names() == ("fp", "analog-sgd", "mixed-precision")
-    assert all(name == strategy.name for name, strategy in STRATEGIES.items())
-    assert [n for n, s in STRATEGIES.items() if not s.analog] == ["fp"]
+    assert ALGORITHMS == algorithm_names() == tuple(STRATEGIES) == ("fp", "analog-sgd", "mixed-precision")
+    assert all(issubclass(s, Algorithm) and s.__name__ == CATALOG[n].impl for n, s in STRATEGIES.items())
+    assert [n for n, info in CATALOG.items() if not info.analog] == ["fp"]
+    simulate = build_parser()._subparsers._group_actions[0].choices["simulate"]
+    [option] = [a for a in simulate._actions if "--algorithm" in a.option_strings]
+    assert tuple(option.choices) == algorithm_names()  # the CLI offers what the catalog lists
     with pytest.raises(ValueError, match="unknown algorithm 'sgd'; use one of"):
         RunSpec("sgd", 0)
     with pytest.raises(ValueError, match="needs a device model"):

@@ -1,10 +1,26 @@
-"""Hardware-aware training simulation on registered device models (torch)."""
+"""Hardware-aware training simulation on registered device models (torch).
 
-from .algorithms import ALGORITHMS as ALGORITHM_STRATEGIES, Algorithm, algorithm_names
-from .datasets import Dataset, load_dataset
-from .devices import DeviceLayer, DeviceSpec
-from .sweep import DEFAULT_VARIANTS, plan, run_sweep, simulate_refs, summarize, sweep_table
-from .training import ALGORITHMS, RunSpec, TrainConfig, train
+Names are loaded on first use (PEP 562): ``pipeline.simulation.catalog`` must stay
+importable without torch, which takes seconds to import, so the CLI starts fast.
+"""
 
-__all__ = ["Algorithm", "ALGORITHM_STRATEGIES", "algorithm_names", "Dataset", "load_dataset", "DeviceLayer", "DeviceSpec", "DEFAULT_VARIANTS", "plan",
-           "run_sweep", "simulate_refs", "summarize", "sweep_table", "ALGORITHMS", "RunSpec", "TrainConfig", "train"]
+from importlib import import_module
+
+_WHERE = {
+    "Algorithm": "algorithms", "ALGORITHM_STRATEGIES": ("algorithms", "ALGORITHMS"),
+    "algorithm_names": "catalog", "Dataset": "datasets", "load_dataset": "datasets",
+    "DeviceLayer": "devices", "DeviceSpec": "devices", "DEFAULT_VARIANTS": "sweep",
+    "plan": "sweep", "run_sweep": "sweep", "simulate_refs": "sweep", "summarize": "sweep",
+    "sweep_table": "sweep", "ALGORITHMS": "training", "RunSpec": "training",
+    "TrainConfig": "training", "train": "training",
+}
+__all__ = list(_WHERE)
+
+
+def __getattr__(name: str):
+    try:
+        where = _WHERE[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    module, attr = where if isinstance(where, tuple) else (where, name)
+    return getattr(import_module(f".{module}", __name__), attr)

@@ -9,22 +9,20 @@ update reaches them, through three hooks:
 - ``after_backprop(xs, deltas, gen)``: once per sample, after every layer's error.
 
 One instance serves one batch of runs. A new algorithm (e.g. Tiki-Taka) is a subclass
-added to ``ALGORITHMS``; stored run names are the ``name`` strings.
+listed in ``catalog.CATALOG`` (its name, whether it is analog, its class here).
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
 
 import numpy as np
 import torch
 
+from .catalog import CATALOG, algorithm_info, algorithm_names  # noqa: F401 (re-exported)
 from .devices import DTYPE, Crossbars, DeviceLayer
 
 
 class Algorithm:
-    name: ClassVar[str] = ""
-    analog: ClassVar[bool] = True  # trains on device models: needs a device, may shift
 
     def __init__(self, runs, w0: list[torch.Tensor], cfg):
         self.r, self.lr = len(runs), cfg.lr
@@ -49,9 +47,6 @@ class Algorithm:
 
 class FloatingPoint(Algorithm):
     """Floating-point SGD: same network, data, order and initial weights."""
-
-    name = "fp"
-    analog = False
 
     def __init__(self, runs, w0, cfg):
         super().__init__(runs, w0, cfg)
@@ -98,8 +93,6 @@ class AnalogSGD(Analog):
     """Gokmen & Vlasov 2016: per sample, a rank-one update by stochastic pulse trains
     (``PulseTrains``); every coincidence is one pulse through the device model."""
 
-    name = "analog-sgd"
-
     def __init__(self, runs, w0, cfg):
         super().__init__(runs, w0, cfg)
         self.trains = PulseTrains(self.layers, cfg.lr, cfg.bl)
@@ -113,8 +106,6 @@ class MixedPrecision(Analog):
     """Nandakumar et al. 2018/2020: ``chi += -lr x delta^T`` in digital memory; where
     ``|chi| >= dw_min`` fire ``n = trunc(chi / dw_min)`` pulses with its sign and
     subtract ``n dw_min``."""
-
-    name = "mixed-precision"
 
     def __init__(self, runs, w0, cfg):
         super().__init__(runs, w0, cfg)
@@ -171,15 +162,8 @@ class PulseTrains:
             torch.bmm(bits[:, :, d_part].transpose(1, 2), bits[:, :, x_part], out=target)
 
 
-ALGORITHMS: dict[str, type[Algorithm]] = {a.name: a for a in (FloatingPoint, AnalogSGD, MixedPrecision)}
-
-
-def algorithm_names() -> tuple[str, ...]:
-    return tuple(ALGORITHMS)
+ALGORITHMS: dict[str, type[Algorithm]] = {name: globals()[info.impl] for name, info in CATALOG.items()}
 
 
 def get_algorithm(name: str) -> type[Algorithm]:
-    try:
-        return ALGORITHMS[name]
-    except KeyError:
-        raise ValueError(f"unknown algorithm {name!r}; use one of {algorithm_names()}") from None
+    return ALGORITHMS[algorithm_info(name).name]

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..registry import Registry
-from .algorithms import get_algorithm
+from .catalog import algorithm_info
 from .datasets import Dataset, load_dataset
 from .devices import DeviceSpec
 from .training import RunSpec, TrainConfig, train
@@ -46,7 +46,7 @@ def plan(registry: Registry, refs: list[str], variants=DEFAULT_VARIANTS, seeds=(
     runs = []
     for seed in seeds:
         for algorithm, shift in variants:
-            if not get_algorithm(algorithm).analog:
+            if not algorithm_info(algorithm).analog:
                 runs.append(RunSpec(algorithm, seed))  # device independent: once per seed
             else:
                 runs += [RunSpec(algorithm, seed, spec, shift) for spec in specs]

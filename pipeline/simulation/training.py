@@ -34,7 +34,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from .algorithms import algorithm_names, get_algorithm
+from .algorithms import get_algorithm
+from .catalog import algorithm_info, algorithm_names
 from .datasets import Dataset
 from .devices import DTYPE, DeviceSpec
 
@@ -64,7 +65,7 @@ class RunSpec:
     shift: bool = False
 
     def __post_init__(self):
-        analog = get_algorithm(self.algorithm).analog
+        analog = algorithm_info(self.algorithm).analog
         if analog and self.device is None:
             raise ValueError(f"{self.algorithm} needs a device model")
         if not analog and self.shift:

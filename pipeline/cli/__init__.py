@@ -1,0 +1,42 @@
+"""The ``ferroflow`` command line: ``parser`` builds the arguments, ``commands`` runs
+them over the application layer (``pipeline.app``), ``format`` prints the results.
+
+Exit codes: 0 success; 1 error (one line on stderr; ``--debug`` for the traceback);
+2 usage error; 3 finished, but some input was quarantined or some fits were flagged.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from ..errors import InputError
+from .commands import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE
+from .parser import build_parser
+
+__all__ = ["main", "build_parser", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_PARTIAL"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyError as exc:
+        if args.debug:
+            raise
+        print(f"ferroflow {args.command}: error: {exc.args[0]}", file=sys.stderr)
+        return EXIT_ERROR
+    except (InputError, FileNotFoundError, ValueError) as exc:
+        if args.debug:
+            raise
+        print(f"ferroflow {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # unexpected: still one line, the traceback on request
+        if args.debug:
+            raise
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"ferroflow {args.command}: error: {type(exc).__name__}: {text} "
+              "(run again with --debug for the traceback)", file=sys.stderr)
+        return EXIT_ERROR

@@ -1,0 +1,330 @@
+"""One function per ``ferroflow`` command: parsed arguments in, an exit code out.
+
+Each turns its arguments into settings and plain values, calls the application layer
+(``pipeline.app``) and prints through ``format``. Only ``run`` and ``serve`` hand over to
+the Prefect flows, imported inside them: the library itself never imports ``flows``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from ..errors import InputError
+from ..settings import Settings, get_settings
+from ..simulation.catalog import algorithm_info, algorithm_names
+from ..storage import is_url
+from .format import (Output, Progress, fit_table, lineage_text, narrator, sim_table, table,
+                     version_text, warn)
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
+
+
+def _settings(args) -> Settings:
+    return get_settings().with_overrides(store=args.store, registry=args.registry)
+
+
+def _output(args) -> Output:
+    return Output(json=args.json, quiet=args.quiet)
+
+
+# --- generate -----------------------------------------------------------------
+def generate(args) -> int:
+    from ..generator import GeneratorConfig, generate_wafer
+
+    cfg = GeneratorConfig(wafer=args.wafer, seed=args.seed, dies_x=args.dies, dies_y=args.dies,
+                          devices_per_die=args.devices, cycles=args.cycles)
+    result = generate_wafer(cfg, Path(args.out), fmt=args.format,
+                            progress=Progress("generate", args.quiet))
+    _output(args).result(f"wrote {len(result.files)} files for wafer {args.wafer} to {args.out} "
+                         f"(ground truth: {Path(args.out) / '_ground_truth.csv'})",
+                         {"files": [str(f) for f in result.files], "wafer": args.wafer})
+    return EXIT_OK
+
+
+# --- ingest -------------------------------------------------------------------
+def _trace_options(args):
+    from ..readers import TraceOptions
+
+    if not (args.wafer or args.device or args.pulse_width):
+        return None
+    if not (args.wafer and args.device and args.pulse_width):
+        raise InputError("two-column traces need all of --wafer, --device and --pulse-width")
+    return TraceOptions(wafer=args.wafer, device=args.device, pulse_width_s=args.pulse_width,
+                        die=args.die, amplitude_v=args.amplitude, state_unit=args.state_unit)
+
+
+def ingest(args) -> int:
+    from .. import app
+    from ..ingest import Outcome
+
+    settings, out = _settings(args), _output(args)
+    if not args.paths and not args.incoming:
+        raise InputError("give files or folders to ingest, or --incoming")
+    report = app.run_ingest(settings, args.paths, incoming=args.incoming, mapping=args.mapping,
+                            trace=_trace_options(args), min_age_s=args.min_age,
+                            progress=Progress("ingest", out.silent))
+    if not out.silent:
+        for o in report.outcomes:
+            if o.status == Outcome.QUARANTINED:
+                warn(f"quarantined: {o.reason}")
+    out.result(f"ingest: {report.summary()} -> {settings.store}", report.to_json())
+    return EXIT_PARTIAL if report.count(Outcome.QUARANTINED) else EXIT_OK
+
+
+# --- fit ----------------------------------------------------------------------
+def fit(args) -> int:
+    from .. import app
+
+    out = _output(args)
+    result, registered = app.run_fit(_settings(args), args.wafer, args.pulse_width,
+                                     workers=args.workers, stack=args.stack, engine=args.engine,
+                                     progress=Progress("fit", out.silent), as_of=args.as_of)
+    if args.out:
+        result.save(Path(args.out))
+    flagged = int(result.devices["family"].isna().sum())
+    refs = [f"{r.ref} ({'new' if r.created else 'unchanged'})" for r in registered]
+    machine = {"wafer": args.wafer, "devices": len(result.devices), "flagged": flagged,
+               "registered": [{"ref": str(r.ref), "created": r.created,
+                               "pulse_width_s": r.pulse_width_s} for r in registered],
+               "by_pulse_width": result.population.to_dict(orient="records")}
+    out.result(fit_table(result) + "\nregistered: " + ", ".join(refs), machine)
+    return EXIT_PARTIAL if flagged else EXIT_OK
+
+
+# --- models: one function per action ---------------------------------------------
+def _registry(args):
+    from .. import app
+
+    return app.registry(_settings(args))
+
+
+def _show_frame(args, df) -> int:
+    _output(args).result(table(df), df.to_dict(orient="records"))
+    return EXIT_OK
+
+
+def models_list(args) -> int:
+    return _show_frame(args, _registry(args).list())
+
+
+def models_show(args) -> int:
+    reg = _registry(args)
+    info = reg.get(args.ref)
+    pop = reg.load(info["ref"]).population[["param", "median", "spread", "rel_spread", "n"]]
+    _output(args).result(version_text(info, pop),
+                         {**info, "population": pop.to_dict(orient="records")})
+    return EXIT_OK
+
+
+def models_history(args) -> int:
+    from ..registry import Ref
+
+    return _show_frame(args, _registry(args).history(Ref.parse(args.ref).name))
+
+
+def models_search(args) -> int:
+    found = _registry(args).search(
+        wafer=args.wafer, pulse_width_min=args.pulse_width_min,
+        pulse_width_max=args.pulse_width_max, tags=tuple(args.tag or ()), family=args.family,
+        min_r2=args.min_r2, max_failed=args.max_failed, latest_only=not args.all_versions)
+    return _show_frame(args, found)
+
+
+def models_alias(args) -> int:
+    from ..registry import Ref
+
+    reg, out = _registry(args), _output(args)
+    if args.remove:
+        name = Ref.parse(args.ref).name
+        reg.remove_alias(name, args.name)
+        out.result(f"removed alias {name}@{args.name}", {"removed": args.name})
+    else:
+        target = reg.set_alias(args.ref, args.name)
+        out.result(f"{target.name}@{args.name} -> {target}",
+                   {"alias": args.name, "ref": str(target)})
+    return EXIT_OK
+
+
+def models_tag(args) -> int:
+    reg = _registry(args)
+    reg.add_tag(args.ref, args.name)
+    _output(args).result(f"tagged {reg.resolve(args.ref)} with {args.name}", {"tag": args.name})
+    return EXIT_OK
+
+
+def models_lineage(args) -> int:
+    lin = _registry(args).lineage(args.ref)
+    _output(args).result(lineage_text(lin), lin)
+    return EXIT_OK
+
+
+MODELS = {"list": models_list, "show": models_show, "history": models_history,
+          "search": models_search, "alias": models_alias, "tag": models_tag,
+          "lineage": models_lineage}
+
+
+# --- simulate -------------------------------------------------------------------
+def _variants(args):
+    algos = args.algorithm or algorithm_names()
+    out = []
+    for a in algos:
+        if not algorithm_info(a).analog:  # nothing to shift
+            out.append((a, False))
+            continue
+        if args.shift_symmetry_point in ("off", "both"):
+            out.append((a, False))
+        if args.shift_symmetry_point in ("on", "both"):
+            out.append((a, True))
+    return tuple(dict.fromkeys(out))
+
+
+def simulate(args) -> int:
+    from .. import app
+    from ..simulation import TrainConfig
+
+    settings, out = _settings(args), _output(args)
+    if args.wafer:
+        refs = app.wafer_refs(settings, args.wafer)
+    elif args.refs:
+        refs = args.refs
+    else:
+        raise InputError("give model refs (NAME, NAME@3, NAME@alias) or --wafer for a sweep")
+    cfg = TrainConfig(hidden=tuple(args.hidden), epochs=args.epochs, lr=args.lr,
+                      target_accuracy=args.target, activation=args.activation)
+    _, summary, runs = app.run_simulation(settings, refs, _variants(args), tuple(range(args.seeds)),
+                                          cfg, args.mnist, say=narrator(out.silent))
+    out.result(sim_table(runs), {"runs": summary.to_dict(orient="records"),
+                                 "table": runs.to_dict(orient="records")})
+    return EXIT_OK
+
+
+# --- report ------------------------------------------------------------------------
+def report(args) -> int:
+    from .. import app
+
+    out = _output(args)
+    rep = app.run_report(_settings(args), args.wafer, args.out, say=narrator(out.silent))
+    out.result(f"report: {rep.html} ({len(rep.figures)} figures, {len(rep.tables)} tables)",
+               {"html": str(rep.html), "figures": {k: str(v) for k, v in rep.figures.items()},
+                "tables": {k: v.to_dict(orient="records") for k, v in rep.tables.items()}})
+    return EXIT_OK
+
+
+# --- run / serve (Prefect) ----------------------------------------------------------
+def _flow_paths(args) -> dict:
+    """The store and registry given on the command line, absolute, for the flows'
+    parameters (None: the flows take the FERRO_* defaults)."""
+    return {name: (value if is_url(value) else str(Path(value).resolve())) if value else None
+            for name, value in (("store", args.store), ("registry", args.registry))}
+
+
+def run(args) -> int:
+    from .. import app
+
+    if args.flow == "fit" and args.wafer:
+        app.require_stored(_settings(args), args.wafer)
+    if args.flow == "simulate" and not args.ref:
+        raise InputError("ferroflow run simulate needs --ref NAME[@VERSION|@ALIAS]")
+    from flows.definitions import FLOWS, with_runner
+
+    f = with_runner(FLOWS[args.flow], args.task_runner, args.dask_address)
+    paths = _flow_paths(args)
+    if args.flow == "wafer":
+        result = f(paths=args.path or None, epochs=args.epochs, seeds=args.seeds, **paths)
+    elif args.flow == "ingest":
+        result = f(paths=args.path or None, incoming=not args.path, **paths)
+    elif args.flow == "fit":
+        result = f(wafer=args.wafer, epochs=args.epochs, seeds=args.seeds, **paths)
+    else:
+        result = f(ref=args.ref, epochs=args.epochs, seeds=args.seeds, **paths)
+    _output(args).result(json.dumps(result, indent=1, default=str), {"result": result})
+    return EXIT_OK
+
+
+def serve(args) -> int:
+    # flows.server imports no Prefect: Prefect reads PREFECT_API_URL when first imported,
+    # so the server's address is set before flows.serve brings Prefect in
+    from flows.server import prefect_api
+
+    settings = _settings(args)
+    with prefect_api(args.host, args.port) as started:
+        if started:
+            print(f"prefect server: {started} (UI at http://{args.host}:{args.port})", flush=True)
+        from flows.serve import serve_all
+
+        print(f"serving: landing folder {settings.incoming} every "
+              f"{args.cron or f'{args.interval:g}s'}; Ctrl-C stops", flush=True)
+        serve_all(interval=None if args.cron else args.interval, cron=args.cron, epochs=args.epochs,
+                  **_flow_paths(args))
+    return EXIT_OK
+
+
+def deploy(args) -> int:
+    import os
+
+    if not os.environ.get("PREFECT_API_URL"):
+        raise InputError("ferroflow deploy needs a Prefect server that workers reach: set "
+                         "PREFECT_API_URL (e.g. http://prefect.lab:4200/api)")
+    from flows.serve import deploy_all
+
+    ids = deploy_all(args.pool, interval=None if args.cron else args.interval, cron=args.cron,
+                     epochs=args.epochs, **_flow_paths(args))
+    _output(args).result(f"{len(ids)} deployments on work pool {args.pool!r}; run them with "
+                         f"`prefect worker start --pool {args.pool}` on any machine with ferroflow",
+                         {"pool": args.pool, "deployments": [str(i) for i in ids]})
+    return EXIT_OK
+
+
+# --- store --------------------------------------------------------------------------
+def store(args) -> int:
+    from .. import app
+
+    settings, out = _settings(args), _output(args)
+    measurements = app.store(settings)
+    if args.action == "convert":
+        from ..convert import convert_legacy
+
+        if not args.old:
+            raise InputError("ferroflow store convert needs the old store folder")
+        c = convert_legacy(args.old, measurements)
+        out.result(f"converted {len(c.stored)} file(s), {c.rows} rows: {args.old} -> "
+                   f"{settings.store} (version {c.version})",
+                   {"files": len(c.stored), "rows": c.rows, "version": c.version})
+    elif args.action == "vacuum":
+        removed = measurements.vacuum(args.retention_hours)
+        out.result(f"removed {len(removed)} unreferenced file(s)", {"removed": removed})
+    else:
+        info = {"store": str(settings.store), "version": measurements.version(),
+                "rows": measurements.rows(), "partitions": [list(p) for p in measurements.partitions()]}
+        out.result(json.dumps(info, indent=1), info)
+    return EXIT_OK
+
+
+# --- demo ---------------------------------------------------------------------
+def demo(args) -> int:
+    from .. import app
+    from ..ingest import Outcome
+    from ..simulation import DEFAULT_VARIANTS, TrainConfig
+
+    settings = _settings(args)
+    t0 = time.monotonic()
+    ingested = app.run_ingest(settings, [settings.sample], progress=Progress("ingest", args.quiet))
+    print(f"[demo] ingest: {ingested.summary()} ({time.monotonic() - t0:.1f}s)")
+    t0 = time.monotonic()
+    result, registered = app.run_fit(settings, "W01", progress=Progress("fit", args.quiet))
+    print(fit_table(result))
+    print(f"[demo] fit + register: {', '.join(str(r.ref) for r in registered)} "
+          f"({time.monotonic() - t0:.1f}s)")
+    t0 = time.monotonic()
+    refs = [str(r.ref) for r in registered]
+    _, _, runs = app.run_simulation(settings, refs, DEFAULT_VARIANTS, (0,),
+                                    TrainConfig(epochs=args.epochs), say=narrator(args.quiet))
+    print(sim_table(runs))
+    print(f"[demo] simulate: {len(runs)} configurations, {args.epochs} epochs "
+          f"({time.monotonic() - t0:.1f}s)")
+    t0 = time.monotonic()
+    rep = app.run_report(settings, "W01", say=narrator(args.quiet))
+    print(f"[demo] report: {rep.html} ({len(rep.figures)} figures, {time.monotonic() - t0:.1f}s)")
+    return EXIT_PARTIAL if ingested.count(Outcome.QUARANTINED) else EXIT_OK
