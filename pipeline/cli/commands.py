@@ -15,6 +15,7 @@ from ..errors import InputError
 from ..units import format_seconds
 from ..settings import Settings, get_settings
 from ..simulation.catalog import algorithm_info, algorithm_names
+from ..storage import is_url
 from ..units import format_seconds
 from .format import (Output, Progress, fit_table, lineage_text, narrator, sim_table, table,
                      version_text, warn)
@@ -99,7 +100,7 @@ def fit(args) -> int:
     out = _output(args)
     result, registered = app.run_fit(_settings(args), args.wafer, args.pulse_width,
                                      workers=args.workers, stack=args.stack, engine=args.engine,
-                                     progress=Progress("fit", out.silent))
+                                     progress=Progress("fit", out.silent), as_of=args.as_of)
     if args.out:
         result.save(Path(args.out))
     bad = result.devices[result.devices["family"].isna()]
@@ -276,7 +277,7 @@ def report(args) -> int:
 def _flow_paths(args) -> dict:
     """The store and registry given on the command line, absolute, for the flows'
     parameters (None: the flows take the FERRO_* defaults)."""
-    return {name: str(Path(value).resolve()) if value else None
+    return {name: (value if is_url(value) else str(Path(value).resolve())) if value else None
             for name, value in (("store", args.store), ("registry", args.registry))}
 
 
@@ -318,6 +319,47 @@ def serve(args) -> int:
               f"{args.cron or f'{args.interval:g}s'}; Ctrl-C stops", flush=True)
         serve_all(interval=None if args.cron else args.interval, cron=args.cron, epochs=args.epochs,
                   **_flow_paths(args))
+    return EXIT_OK
+
+
+def deploy(args) -> int:
+    import os
+
+    if not os.environ.get("PREFECT_API_URL"):
+        raise InputError("ferroflow deploy needs a Prefect server that workers reach: set "
+                         "PREFECT_API_URL (e.g. http://prefect.lab:4200/api)")
+    from flows.serve import deploy_all
+
+    ids = deploy_all(args.pool, interval=None if args.cron else args.interval, cron=args.cron,
+                     epochs=args.epochs, **_flow_paths(args))
+    _output(args).result(f"{len(ids)} deployments on work pool {args.pool!r}; run them with "
+                         f"`prefect worker start --pool {args.pool}` on any machine with ferroflow",
+                         {"pool": args.pool, "deployments": [str(i) for i in ids]})
+    return EXIT_OK
+
+
+# --- store --------------------------------------------------------------------------
+def store(args) -> int:
+    from .. import app
+
+    settings, out = _settings(args), _output(args)
+    measurements = app.store(settings)
+    if args.action == "convert":
+        from ..convert import convert_legacy
+
+        if not args.old:
+            raise InputError("ferroflow store convert needs the old store folder")
+        c = convert_legacy(args.old, measurements)
+        out.result(f"converted {len(c.stored)} file(s), {c.rows} rows: {args.old} -> "
+                   f"{settings.store} (version {c.version})",
+                   {"files": len(c.stored), "rows": c.rows, "version": c.version})
+    elif args.action == "vacuum":
+        removed = measurements.vacuum(args.retention_hours)
+        out.result(f"removed {len(removed)} unreferenced file(s)", {"removed": removed})
+    else:
+        info = {"store": str(settings.store), "version": measurements.version(),
+                "rows": measurements.rows(), "partitions": [list(p) for p in measurements.partitions()]}
+        out.result(json.dumps(info, indent=1), info)
     return EXIT_OK
 
 

@@ -18,6 +18,13 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
 
 
+def _schedule(p: argparse.ArgumentParser) -> None:
+    """Options of the deployments (serve and deploy)."""
+    p.add_argument("--interval", type=float, default=60.0, help="seconds between landing-folder scans")
+    p.add_argument("--cron", help="cron schedule instead of an interval")
+    p.add_argument("--epochs", type=int, default=5, help="training epochs of triggered simulations")
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
@@ -82,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fit", help="fit device-update models to stored data",
                        formatter_class=fmt,
                        epilog="examples:\n  ferroflow fit --wafer W01\n"
-                              "  ferroflow fit --wafer W01 --pulse-width 20e-9 --json")
+                              "  ferroflow fit --wafer W01 --pulse-width 20e-9 --json\n"
+                              "  ferroflow fit --wafer W01 --as-of 3")
     _common(p)
     p.add_argument("--wafer", required=True)
     p.add_argument("--pulse-width", type=float, help="only this pulse width (seconds)")
@@ -91,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="step-map fits: all series of a partition at once (batch, default) "
                         "or one lmfit fit per series and family (the reference)")
     p.add_argument("--out", help="also save the full fit tables (parquet) to this folder")
+    p.add_argument("--as-of", type=int, metavar="VERSION",
+                   help="fit the store as it was at this table version (the one a model records)")
     p.add_argument("--stack", default="hzo", help="material/stack part of model names (default hzo)")
     p.set_defaults(func=commands.fit)
 
@@ -164,13 +174,35 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="examples:\n  ferroflow serve --interval 60\n"
                               "  PREFECT_API_URL=http://prefect.lab:4200/api ferroflow serve --cron '*/10 * * * *'")
     _common(p)
-    p.add_argument("--interval", type=float, default=60.0, help="seconds between landing-folder scans")
-    p.add_argument("--cron", help="cron schedule instead of an interval")
-    p.add_argument("--epochs", type=int, default=5, help="training epochs of triggered simulations")
+    _schedule(p)
     p.add_argument("--host", default="127.0.0.1",
                    help="bind address of the server started when PREFECT_API_URL is unset")
     p.add_argument("--port", type=int, default=4200)
     p.set_defaults(func=commands.serve)
+
+    p = sub.add_parser("deploy", help="create the deployments on a process work pool, for "
+                       "`prefect worker start --pool NAME` on any machine", formatter_class=fmt,
+                       epilog="examples:\n  PREFECT_API_URL=http://prefect.lab:4200/api "
+                              "ferroflow deploy --pool ferroflow\n"
+                              "  ferroflow deploy --pool ferroflow --cron '*/10 * * * *'")
+    _common(p)
+    p.add_argument("--pool", default="ferroflow", help="process work pool (created if missing)")
+    _schedule(p)
+    p.set_defaults(func=commands.deploy)
+
+    p = sub.add_parser("store", help="the measurement store (a Delta table): info, convert, vacuum",
+                       formatter_class=fmt,
+                       epilog="examples:\n  ferroflow store info\n"
+                              "  ferroflow store convert old_store/ --store raw_measurements/store\n"
+                              "  ferroflow store vacuum --retention-hours 168")
+    _common(p)
+    p.add_argument("action", choices=["info", "convert", "vacuum"])
+    p.add_argument("old", nargs="?", help="convert: the store of the earlier layout (hive "
+                   "folders + _ledger.sqlite); it is left unchanged")
+    p.add_argument("--retention-hours", type=int, default=168,
+                   help="vacuum: keep unreferenced files younger than this (default 168); "
+                        "running writers' parts are unreferenced until they commit")
+    p.set_defaults(func=commands.store)
 
     p = sub.add_parser("models", help="the device-model registry", formatter_class=fmt,
                        epilog="REF is NAME, NAME@3 or NAME@ALIAS. examples:\n"
