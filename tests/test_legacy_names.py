@@ -5,9 +5,11 @@ registry versions and saved fit tables. Legacy names are spelled through the ali
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline.convert import convert_legacy
 from pipeline.fitting import FitResult
 from pipeline.ingest import ingest
 from pipeline.readers import read_file
@@ -16,8 +18,9 @@ from pipeline.registry import Registry
 from pipeline.schema import LEGACY_COLUMNS, StateScale, upgrade_columns
 from pipeline.store import MeasurementStore
 from pipeline.validation import validate
-from tests.helpers import GOOD, write
+from tests.helpers import write
 from tests.test_readers import LAB_MAPPING
+from tests.test_store import SOME, _legacy_store
 
 OLD = {new: old for old, new in LEGACY_COLUMNS.items()}  # today's name -> legacy name
 
@@ -54,18 +57,40 @@ def test_mapping_with_legacy_key(tmp_path):
     assert t.conductance_state.tolist() == pytest.approx([2e-6, 2.5e-6, 1 / 450e3])
 
 
-def test_store_part_with_legacy_columns_reads_like_a_new_one(tmp_path):
-    store = MeasurementStore(tmp_path / "store")
-    ingest([GOOD], store, tmp_path / "q")
-    before = store.read()
-    (part,) = (tmp_path / "store").rglob("part-*.parquet")
-    table = pq.read_table(part, partitioning=None)
-    pq.write_table(table.rename_columns([OLD.get(c, c) for c in table.column_names]), part)
-    assert OLD["conductance_state"] in pq.read_schema(part).names
-    pd.testing.assert_frame_equal(MeasurementStore(tmp_path / "store").read(), before)
-    again = MeasurementStore(tmp_path / "store").read(wafer="W01", pulse_width_s=2e-8,
-                                                     columns=["cycle", "pulse", "conductance_state"])
-    np.testing.assert_array_equal(again.conductance_state, before.conductance_state)
+def test_delta_table_with_legacy_columns_reads_and_grows_like_a_new_one(tmp_path):
+    """A store created before the unit rule keeps its column names: read upgraded, and
+    rows ingested later are written under the names the table has."""
+    from deltalake import DeltaTable
+
+    from pipeline.schema import PARTITION, SCHEMA
+
+    fresh = MeasurementStore(tmp_path / "fresh")
+    ingest(SOME[:2], fresh, tmp_path / "q1")
+    legacy = pa.schema([f.with_name(OLD.get(f.name, f.name)) for f in SCHEMA])
+    DeltaTable.create(str(tmp_path / "old"), legacy, partition_by=list(PARTITION), name="measurements")
+    old = MeasurementStore(tmp_path / "old")
+    ingest(SOME[:1], old, tmp_path / "q2")
+    ingest(SOME[1:2], old, tmp_path / "q3")
+    parts = list((tmp_path / "old").rglob("part-*.parquet"))
+    assert len(parts) == 2 and all(OLD["conductance_state"] in pq.read_schema(p).names for p in parts)
+    assert OLD["conductance_state"] in old.dataset().schema.names
+    pd.testing.assert_frame_equal(old.read(), fresh.read())
+    again = old.read(wafer="W01", pulse_width_s=2e-8, columns=["cycle", "pulse", "conductance_state"])
+    np.testing.assert_array_equal(np.sort(again.conductance_state), np.sort(fresh.read().conductance_state))
+
+
+def test_store_of_the_earlier_layout_with_legacy_columns_converts(tmp_path):
+    old = tmp_path / "old"
+    _legacy_store(old, SOME[:2])
+    for part in old.rglob("*part-*.parquet"):
+        table = pq.read_table(part, partitioning=None)
+        pq.write_table(table.rename_columns([OLD.get(c, c) for c in table.column_names]), part)
+    new = MeasurementStore(tmp_path / "new")
+    assert convert_legacy(old, new).rows == 1200
+    expected = pd.concat([validate(read_file(f)).to_pandas() for f in SOME[:2]])
+    got = new.read()
+    assert OLD["conductance_state"] not in got
+    np.testing.assert_allclose(np.sort(got.conductance_state), np.sort(expected.conductance_state))
 
 
 def test_registry_version_with_legacy_names(tmp_path):

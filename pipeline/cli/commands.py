@@ -12,8 +12,11 @@ import time
 from pathlib import Path
 
 from ..errors import InputError
+from ..units import format_seconds
 from ..settings import Settings, get_settings
 from ..simulation.catalog import algorithm_info, algorithm_names
+from ..storage import is_url
+from ..units import format_seconds
 from .format import (Output, Progress, fit_table, lineage_text, narrator, sim_table, table,
                      version_text, warn)
 
@@ -32,8 +35,9 @@ def _output(args) -> Output:
 def generate(args) -> int:
     from ..generator import GeneratorConfig, generate_wafer
 
-    cfg = GeneratorConfig(wafer=args.wafer, seed=args.seed, dies_x=args.dies, dies_y=args.dies,
-                          devices_per_die=args.devices, cycles=args.cycles)
+    given = {k: v for k, v in (("devices_per_die", args.devices), ("cycles", args.cycles)) if v}
+    make = GeneratorConfig.staircase if args.protocol == "staircase" else GeneratorConfig
+    cfg = make(wafer=args.wafer, seed=args.seed, dies_x=args.dies, dies_y=args.dies, **given)
     result = generate_wafer(cfg, Path(args.out), fmt=args.format,
                             progress=Progress("generate", args.quiet))
     _output(args).result(f"wrote {len(result.files)} files for wafer {args.wafer} to {args.out} "
@@ -54,16 +58,33 @@ def _trace_options(args):
                         die=args.die, amplitude_v=args.amplitude, state_unit=args.state_unit)
 
 
+def _overrides(pairs) -> dict[str, str]:
+    out = {}
+    for pair in pairs or ():
+        field, sep, value = pair.partition("=")
+        if not sep or not field.strip():
+            raise InputError(f"--set takes FIELD=VALUE (e.g. die=X05Y29), got {pair!r}")
+        out[field.strip()] = value.strip()
+    return out
+
+
 def ingest(args) -> int:
     from .. import app
     from ..ingest import Outcome
 
     settings, out = _settings(args), _output(args)
-    if not args.paths and not args.incoming:
+    if args.ltp or args.ltd:
+        trace = _trace_options(args)
+        if trace is None:
+            raise InputError("--ltp/--ltd traces need --wafer, --device and --pulse-width")
+        report = app.run_ingest_ltp_ltd(settings, args.ltp, args.ltd, trace, _overrides(args.set))
+    elif not args.paths and not args.incoming:
         raise InputError("give files or folders to ingest, or --incoming")
-    report = app.run_ingest(settings, args.paths, incoming=args.incoming, mapping=args.mapping,
-                            trace=_trace_options(args), min_age_s=args.min_age,
-                            progress=Progress("ingest", out.silent))
+    else:
+        report = app.run_ingest(settings, args.paths, incoming=args.incoming, mapping=args.mapping,
+                                trace=_trace_options(args), min_age_s=args.min_age,
+                                overrides=_overrides(args.set),
+                                progress=Progress("ingest", out.silent))
     if not out.silent:
         for o in report.outcomes:
             if o.status == Outcome.QUARANTINED:
@@ -79,17 +100,28 @@ def fit(args) -> int:
     out = _output(args)
     result, registered = app.run_fit(_settings(args), args.wafer, args.pulse_width,
                                      workers=args.workers, stack=args.stack, engine=args.engine,
-                                     progress=Progress("fit", out.silent))
+                                     progress=Progress("fit", out.silent), as_of=args.as_of)
     if args.out:
         result.save(Path(args.out))
-    flagged = int(result.devices["family"].isna().sum())
+    bad = result.devices[result.devices["family"].isna()]
+    flags = [{"wafer": r.wafer, "die": r.die, "device": r.device, "pulse_width_s": r.pulse_width_s,
+              "flag": r.flag} for r in bad.itertuples()]
     refs = [f"{r.ref} ({'new' if r.created else 'unchanged'})" for r in registered]
-    machine = {"wafer": args.wafer, "devices": len(result.devices), "flagged": flagged,
-               "registered": [{"ref": str(r.ref), "created": r.created,
-                               "pulse_width_s": r.pulse_width_s} for r in registered],
+    machine = {"wafer": args.wafer, "devices": len(result.devices), "flagged": len(flags),
+               "flags": flags, "registered": [{"ref": str(r.ref), "created": r.created,
+                                               "pulse_width_s": r.pulse_width_s} for r in registered],
                "by_pulse_width": result.population.to_dict(orient="records")}
+    if not out.silent:
+        for f in flags:  # one line per flagged series, before the table
+            warn(f"flagged: {f['wafer']}/{f['die']}/{f['device']} at "
+                 f"{format_seconds(f['pulse_width_s'])}: {f['flag']}")
+    if len(flags) == len(result.devices):
+        if args.json:
+            out.result("", machine)
+        raise InputError(f"nothing registered: all {len(flags)} device series of wafer "
+                         f"{args.wafer!r} are flagged")
     out.result(fit_table(result) + "\nregistered: " + ", ".join(refs), machine)
-    return EXIT_PARTIAL if flagged else EXIT_OK
+    return EXIT_PARTIAL if flags else EXIT_OK
 
 
 # --- models: one function per action ---------------------------------------------
@@ -159,9 +191,22 @@ def models_lineage(args) -> int:
     return EXIT_OK
 
 
+def models_import(args) -> int:
+    from ..importer import import_model
+
+    reg = _registry(args)
+    done = [import_model(reg, path) for path in args.files]
+    human = "\n".join(f"{d.ref} ({'new' if d.created else 'unchanged'}): {d.model.family}, "
+                      f"{format_seconds(d.model.pulse_width_s)}, imported from {d.model.citation}"
+                      for d in done)
+    _output(args).result(human, [{"ref": str(d.ref), "created": d.created, "file": str(d.model.path),
+                                  "citation": d.model.citation} for d in done])
+    return EXIT_OK
+
+
 MODELS = {"list": models_list, "show": models_show, "history": models_history,
           "search": models_search, "alias": models_alias, "tag": models_tag,
-          "lineage": models_lineage}
+          "lineage": models_lineage, "import": models_import}
 
 
 # --- simulate -------------------------------------------------------------------
@@ -193,9 +238,26 @@ def simulate(args) -> int:
     cfg = TrainConfig(hidden=tuple(args.hidden), epochs=args.epochs, lr=args.lr,
                       target_accuracy=args.target, activation=args.activation)
     _, summary, runs = app.run_simulation(settings, refs, _variants(args), tuple(range(args.seeds)),
-                                          cfg, args.mnist, say=narrator(out.silent))
+                                          cfg, args.mnist or args.dataset, say=narrator(out.silent))
     out.result(sim_table(runs), {"runs": summary.to_dict(orient="records"),
                                  "table": runs.to_dict(orient="records")})
+    return EXIT_OK
+
+
+# --- reproduce ---------------------------------------------------------------------
+def reproduce(args) -> int:
+    from ..reproduce import markdown, reproduce as run_reproduction, save
+
+    out = _output(args)
+    registry = _registry(args)
+    rep = run_reproduction(registry, seeds=args.seeds, epochs=args.epochs, dataset=args.dataset,
+                           progress=narrator(out.silent))
+    folder = save(rep, registry)
+    out.result(markdown(rep) + f"\nsaved: {folder}",
+               {"folder": str(folder), "wall_s": rep.wall_s, "settings": rep.settings,
+                "claims": [{"text": c.text, "verdict": c.verdict, "evidence": c.evidence}
+                           for c in rep.claims],
+                "explanations": rep.explanations, "table": rep.table.to_dict(orient="records")})
     return EXIT_OK
 
 
@@ -215,7 +277,7 @@ def report(args) -> int:
 def _flow_paths(args) -> dict:
     """The store and registry given on the command line, absolute, for the flows'
     parameters (None: the flows take the FERRO_* defaults)."""
-    return {name: str(Path(value).resolve()) if value else None
+    return {name: (value if is_url(value) else str(Path(value).resolve())) if value else None
             for name, value in (("store", args.store), ("registry", args.registry))}
 
 
@@ -257,6 +319,47 @@ def serve(args) -> int:
               f"{args.cron or f'{args.interval:g}s'}; Ctrl-C stops", flush=True)
         serve_all(interval=None if args.cron else args.interval, cron=args.cron, epochs=args.epochs,
                   **_flow_paths(args))
+    return EXIT_OK
+
+
+def deploy(args) -> int:
+    import os
+
+    if not os.environ.get("PREFECT_API_URL"):
+        raise InputError("ferroflow deploy needs a Prefect server that workers reach: set "
+                         "PREFECT_API_URL (e.g. http://prefect.lab:4200/api)")
+    from flows.serve import deploy_all
+
+    ids = deploy_all(args.pool, interval=None if args.cron else args.interval, cron=args.cron,
+                     epochs=args.epochs, **_flow_paths(args))
+    _output(args).result(f"{len(ids)} deployments on work pool {args.pool!r}; run them with "
+                         f"`prefect worker start --pool {args.pool}` on any machine with ferroflow",
+                         {"pool": args.pool, "deployments": [str(i) for i in ids]})
+    return EXIT_OK
+
+
+# --- store --------------------------------------------------------------------------
+def store(args) -> int:
+    from .. import app
+
+    settings, out = _settings(args), _output(args)
+    measurements = app.store(settings)
+    if args.action == "convert":
+        from ..convert import convert_legacy
+
+        if not args.old:
+            raise InputError("ferroflow store convert needs the old store folder")
+        c = convert_legacy(args.old, measurements)
+        out.result(f"converted {len(c.stored)} file(s), {c.rows} rows: {args.old} -> "
+                   f"{settings.store} (version {c.version})",
+                   {"files": len(c.stored), "rows": c.rows, "version": c.version})
+    elif args.action == "vacuum":
+        removed = measurements.vacuum(args.retention_hours)
+        out.result(f"removed {len(removed)} unreferenced file(s)", {"removed": removed})
+    else:
+        info = {"store": str(settings.store), "version": measurements.version(),
+                "rows": measurements.rows(), "partitions": [list(p) for p in measurements.partitions()]}
+        out.result(json.dumps(info, indent=1), info)
     return EXIT_OK
 
 
