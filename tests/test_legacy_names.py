@@ -134,3 +134,16 @@ def test_state_scale_round_trip():
     assert scale.state_step(scale.g_step(3e-8)) == pytest.approx(3e-8)
     row = pd.Series({"norm_lo": 1.0, "norm_span": 2.0, "state_unit": "normalized"})
     assert StateScale.of_row(row) == StateScale(1.0, 2.0, "normalized")
+
+
+def test_published_parameter_file_with_legacy_keys(tmp_path):
+    from pipeline.importer import read_published
+    from tests.test_importer import toml
+
+    bounds = f"{OLD['gmin_state']} = 1e-6\n{OLD['gmax_state']} = 3e-6"
+    old = read_published(write(tmp_path / "old.toml", toml(
+        bounds=bounds, energy=f"amplitude_v = 3.0\n{OLD['conductance_state']} = 2e-6")))
+    new = read_published(write(tmp_path / "new.toml", toml(
+        bounds="gmin_state = 1e-6\ngmax_state = 3e-6", energy="amplitude_v = 3.0\nconductance_state = 2e-6")))
+    assert (old.gmin, old.gmax, old.state_unit) == (1e-6, 3e-6, "S")
+    assert old.energy_per_pulse_j == new.energy_per_pulse_j > 0
