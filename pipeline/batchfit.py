@@ -321,7 +321,9 @@ class Problem:
         with np.errstate(all="ignore"):
             parts = GRADIENTS[self.model.name](self.b.g[rows], self.b.up[rows],
                                                **self.bounds.values(x, rows))
-        return np.stack([parts[k] for k in self.bounds.names], 1) * self.b.w[rows][:, None, :]
+        jac = np.stack([parts[k] for k in self.bounds.names], 1)
+        jac *= self.b.w[rows][:, None, :]  # in place: (B, P, N) temporaries cost more than the math
+        return jac
 
     def _differences(self, x, rows, central):
         h = 1e-7 * np.maximum(np.abs(x), 1e-3)
@@ -354,6 +356,17 @@ class Solution:
     nfev: np.ndarray         # (B,) residual evaluations
 
 
+def _scale(jac_t: np.ndarray, dxdu: np.ndarray) -> np.ndarray:
+    jac_t *= dxdu[:, :, None]  # a fresh Jacobian: scaled in place
+    return jac_t
+
+
+def _rows(index: np.ndarray, n: int):
+    """``index`` as a slice when it takes every row: gathers of whole (B, N) arrays
+    then become views."""
+    return slice(None) if len(index) == n else index
+
+
 def levenberg_marquardt(prob: Problem, x0: np.ndarray) -> Solution:
     """Damped Gauss-Newton in lmfit's internal coordinates, every series at once."""
     n_ser, n_par = x0.shape
@@ -376,7 +389,9 @@ def levenberg_marquardt(prob: Problem, x0: np.ndarray) -> Solution:
         if len(fresh):
             # chain rule through the transform: dx/du = cos(u) (hi - lo) / 2
             dxdu = np.cos(u[fresh]) * (bounds.hi[fresh] - bounds.lo[fresh]) / 2
-            Jt = prob.jacobian(bounds.external(u[fresh], fresh), fresh) * dxdu[:, :, None]
+            rows = _rows(fresh, n_ser)
+            Jt = prob.jacobian(bounds.external(u[fresh], rows), rows)
+            Jt = Jt * dxdu[:, :, None] if prob.linear is not None else _scale(Jt, dxdu)
             normal[fresh] = Jt @ Jt.transpose(0, 2, 1)
             grad_all[fresh] = (Jt @ r[fresh][..., None])[..., 0]
             nfev[fresh] += n_par
@@ -393,7 +408,8 @@ def levenberg_marquardt(prob: Problem, x0: np.ndarray) -> Solution:
         M = A + lam[act, None, None] * (diag[:, :, None] * np.eye(n_par))
         step = -_solve(M, grad)
         u_new = u[act] + step
-        r_new = prob.residual(bounds.external(u_new, act), act)
+        rows = _rows(act, n_ser)
+        r_new = prob.residual(bounds.external(u_new, rows), rows)
         nfev[act] += 1
         cost_new = (r_new ** 2).sum(1)
         better = np.isfinite(cost_new) & (cost_new < cost[act])
