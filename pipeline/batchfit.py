@@ -25,7 +25,7 @@ fits it with lmfit.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from types import FunctionType, SimpleNamespace
 
 import numpy as np
@@ -435,7 +435,13 @@ def covariance(prob: Problem, x: np.ndarray, redchi: np.ndarray):
     A = jac_t @ jac_t.transpose(0, 2, 1)
     cov = np.full_like(A, np.nan)
     ok = (np.abs(jac_t).max(2) > 0).all(1) & np.isfinite(A).all((1, 2))
-    for i in np.flatnonzero(ok):
+    rows = np.flatnonzero(ok)
+    try:  # all at once; one singular matrix sends the batch through the loop below
+        cov[rows] = np.linalg.inv(A[rows]) * redchi[rows, None, None]
+        return cov
+    except np.linalg.LinAlgError:
+        pass
+    for i in rows:
         try:
             cov[i] = np.linalg.inv(A[i]) * redchi[i]
         except np.linalg.LinAlgError:
@@ -626,23 +632,30 @@ def fit_steps(name: str, datas: list[Data], weights: list[np.ndarray], tracesets
     signs = wrong_sign(model, p, lo_r, hi_r, np.array([d.g.min() for d in datas]),
                        np.array([d.g.max() for d in datas]))
     bound = at_bound(bounds, sol.x)
-    var_err = np.sqrt(np.einsum("bii->bi", st["cov"]))
+    names = list(model.param_names)
+    has_cov = np.isfinite(st["cov"]).all((1, 2))
+    with np.errstate(invalid="ignore"):
+        var_err = np.sqrt(np.einsum("bii->bi", st["cov"]))
+    # lmfit gives fixed parameters a zero error when it has a covariance
+    errs = np.column_stack([var_err[:, bounds.names.index(k)] if k in bounds.names else
+                            np.where(has_cov, 0.0, np.nan) for k in names]).tolist()
+    vals = np.column_stack([p[k] for k in names]).tolist()
+    # per-row Python floats in one pass (tolist), not one float() per number
+    cols = {k: st[k].tolist() for k in ("chisqr", "redchi", "aic", "bic", "r2_steps")}
+    cols.update(r2_trace=r2_trace.tolist(), sp_g=sp.tolist(), sp_g_err=sp_err.tolist(),
+                range_lo_g=lo_r.tolist(), range_hi_g=hi_r.tolist())
+    nfev, n_points = sol.nfev.tolist(), batch.n.tolist()
     ok = sol.converged & st["finite"]
     for j, i in enumerate(keep):
         if not ok[j]:
             continue
-        has_cov = np.isfinite(st["cov"][j]).all()
-        fit = FamilyFit(
-            name, FitTarget.STEPS, int(batch.n[j]), success=True, nfev=int(sol.nfev[j]),
-            **{k: float(st[k][j]) for k in ("chisqr", "redchi", "aic", "bic", "r2_steps")},
-            r2_trace=float(r2_trace[j]), sp_g=float(sp[j]), sp_g_err=float(sp_err[j]),
-            range_lo_g=float(lo_r[j]), range_hi_g=float(hi_r[j]),
-            values={k: float(v[j]) for k, v in p.items()},
-            # lmfit gives fixed parameters a zero error when it has a covariance
-            stderr={k: float(var_err[j, bounds.names.index(k)]) if k in bounds.names else
-                    (0.0 if has_cov else float("nan")) for k in model.param_names},
-            resid=st["resid"][j, :batch.n[j]].copy())
-        out[i] = replace(fit, flag=quality_flag(bound[j], fit, r2_min) or signs[j])
+        fit = dict(family=name, fit_target=FitTarget.STEPS, n_points=n_points[j], success=True,
+                   nfev=nfev[j], **{k: v[j] for k, v in cols.items()},
+                   values=dict(zip(names, vals[j])), stderr=dict(zip(names, errs[j])),
+                   resid=st["resid"][j, :n_points[j]].copy())
+        # the flag from the row's numbers, so the row is built once (replace() costs)
+        flag = quality_flag(bound[j], SimpleNamespace(**fit), r2_min) or signs[j]
+        out[i] = FamilyFit(**fit, flag=flag)
     return out
 
 

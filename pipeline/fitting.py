@@ -483,15 +483,17 @@ def fit_series_list(series: list[Series], cfg: FitConfig = FitConfig(), progress
     if workers == 1 or len(parts) <= 1:
         done = map(_fit_partition, parts, [cfg] * len(parts))
         results = _collect(done, len(series), progress)
+        trace_fits = fit_traces(series)
     else:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            results = _collect(pool.map(_fit_partition, parts, [cfg] * len(parts)),
-                               len(series), progress)
+            done = pool.map(_fit_partition, parts, [cfg] * len(parts))
+            trace_fits = fit_traces(series)  # here while the workers fit
+            results = _collect(done, len(series), progress)
     fits = records_frame([(r.info, f) for r in results for f in r.fits], (SeriesInfo, FamilyFit))
     devices = records_frame([(r.info, r.device) for r in results], (SeriesInfo, DeviceFit))
     params = params_frame(results)
     return FitResult(fits=fits, params=params, devices=devices,
-                     population=population(devices, params), traces=fit_traces(series))
+                     population=population(devices, params), traces=trace_fits)
 
 
 def _collect(parts, total: int, progress) -> list[SeriesFit]:
