@@ -479,7 +479,7 @@ def symmetry_points(model: DeviceModel, p: dict, near: np.ndarray | None = None)
         todo = np.ones(n, bool)
         if near is not None:
             fa, fb = (_net(model, near[:, k:k + 1], cols)[:, 0] for k in (0, 1))
-            hit = np.sign(fa) * np.sign(fb) < 0
+            hit = (fa > 0) & (fb < 0)
             a[hit], b[hit] = near[hit, 0], near[hit, 1]
             todo = ~hit
         # the grid holds (rows, 401) states (times the node count for lookup): in chunks
@@ -490,18 +490,19 @@ def symmetry_points(model: DeviceModel, p: dict, near: np.ndarray | None = None)
 
 
 def _grid_bracket(model, p):
-    """First grid cell (401 points over the state range) where the net step changes sign."""
+    """First grid cell (401 points over the state range) where the net step turns from up
+    to down (``DeviceModel.root_symmetry_point``)."""
     n = len(next(iter(p.values())))
     lo, hi = (np.broadcast_to(np.asarray(v, float), (n,)) for v in model.state_range(p))
     grid = lo[:, None] + (hi - lo)[:, None] / 400 * np.arange(401)
     grid[:, -1] = hi  # as np.linspace
-    sign = np.sign(_net(model, grid, _columns(p)))
-    cross = sign[:, :-1] * sign[:, 1:] <= 0
+    net = _net(model, grid, _columns(p))
+    cross = (net[:, :-1] > 0) & (net[:, 1:] <= 0)  # the stable crossing, as the reference
     i = np.argmax(cross, 1)
     rows = np.arange(n)
     a, b = grid[rows, i], grid[rows, i + 1]
-    exact = sign[rows, i] == 0  # the reference returns a grid point with a zero net step
-    b = np.where(exact, a, b)
+    exact = net[rows, i + 1] == 0  # the reference returns a grid point with a zero net step
+    a = np.where(exact, b, a)
     missing = ~cross.any(1)
     return np.where(missing, np.nan, a), np.where(missing, np.nan, b)
 
@@ -601,12 +602,13 @@ def at_bound(bounds: Bounds, x: np.ndarray) -> list[str | None]:
 
 
 def fit_steps(name: str, datas: list[Data], weights: list[np.ndarray], tracesets: list,
-              r2_min: float) -> list[FamilyFit | None]:
+              r2_min: float, judges: list[str] | None = None) -> list[FamilyFit | None]:
     """``fitting.fit_family`` on the step map for many series of one family at once.
 
     Returns one row per series in ``fit_family``'s layout, or None where this solver
     does not answer (too few points, no convergence, non-finite model): fit those
-    with lmfit."""
+    with lmfit. ``judges``: per series, the R^2 a fit must reach (``quality_flag``)."""
+    judges = judges or ["r2_trace"] * len(datas)
     model = family(name)
     params = [starting_values(model, d) for d in datas]
     out: list[FamilyFit | None] = [None] * len(datas)
@@ -654,7 +656,7 @@ def fit_steps(name: str, datas: list[Data], weights: list[np.ndarray], tracesets
                    values=dict(zip(names, vals[j])), stderr=dict(zip(names, errs[j])),
                    resid=st["resid"][j, :n_points[j]].copy())
         # the flag from the row's numbers, so the row is built once (replace() costs)
-        flag = quality_flag(bound[j], SimpleNamespace(**fit), r2_min) or signs[j]
+        flag = quality_flag(bound[j], SimpleNamespace(**fit), r2_min, judges[i]) or signs[j]
         out[i] = FamilyFit(**fit, flag=flag)
     return out
 
@@ -680,13 +682,16 @@ def _statistics(prob: Problem, x: np.ndarray, n_var: int) -> dict:
             "finite": np.isfinite(chisqr) & np.where(mask, np.isfinite(pred), True).all(1)}
 
 
-def quality_flag(bound: str | None, fit: FamilyFit, r2_min: float) -> str:
-    """The flag of a converged fit (both engines): a parameter at its bound, a poor
-    trajectory R^2, or no symmetry point inside the state range; "" when none."""
+def quality_flag(bound: str | None, fit: FamilyFit, r2_min: float, judge: str = "r2_trace") -> str:
+    """The flag of a converged fit (both engines): a parameter at its bound, a poor R^2
+    (``judge``: the trajectories', or the steps' for staircases, whose trajectories follow
+    an amplitude ramp a state-only model does not see), or no symmetry point inside the
+    state range; "" when none."""
     if bound:
         return f"parameter {bound} at its bound"
-    if not np.isfinite(fit.r2_trace) or fit.r2_trace < r2_min:
-        return f"trajectory R^2 {fit.r2_trace:.3f} below {r2_min}"
+    r2 = getattr(fit, judge)
+    if not np.isfinite(r2) or r2 < r2_min:
+        return f"{'trajectory' if judge == 'r2_trace' else 'step'} R^2 {r2:.3f} below {r2_min}"
     if not np.isfinite(fit.sp_g) or not fit.range_lo_g <= fit.sp_g <= fit.range_hi_g:
         return "no symmetry point inside the state range"
     return ""

@@ -114,6 +114,12 @@ class DeviceFit:
     c2c_abs_s: float = NAN
     read_noise_s: float = NAN
     fit_target: FitTarget | None = None
+    # the measurement protocol (``traces.protocol``) and write amplitudes per direction
+    protocol: str = "identical"
+    amplitude_up_min_v: float = NAN
+    amplitude_up_max_v: float = NAN
+    amplitude_down_min_v: float = NAN
+    amplitude_down_max_v: float = NAN
 
     # what a registered version keeps per device, in this order
     REGISTRY_COLUMNS: ClassVar[tuple[str, ...]] = (

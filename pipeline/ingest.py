@@ -22,7 +22,7 @@ import shutil
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from enum import StrEnum
 from pathlib import Path
@@ -150,10 +150,12 @@ def ingest(paths: list[str | Path], store: MeasurementStore, quarantine_dir: Pat
            mapping: Mapping | None = None, trace: TraceOptions | None = None,
            move_from: Path | None = None, processed_dir: Path | None = None,
            batch_rows: int = 1_000_000, workers: int = 2, big_file_bytes: int = BIG_FILE_BYTES,
-           progress=None) -> IngestReport:
+           overrides: dict[str, str] | None = None, progress=None) -> IngestReport:
     """Ingest files; see the module docstring. ``progress(done, total)`` per file.
 
     Files under ``move_from`` (the landing folder) are moved, as described above.
+    ``overrides`` (canonical field -> text, e.g. ``{"die": "X05Y29"}``) replace what
+    every file says (``ferroflow ingest --set``).
     """
     every = discover(paths)
     big = [f for f in every if _is_big(f, big_file_bytes)]
@@ -167,7 +169,7 @@ def ingest(paths: list[str | Path], store: MeasurementStore, quarantine_dir: Pat
     known = store.known_files()  # a cheap first filter; the batch checks again under the lock
     done = 0
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        windows = _read_ahead(files, pool, lambda p: _prepare(p, known, mapping, trace))
+        windows = _read_ahead(files, pool, lambda p: _prepare(p, known, mapping, trace, overrides))
         current = next(windows, None)
         while current is not None:
             settled: list[FileOutcome] = []  # archived once the batch is committed
@@ -194,7 +196,7 @@ def ingest(paths: list[str | Path], store: MeasurementStore, quarantine_dir: Pat
                 report.outcomes.append(outcome)
                 _archive(Path(outcome.path), moved(Path(outcome.path)), processed_dir)
     for path in big:
-        outcome, partitions = _ingest_big(path, store, known, mapping)
+        outcome, partitions = _ingest_big(path, store, known, mapping, overrides)
         report.outcomes.append(outcome)
         report.partitions.update(partitions)
         if outcome.status == Outcome.QUARANTINED:
@@ -209,6 +211,20 @@ def ingest(paths: list[str | Path], store: MeasurementStore, quarantine_dir: Pat
     return report
 
 
+def ingest_ltp_ltd(ltp: str | Path | None, ltd: str | Path | None, store: MeasurementStore,
+                   quarantine_dir: Path, trace: TraceOptions, **kwargs) -> IngestReport:
+    """A device's digitised LTP (up, cycle 1) and LTD (down, cycle 2) files
+    (``readers.digitised``); ``kwargs`` as for ``ingest``."""
+    report = IngestReport()
+    for path, direction in ((ltp, "up"), (ltd, "down")):
+        if path is not None:
+            part = ingest([path], store, quarantine_dir, trace=replace(trace, direction=direction),
+                          **kwargs)
+            report.outcomes += part.outcomes
+            report.partitions |= part.partitions
+    return report
+
+
 def _is_big(path: Path, limit: int) -> bool:
     try:
         return path.suffix.lower() != ".parquet" and path.stat().st_size > limit
@@ -216,7 +232,7 @@ def _is_big(path: Path, limit: int) -> bool:
         return False
 
 
-def _ingest_big(path: Path, store: MeasurementStore, known: set[str], mapping):
+def _ingest_big(path: Path, store: MeasurementStore, known: set[str], mapping, overrides=None):
     """Stream one big file into a commit of its own: (outcome, partitions)."""
     sha = None
     try:
@@ -227,7 +243,7 @@ def _ingest_big(path: Path, store: MeasurementStore, known: set[str], mapping):
         checker = StreamValidator(str(path))
 
         def blocks():
-            for table in iter_blocks(path, sha, mapping):
+            for table in iter_blocks(path, sha, mapping, overrides=overrides):
                 yield checker.check(table)
             checker.finish()
 
@@ -286,7 +302,7 @@ def _validate_window(paths: list[Path], results: list) -> None:
             results[i] = outcome
 
 
-def _prepare(path: Path, known: set[str], mapping, trace):
+def _prepare(path: Path, known: set[str], mapping, trace, overrides=None):
     """Pending (not yet validated) rows of a new file, the SHA-256 of a known one, or
     the InputError."""
     try:
@@ -298,7 +314,7 @@ def _prepare(path: Path, known: set[str], mapping, trace):
     if raw.sha256 in known:
         return raw.sha256
     try:
-        table = read_raw(raw, mapping, trace)
+        table = read_raw(raw, mapping, trace, overrides)
         _check_unchanged(path, raw.size_on_disk)
     except InputError as exc:
         err = exc.located(str(path))

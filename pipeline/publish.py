@@ -69,8 +69,20 @@ def version_tables(result: FitResult, wafer: str, pulse_width_s: float, cache: d
         "energy_per_pulse_j": float(energy.median()) if energy.notna().any() else None,
         "energy_source": str(rows["energy_source"].mode().iloc[0]) if len(rows) else None,
         "units": "parameters p_* are in normalised state g; state = norm_lo + norm_span * g",
+        **_protocol_meta(devs),
     }
     return rows, pop.drop(columns=["wafer", "pulse_width_s"]).reset_index(drop=True), meta
+
+
+def _protocol_meta(devs: pd.DataFrame) -> dict:
+    """Measurement protocol and write-amplitude range per direction over the devices."""
+    if "protocol" not in devs:
+        return {}
+    out = {"protocol": str(devs["protocol"].mode().iloc[0])}
+    for d in ("up", "down"):
+        lo, hi = devs[f"amplitude_{d}_min_v"].min(), devs[f"amplitude_{d}_max_v"].max()
+        out[f"amplitude_{d}_v"] = [float(lo), float(hi)] if pd.notna(lo) else None
+    return out
 
 
 def register_fit(registry: Registry, result: FitResult, *, store: MeasurementStore | None = None,

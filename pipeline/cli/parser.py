@@ -41,9 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for the raw files")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--dies", type=int, default=5, help="dies per side of the grid (default 5)")
-    p.add_argument("--devices", type=int, default=2, help="devices per die (default 2)")
-    p.add_argument("--cycles", type=int, default=3)
+    p.add_argument("--devices", type=int, help="devices per die (default 2; staircase 1)")
+    p.add_argument("--cycles", type=int, help="cycles, or staircase loops (default 3; staircase 10)")
     p.add_argument("--format", choices=["instrument", "tidy"], default="instrument")
+    p.add_argument("--protocol", choices=["identical", "staircase"], default="identical",
+                   help="identical-pulse trains, or amplitude staircases in a Keysight "
+                        "B2912B-like layout (see README 'Real instrument files')")
     p.set_defaults(func=commands.generate)
 
     p = sub.add_parser("ingest", help="read, validate and store raw files",
@@ -51,7 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="examples:\n  ferroflow ingest raw_measurements/sample\n"
                               "  ferroflow ingest --incoming\n"
                               "  ferroflow ingest trace.csv --wafer GONG --device R1 "
-                              "--pulse-width 1e-6")
+                              "--pulse-width 1e-6\n"
+                              "  ferroflow ingest export.txt --mapping b2912b.toml --set die=X05Y29\n"
+                              "  ferroflow ingest --ltp up.csv --ltd down.csv --wafer PAPER "
+                              "--device D1 --pulse-width 1e-6 --state-unit S")
     _common(p)
     p.add_argument("paths", nargs="*", help="files or folders")
     p.add_argument("--incoming", action="store_true",
@@ -67,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--amplitude", type=float, help="for two-column traces: write amplitude, V")
     p.add_argument("--state-unit", default="normalized", choices=["normalized", "S"],
                    help="for two-column traces: unit of the values")
+    p.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                   help="override a field of every file, e.g. --set die=X05Y29 (repeatable)")
+    p.add_argument("--ltp", help="digitised potentiation trace: (pulse, state) pairs")
+    p.add_argument("--ltd", help="digitised depression trace: (pulse, state) pairs")
     p.set_defaults(func=commands.ingest)
 
     p = sub.add_parser("fit", help="fit device-update models to stored data",
