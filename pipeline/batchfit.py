@@ -125,7 +125,7 @@ def _light(cls: type) -> type:
 
 _LIGHT: dict[type, type] = {}
 _GUESSES: dict[tuple, tuple] = {}  # (class, id(data), ...) -> (data, starting values)
-GUESS_CACHE = 8192
+GUESS_CACHE = 2048  # a partition of 256 series makes 5 per series (bounded memory)
 
 
 def _remembered(guess):

@@ -170,3 +170,16 @@ def test_no_series_gives_empty_tables_with_their_columns():
     out = fit_series_list([], FitConfig(workers=1))
     assert len(out.fits) == len(out.devices) == len(out.params) == 0
     assert "family" in out.fits.columns and "param" in out.params.columns
+
+
+@pytest.mark.parametrize("name", ("softbounds", "neurosim", "powstep", "beta", "lookup"))
+def test_remembered_starting_values_equal_the_family_guess(problems, name):
+    """Light guesses are remembered per data object and equal lmfit's Parameters."""
+    model = family(name)
+    data = problems[0][0]
+    first, again = batchfit.starting_values(model, data), batchfit.starting_values(model, data)
+    assert first is again
+    other = Data(data.g.copy(), data.dg.copy(), data.up.copy())  # equal, not the same object
+    assert batchfit.starting_values(model, other) is not first
+    for k, p in model.guess(data).items():
+        assert (first[k].value, first[k].min, first[k].max, first[k].vary) == (p.value, p.min, p.max, p.vary)
