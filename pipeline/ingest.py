@@ -166,7 +166,7 @@ def ingest(paths: list[str | Path], store: MeasurementStore, quarantine_dir: Pat
     def moved(path: Path) -> bool:
         return move_from is not None and _inside(path, move_from)
 
-    known = store.known_files()  # a cheap first filter; the batch checks again under the lock
+    known = store.known_files()  # a cheap first filter; the batch checks again at commit
     done = 0
     with ThreadPoolExecutor(max_workers=workers) as pool:
         windows = _read_ahead(files, pool, lambda p: _prepare(p, known, mapping, trace, overrides))
@@ -193,8 +193,13 @@ def ingest(paths: list[str | Path], store: MeasurementStore, quarantine_dir: Pat
                 commit = batch.commit()
             report.partitions.update(commit.partitions)
             for outcome in settled:
+                outcome = _settle(outcome, commit)
                 report.outcomes.append(outcome)
-                _archive(Path(outcome.path), moved(Path(outcome.path)), processed_dir)
+                if outcome.status == Outcome.QUARANTINED:
+                    quarantine(Path(outcome.path), outcome.error, quarantine_dir,
+                               moved(Path(outcome.path)), outcome.sha256)
+                else:
+                    _archive(Path(outcome.path), moved(Path(outcome.path)), processed_dir)
     for path in big:
         outcome, partitions = _ingest_big(path, store, known, mapping, overrides)
         report.outcomes.append(outcome)
@@ -256,7 +261,7 @@ def _ingest_big(path: Path, store: MeasurementStore, known: set[str], mapping, o
     except OSError as exc:
         err = InputError(f"cannot read file ({exc.strerror})", file=str(path))
         return FileOutcome.quarantined(path, err, sha), ()
-    return FileOutcome(str(path), Outcome(status), commit.rows, sha), commit.partitions
+    return _settle(FileOutcome(str(path), Outcome(status), commit.rows, sha), commit), commit.partitions
 
 
 def _read_ahead(files: list[Path], pool: ThreadPoolExecutor, prepare):
@@ -290,6 +295,19 @@ def _stage(path: Path, result, batch) -> FileOutcome:
     outcome = Outcome(status)  # the batch answers stored or duplicate
     rows = result.table.num_rows if outcome == Outcome.STORED else 0
     return FileOutcome(str(path), outcome, rows, result.sha256)
+
+
+def _settle(outcome: FileOutcome, commit) -> FileOutcome:
+    """The final outcome of a file staged as stored: another writer may have stored it
+    (or rows of its series) between staging and commit."""
+    if outcome.status != Outcome.STORED:
+        return outcome
+    if outcome.sha256 in commit.overlaps:
+        err = InputError(commit.overlaps[outcome.sha256], file=outcome.path)
+        return FileOutcome.quarantined(Path(outcome.path), err, outcome.sha256)
+    if outcome.sha256 in commit.already:
+        return FileOutcome(outcome.path, Outcome.DUPLICATE, 0, outcome.sha256)
+    return outcome
 
 
 def _validate_window(paths: list[Path], results: list) -> None:
