@@ -30,6 +30,7 @@ class SweepPlan:
     runs: tuple[RunSpec, ...]
     cfg: TrainConfig
     dataset: str
+    notes: tuple[str, ...] = ()  # one line per model whose steps assume something (staircases)
 
     def batches(self) -> list[list[RunSpec]]:
         """Runs that can share tensors: same algorithm, shift and model family."""
@@ -42,7 +43,9 @@ class SweepPlan:
 
 def plan(registry: Registry, refs: list[str], variants=DEFAULT_VARIANTS, seeds=(0,),
          cfg: TrainConfig = TrainConfig(), dataset: str = "digits") -> SweepPlan:
-    specs = [DeviceSpec.from_version(registry.load(ref)) for ref in refs]
+    versions = [registry.load(ref) for ref in refs]
+    specs = [DeviceSpec.from_version(v) for v in versions]
+    notes = tuple(n for n in (protocol_note(v.ref, v.meta) for v in versions) if n)
     runs = []
     for seed in seeds:
         for algorithm, shift in variants:
@@ -50,7 +53,18 @@ def plan(registry: Registry, refs: list[str], variants=DEFAULT_VARIANTS, seeds=(
                 runs.append(RunSpec(algorithm, seed))  # device independent: once per seed
             else:
                 runs += [RunSpec(algorithm, seed, spec, shift) for spec in specs]
-    return SweepPlan(tuple(runs), cfg, dataset)
+    return SweepPlan(tuple(runs), cfg, dataset, notes)
+
+
+def protocol_note(ref: str, meta: dict) -> str | None:
+    """What a model's steps assume, when it was measured as an amplitude staircase."""
+    if meta.get("protocol") != "staircase":
+        return None
+    amps = ", ".join(f"{d} {a[0]:g}..{a[1]:g} V" for d in ("up", "down")
+                     if (a := meta.get(f"amplitude_{d}_v")))
+    return (f"{ref}: staircase model: one step is one staircase update, pooled over write "
+            f"amplitudes ({amps}); training assumes every pulse steps like that pooled map, "
+            "whatever its amplitude")
 
 
 def runs_dir(registry: Registry) -> Path:
@@ -192,6 +206,8 @@ def simulate_refs(registry: Registry, refs: list[str], variants=DEFAULT_VARIANTS
                   cfg: TrainConfig = TrainConfig(), data_path: str | None = None, progress=None):
     """Plan, run (skipping done runs), and summarise: (epoch rows, run summary, table)."""
     sweep = plan(registry, refs, variants, seeds, cfg, dataset=str(data_path) if data_path else "digits")
+    for note in sweep.notes if progress else ():
+        progress(note)
     epochs = run_sweep(registry, sweep, progress=progress)
     summary = summarize(epochs)
     return epochs, summary, sweep_table(summary, epochs)
