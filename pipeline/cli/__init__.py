@@ -7,10 +7,11 @@ Exit codes: 0 success; 1 error (one line on stderr; ``--debug`` for the tracebac
 
 from __future__ import annotations
 
+import signal
 import sys
 
 from ..errors import InputError
-from .commands import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE
+from .commands import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, UsageError
 from .parser import build_parser
 
 __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_PARTIAL"]
@@ -19,8 +20,12 @@ __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _terminate_cleanly()
     try:
         return args.func(args)
+    except UsageError as exc:
+        print(f"ferroflow {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyError as exc:
         if args.debug:
             raise
@@ -33,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
+    except Terminated as exc:
+        print(f"ferroflow {args.command}: stopped by signal {exc.args[0]}", file=sys.stderr)
+        return 128 + exc.args[0]
     except Exception as exc:  # unexpected: still one line, the traceback on request
         if args.debug:
             raise
@@ -40,3 +48,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ferroflow {args.command}: error: {type(exc).__name__}: {text} "
               "(run again with --debug for the traceback)", file=sys.stderr)
         return EXIT_ERROR
+
+
+class Terminated(BaseException):
+    """SIGTERM/SIGHUP as an exception, so that ``finally`` blocks and context managers
+    (temp files, locks, process pools) clean up as for Ctrl-C."""
+
+
+def _terminate_cleanly() -> None:
+    def stop(signum, frame):
+        raise Terminated(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        try:
+            signal.signal(sig, stop)
+        except (ValueError, OSError):  # not the main thread: leave the default
+            pass

@@ -3,9 +3,68 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from . import commands
 from ..simulation.catalog import algorithm_names
+
+
+# --- argument types: a bad value is a usage error (exit 2) before any work starts --------
+def _number(text: str, kind):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a{'n integer' if kind is int else ' number'}: "
+                                         f"{text!r}") from None
+    if kind is float and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = _number(text, int)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def count_or_zero(text: str) -> int:
+    value = _number(text, int)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or a positive integer, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = _number(text, float)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def nonneg_float(text: str) -> float:
+    value = _number(text, float)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or positive, got {text!r}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    return _number(text, float)
+
+
+def fraction(text: str) -> float:
+    value = _number(text, float)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text!r}")
+    return value
+
+
+def port(text: str) -> int:
+    value = _number(text, int)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number 1..65535, got {text!r}")
+    return value
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -29,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="run the whole pipeline on the shipped sample wafer",
                        formatter_class=fmt, epilog="example:\n  ferroflow demo")
     _common(p)
-    p.add_argument("--epochs", type=int, default=5, help="training epochs per run (default 5)")
+    p.add_argument("--epochs", type=positive_int, default=5, help="training epochs per run (default 5)")
     p.set_defaults(func=commands.demo)
 
     p = sub.add_parser("generate", help="write a synthetic wafer of raw files",
@@ -38,10 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--wafer", default="W01")
     p.add_argument("--out", required=True, help="folder for the raw files")
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--dies", type=int, default=5, help="dies per side of the grid (default 5)")
-    p.add_argument("--devices", type=int, default=2, help="devices per die (default 2)")
-    p.add_argument("--cycles", type=int, default=3)
+    p.add_argument("--seed", type=count_or_zero, default=1)
+    p.add_argument("--dies", type=positive_int, default=5, help="dies per side of the grid (default 5)")
+    p.add_argument("--devices", type=positive_int, default=2, help="devices per die (default 2)")
+    p.add_argument("--cycles", type=positive_int, default=3)
     p.add_argument("--format", choices=["instrument", "tidy"], default="instrument")
     p.set_defaults(func=commands.generate)
 
@@ -55,15 +114,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="*", help="files or folders")
     p.add_argument("--incoming", action="store_true",
                    help="ingest the complete files of the landing folder")
-    p.add_argument("--min-age", type=float, default=5.0,
+    p.add_argument("--min-age", type=nonneg_float, default=5.0,
                    help="seconds a landing file must stay unchanged (default 5)")
     p.add_argument("--mapping", help="mapping TOML for instrument exports "
                    "(default: the generator's format)")
     p.add_argument("--wafer", help="for two-column traces: wafer id")
     p.add_argument("--die", default="X00Y00", help="for two-column traces: die id")
     p.add_argument("--device", help="for two-column traces: device id")
-    p.add_argument("--pulse-width", type=float, help="for two-column traces: seconds")
-    p.add_argument("--amplitude", type=float, help="for two-column traces: write amplitude, V")
+    p.add_argument("--pulse-width", type=positive_float, help="for two-column traces: seconds")
+    p.add_argument("--amplitude", type=finite_float, help="for two-column traces: write amplitude, V")
     p.add_argument("--state-unit", default="normalized", choices=["normalized", "S"],
                    help="for two-column traces: unit of the values")
     p.set_defaults(func=commands.ingest)
@@ -74,8 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "  ferroflow fit --wafer W01 --pulse-width 20e-9 --json")
     _common(p)
     p.add_argument("--wafer", required=True)
-    p.add_argument("--pulse-width", type=float, help="only this pulse width (seconds)")
-    p.add_argument("--workers", type=int, default=0, help="processes (default: one per core)")
+    p.add_argument("--pulse-width", type=positive_float, help="only this pulse width (seconds)")
+    p.add_argument("--workers", type=count_or_zero, default=0, help="processes (default: one per core)")
     p.add_argument("--out", help="also save the full fit tables (parquet) to this folder")
     p.add_argument("--stack", default="hzo", help="material/stack part of model names (default hzo)")
     p.set_defaults(func=commands.fit)
@@ -94,12 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=["on", "off", "both"],
                    help="analog runs with the reference at each device's symmetry point "
                         "(on), at mid-range (off), or both (default)")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--seeds", type=int, default=1, help="seeds 0..K-1 (default 1)")
-    p.add_argument("--lr", type=float, default=0.1)
-    p.add_argument("--hidden", type=int, nargs="+", default=[32], help="hidden layer sizes")
+    p.add_argument("--epochs", type=positive_int, default=10)
+    p.add_argument("--seeds", type=positive_int, default=1, help="seeds 0..K-1 (default 1)")
+    p.add_argument("--lr", type=positive_float, default=0.1)
+    p.add_argument("--hidden", type=positive_int, nargs="+", default=[32], help="hidden layer sizes")
     p.add_argument("--activation", default="sigmoid", choices=["sigmoid", "relu", "tanh"])
-    p.add_argument("--target", type=float, default=0.9, help="test accuracy counted as converged")
+    p.add_argument("--target", type=fraction, default=0.9, help="test accuracy counted as converged")
     p.add_argument("--mnist", help="MNIST folder of IDX files or .npz (default: sklearn digits)")
     p.set_defaults(func=commands.simulate)
 
@@ -123,8 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--path", action="append", help="files or folders (default: the landing folder)")
     p.add_argument("--wafer", help="fit: only this wafer (default: every partition)")
     p.add_argument("--ref", help="simulate: model ref")
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--epochs", type=positive_int, default=5)
+    p.add_argument("--seeds", type=positive_int, default=1)
     p.add_argument("--task-runner", choices=["threads", "dask"],
                    help="default: $FERRO_TASK_RUNNER or threads")
     p.add_argument("--dask-address", help="scheduler address; default: a local cluster")
@@ -135,12 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="examples:\n  ferroflow serve --interval 60\n"
                               "  PREFECT_API_URL=http://prefect.lab:4200/api ferroflow serve --cron '*/10 * * * *'")
     _common(p)
-    p.add_argument("--interval", type=float, default=60.0, help="seconds between landing-folder scans")
+    p.add_argument("--interval", type=positive_float, default=60.0, help="seconds between landing-folder scans")
     p.add_argument("--cron", help="cron schedule instead of an interval")
-    p.add_argument("--epochs", type=int, default=5, help="training epochs of triggered simulations")
+    p.add_argument("--epochs", type=positive_int, default=5, help="training epochs of triggered simulations")
     p.add_argument("--host", default="127.0.0.1",
                    help="bind address of the server started when PREFECT_API_URL is unset")
-    p.add_argument("--port", type=int, default=4200)
+    p.add_argument("--port", type=port, default=4200)
     p.set_defaults(func=commands.serve)
 
     p = sub.add_parser("models", help="the device-model registry", formatter_class=fmt,
@@ -173,11 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
             q.add_argument("--remove", action="store_true")
         if action == "search":
             q.add_argument("--wafer")
-            q.add_argument("--pulse-width-min", type=float)
-            q.add_argument("--pulse-width-max", type=float)
+            q.add_argument("--pulse-width-min", type=nonneg_float)
+            q.add_argument("--pulse-width-max", type=positive_float)
             q.add_argument("--tag", action="append")
             q.add_argument("--family")
-            q.add_argument("--min-r2", type=float)
-            q.add_argument("--max-failed", type=int)
+            q.add_argument("--min-r2", type=finite_float)
+            q.add_argument("--max-failed", type=count_or_zero)
             q.add_argument("--all-versions", action="store_true")
     return parser

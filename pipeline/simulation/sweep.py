@@ -138,7 +138,7 @@ def summarize(epochs: pd.DataFrame) -> pd.DataFrame:
         epochs_to = int(hit.epoch.iloc[0]) if len(hit) else np.nan
         rows.append({
             "run_id": run_id, "model_ref": first.model_ref, "pulse_width_s": first.pulse_width_s,
-            "algorithm": first.algorithm, "shift": first.shift, "label": first.label,
+            "algorithm": first.algorithm, "shift": bool(first["shift"]), "label": first.label,
             "seed": first.seed, "epochs": int(last.epoch),
             "final_test_accuracy": last.test_accuracy, "best_test_accuracy": df.test_accuracy.max(),
             "epochs_to_target": epochs_to,
