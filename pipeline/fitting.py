@@ -31,7 +31,6 @@ variation a simulator samples from.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -46,6 +45,7 @@ from .errors import InputError
 from .fitrecords import (DeviceFit, FamilyFit, FitTarget, PopulationStat, SeriesFit, SeriesInfo,
                          records_frame)
 from .traces import Series, check_protocol, series_from_frame, step_map, traces
+from .workers import process_pool
 
 SERIES_COLUMNS = ["wafer", "die", "device", "pulse_width_s"]
 CRITERIA = ("bic", "aic")
@@ -436,7 +436,7 @@ def fit_frame(df: pd.DataFrame, cfg: FitConfig = FitConfig(), progress=None) -> 
             if progress:
                 progress(min((i + 1) * 8, len(series)), len(series))
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with process_pool(workers) as pool:
             for i, out in enumerate(pool.map(_fit_many, chunks, [cfg] * len(chunks))):
                 results += out
                 if progress:
