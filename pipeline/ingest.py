@@ -28,7 +28,7 @@ import os
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from enum import StrEnum
 from pathlib import Path
@@ -227,6 +227,8 @@ def ingest(paths: list[str | Path], store: MeasurementStore, quarantine_dir: Pat
                     _validate_window(window, results)
                     for path, result in zip(window, results):
                         outcome = _stage(path, result, batch)
+                        if outcome.status == Outcome.QUARANTINED and not os.path.lexists(path):
+                            outcome.status = Outcome.SKIPPED  # taken meanwhile (another scan)
                         if outcome.status == Outcome.QUARANTINED:
                             _quarantine(outcome, quarantine_dir, moved(path))
                             report.outcomes.append(outcome)
@@ -344,6 +346,7 @@ def _prepare(path: Path, known: set[str], mapping, trace):
         return _as_input_error(exc, path)
     if raw.sha256 in known:
         return raw.sha256
+    raw = replace(raw, path=Path(shown(path)))  # readers name it in errors and lineage
     try:
         table = read_raw(raw, mapping, trace)
         _check_unchanged(path, raw.size_on_disk)

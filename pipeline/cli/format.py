@@ -51,14 +51,14 @@ def _plain(value):
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else None
+    if _missing(value):
+        return None
     if isinstance(value, (datetime, date)):
         return value.isoformat()
     if isinstance(value, Enum):
         return _plain(value.value)
     if callable(value):
         raise TypeError(f"{value!r} is not a value: a field holds a method, not its result")
-    if _missing(value):
-        return None
     return str(value)  # paths, refs: their text
 
 
