@@ -28,6 +28,10 @@ def process_pool(workers: int) -> ProcessPoolExecutor:
 
 
 def _die_with_parent(parent: int, use_prctl: bool) -> None:
+    # a forked worker inherits the command's SIGTERM handler (raise, unwind); a worker
+    # must simply die on it, as on the death signal below
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
     if use_prctl and sys.platform.startswith("linux"):
         try:
             libc = ctypes.CDLL(None, use_errno=True)

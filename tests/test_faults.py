@@ -468,6 +468,136 @@ def report_wafer_traversal(tmp):
     assert not (tmp / "escape").exists() and not (tmp.parent / "escape").exists()
 
 
+# --- kills ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def fit_store(tmp_path_factory):
+    """The sample wafer, stored once for the kill kinds."""
+    from pipeline.ingest import ingest
+
+    root = tmp_path_factory.mktemp("fit_store")
+    ingest([SAMPLE], MeasurementStore(root / "store"), root / "q")
+    return root / "store"
+
+
+def _fit_with_workers(store: Path, registry: Path) -> tuple[subprocess.Popen, list[int]]:
+    p = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "fit", "--wafer", "W01",
+                          "--workers", "2", "--store", str(store), "--registry", str(registry)],
+                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and p.poll() is None:
+        workers = children(p.pid)
+        if len(workers) >= 2:
+            return p, workers
+        time.sleep(0.2)
+    p.kill()
+    pytest.fail(f"fit started no pool workers: {p.communicate()}")
+
+
+def _gone(pids, within=10.0) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if not any(alive(pid) for pid in pids):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def kill_fit_sigkill(tmp, fit_store):
+    p, workers = _fit_with_workers(fit_store, tmp / "models")
+    p.send_signal(signal.SIGKILL)
+    try:
+        assert _gone(workers), "pool workers outlived a killed fit"
+    finally:
+        for pid in workers:  # never leave them running, whatever the outcome
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        p.communicate(timeout=30)
+
+
+def kill_fit_sigterm(tmp, fit_store):
+    p, workers = _fit_with_workers(fit_store, tmp / "models")
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 128 + signal.SIGTERM and err.strip().splitlines()[-1].endswith(
+        "stopped by signal 15"), err
+    assert "Traceback" not in err and _gone(workers)
+    left = [f for f in (tmp / "models").rglob("*") if ".tmp" in f.name]
+    assert left == [], left
+
+
+def kill_ingest_sigterm():
+    names = sorted(SAMPLE.glob("W01_X0*_D1_*.txt"))
+    for f in names:
+        deliver(f.name, f)
+    p = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "ingest", "--incoming",
+                          "--min-age", "0"], cwd=ROOT, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    while p.poll() is None and not processed().exists():
+        time.sleep(0.05)  # stop it once it has begun to archive
+    p.send_signal(signal.SIGTERM)
+    p.communicate(timeout=120)
+    here = [f.name for f in landing().iterdir() if f.suffix == ".txt"]
+    moved = [f.name for f in processed().iterdir()] if processed().exists() else []
+    assert sorted(here + moved) == [f.name for f in names]  # every raw file is somewhere
+    assert set(moved) <= set(MeasurementStore(Path(os.environ["FERRO_STORE"]))
+                             .ingested_files().name)  # archived only once stored
+    assert scan().returncode == 0
+    assert stored_files() == len(names)
+
+
+# --- lineage --------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def one_model(sample_fit):
+    from pipeline.publish import register_fit
+    from pipeline.registry import Registry
+
+    def make(root: Path):
+        reg = Registry(root / "models")
+        register_fit(reg, sample_fit)
+        return reg
+    return make
+
+
+def _tiny_sweep(reg):
+    from pipeline.simulation import TrainConfig, plan
+
+    return plan(reg, ["hzo-W01-20ns"], (("analog-sgd", False),), seeds=(0,),
+                cfg=TrainConfig(epochs=1, hidden=(8,)))
+
+
+def run_link_fails(tmp, one_model):
+    from pipeline.simulation import run_sweep
+
+    reg = one_model(tmp)
+    con = sqlite3.connect(reg.index)
+    con.execute("CREATE TRIGGER busy BEFORE INSERT ON runs BEGIN "
+                "SELECT RAISE(ABORT, 'index busy'); END")
+    con.commit()
+    with pytest.raises(sqlite3.DatabaseError, match="index busy"):
+        run_sweep(reg, _tiny_sweep(reg))
+    runs = Path(reg.base) / "runs"
+    assert list(runs.iterdir()) == []  # neither a final file nor a temp one
+    con.execute("DROP TRIGGER busy")
+    con.commit()
+    run_sweep(reg, _tiny_sweep(reg))
+    assert len(list(runs.iterdir())) == len(reg.runs("hzo-W01-20ns")) == 1
+
+
+def run_unlinked_reconciled(tmp, one_model):
+    from pipeline.simulation import run_sweep
+
+    reg = one_model(tmp)
+    run_sweep(reg, _tiny_sweep(reg))
+    (done,) = (Path(reg.base) / "runs").iterdir()
+    stamp = done.stat().st_mtime_ns
+    con = sqlite3.connect(reg.index)
+    con.execute("DELETE FROM runs")  # the state an earlier failed link left
+    con.commit()
+    run_sweep(reg, _tiny_sweep(reg))
+    assert done.stat().st_mtime_ns == stamp  # read back, not rerun
+    assert reg.runs("hzo-W01-20ns").path.tolist() == [str(done)]
+
+
 FAULTS = {
     "name-not-utf8": name_not_utf8,
     "name-not-utf8-good": name_not_utf8_good_file,
@@ -500,11 +630,18 @@ FAULTS = {
     "empty-file": empty_file,
     "binary-file": binary_file,
     "concurrent-scans": concurrent_scans,
+    "kill-ingest-sigterm": kill_ingest_sigterm,
     **{f"arg-{k}": _argument_kind(*v) for k, v in ARGUMENTS.items()},
     "json-strict": json_strict_values,
     "json-shift": summary_shift_is_a_value,
     "json-ingest": json_ingest_report,
     "report-traversal": report_wafer_traversal,
+}
+SLOW = {  # need the sample wafer stored or fitted first
+    "kill-fit-sigkill": kill_fit_sigkill,
+    "kill-fit-sigterm": kill_fit_sigterm,
+    "run-link-fails": run_link_fails,
+    "run-unlinked": run_unlinked_reconciled,
 }
 
 
@@ -515,3 +652,11 @@ def test_fault(kind, tmp_path):
         fn(tmp_path)
     else:
         fn()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", list(SLOW))
+def test_slow_fault(kind, tmp_path, request):
+    fn = SLOW[kind]
+    fixture = fn.__code__.co_varnames[1]
+    fn(tmp_path, request.getfixturevalue(fixture))
