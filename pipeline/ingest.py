@@ -35,7 +35,7 @@ from pathlib import Path
 
 from .errors import InputError
 from .readers import Mapping, TraceOptions, load, read_raw
-from .rawfiles import DONE_MARKER, Refused, consume_marker, inside, kind_problem, place, shown, walk
+from .rawfiles import DONE_MARKER, Refused, consume_marker, inside, place, shown, take, walk
 from .readers.stream import BIG_FILE_BYTES, iter_blocks, sha256_of
 from .store import MeasurementStore, Pending
 from .validation import StreamValidator, validate_batch
@@ -121,19 +121,12 @@ def discover(paths: list[str | Path]) -> tuple[list[Path], list[Refused]]:
     found: list[Path] = []
     refused: list[Refused] = []
     for p in map(Path, paths):
-        if os.path.isdir(p) and not os.path.islink(p):
+        if os.path.isdir(p):
             files, bad = walk(p, _is_measurement)
             found += files
             refused += bad
         elif os.path.lexists(p):
-            try:
-                problem = kind_problem(p, p.parent)
-            except OSError as exc:
-                problem = f"cannot inspect file ({exc.strerror})"
-            if problem:
-                refused.append(Refused(p, problem))
-            else:
-                found.append(p)
+            take(p, p.parent, found, refused)
         else:
             raise FileNotFoundError(f"no such file or folder: {shown(p)}")
     return found, refused
@@ -182,7 +175,8 @@ def quarantine(path: Path, reason: InputError | str, folder: Path, move: bool, s
     sidecar = {"file": shown(path), "row": err.row, "column": err.column, "reason": err.message,
                "error": err.one_line(), "sha256": sha,
                "quarantined_at": datetime.now(timezone.utc).isoformat()}
-    target.with_name(target.name + ".reason.json").write_text(json.dumps(sidecar, indent=1))
+    with open(target.with_name(target.name + ".reason.json"), "x") as fh:  # never over another
+        fh.write(json.dumps(sidecar, indent=1))
     return target
 
 

@@ -40,15 +40,27 @@ class Refused:
 
 def kind_problem(path: Path, root: Path) -> str | None:
     """Why ``path`` (found under ``root``) must not be opened, or None."""
-    st = os.lstat(path)
-    if stat.S_ISLNK(st.st_mode):
-        target = Path(os.path.realpath(path))
-        if not inside(target, root):
-            return f"symbolic link leaving {shown(root)} (to {shown(target)}); not followed"
-        st = os.stat(path)
+    try:
+        st = os.lstat(path)
+        if stat.S_ISLNK(st.st_mode):
+            target = Path(os.path.realpath(path))
+            if not inside(target, root):
+                return f"symbolic link leaving {shown(root)} (to {shown(target)}); not followed"
+            st = os.stat(path)
+    except OSError as exc:
+        return f"cannot inspect file ({exc.strerror})"
     if not stat.S_ISREG(st.st_mode):
         return f"not a regular file ({_kind(st.st_mode)}); not opened"
     return None
+
+
+def take(path: Path, root: Path, found: list[Path], refused: list[Refused]) -> None:
+    """Add ``path`` to ``found``, or to ``refused`` with the reason."""
+    problem = kind_problem(path, root)
+    if problem:
+        refused.append(Refused(path, problem))
+    else:
+        found.append(path)
 
 
 def walk(root: Path, wanted) -> tuple[list[Path], list[Refused]]:
@@ -66,21 +78,18 @@ def walk(root: Path, wanted) -> tuple[list[Path], list[Refused]]:
             refused.append(Refused(folder, f"cannot list folder ({exc.strerror})"))
             continue
         for entry in entries:
-            path = Path(entry.path)
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(path)
-                    continue
-                if not wanted(entry.name):
-                    continue
-                problem = kind_problem(path, root)
-            except OSError as exc:
-                problem = f"cannot inspect file ({exc.strerror})"
-            if problem:
-                refused.append(Refused(path, problem))
-            else:
-                found.append(path)
+            if _is_folder(entry):
+                stack.append(Path(entry.path))
+            elif wanted(entry.name):
+                take(Path(entry.path), root, found, refused)
     return sorted(found), refused
+
+
+def _is_folder(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir(follow_symlinks=False)
+    except OSError:
+        return False  # then inspected as a file, and refused with the reason
 
 
 def fit_name(name: str, budget: int = NAME_BUDGET) -> str:

@@ -660,3 +660,13 @@ def test_slow_fault(kind, tmp_path, request):
     fn = SLOW[kind]
     fixture = fn.__code__.co_varnames[1]
     fn(tmp_path, request.getfixturevalue(fixture))
+
+
+def test_readme_lists_every_fault_kind():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### Fault catalogue", 1)[1].split("\n#", 1)[0]
+    listed = set()
+    for cell in (row.split("|")[2] for row in section.splitlines() if row.startswith("| ")):
+        listed |= {i.strip() for i in cell.split(",")} - {"Ids", "---"}
+    kinds = {k for k in {*FAULTS, *SLOW} if not k.startswith("arg-")} | {"arg-*"}
+    assert listed == kinds

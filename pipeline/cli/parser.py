@@ -21,50 +21,23 @@ def _number(text: str, kind):
     return value
 
 
-def positive_int(text: str) -> int:
-    value = _number(text, int)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
+def _bounded(kind, ok, words: str):
+    """An argparse type: a number of ``kind`` for which ``ok(value)`` holds."""
+    def parse(text: str):
+        value = _number(text, kind)
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {words}, got {text!r}")
+        return value
+    return parse
 
 
-def count_or_zero(text: str) -> int:
-    value = _number(text, int)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or a positive integer, got {text!r}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    value = _number(text, float)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
-    return value
-
-
-def nonneg_float(text: str) -> float:
-    value = _number(text, float)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or positive, got {text!r}")
-    return value
-
-
-def finite_float(text: str) -> float:
-    return _number(text, float)
-
-
-def fraction(text: str) -> float:
-    value = _number(text, float)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text!r}")
-    return value
-
-
-def port(text: str) -> int:
-    value = _number(text, int)
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be a port number 1..65535, got {text!r}")
-    return value
+positive_int = _bounded(int, lambda v: v >= 1, "a positive integer")
+count_or_zero = _bounded(int, lambda v: v >= 0, "0 or a positive integer")
+positive_float = _bounded(float, lambda v: v > 0, "a positive number")
+nonneg_float = _bounded(float, lambda v: v >= 0, "0 or positive")
+finite_float = _bounded(float, lambda v: True, "a finite number")
+fraction = _bounded(float, lambda v: 0 < v <= 1, "in (0, 1]")
+port = _bounded(int, lambda v: 1 <= v <= 65535, "a port number 1..65535")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
