@@ -598,6 +598,39 @@ def run_unlinked_reconciled(tmp, one_model):
     assert reg.runs("hzo-W01-20ns").path.tolist() == [str(done)]
 
 
+def missing_path(tmp):
+    r = cli("ingest", tmp / "nothere.txt")
+    assert r.returncode == 1 and r.stderr.strip().endswith(f"no such file or folder: {tmp}/nothere.txt")
+
+
+def model_ref_traversal():
+    r = cli("models", "show", "../../etc/passwd")
+    assert r.returncode == 1 and "contains a path separator" in r.stderr
+
+
+def alias_traversal():
+    r = cli("models", "alias", "hzo-W01-20ns@1", "../evil")
+    assert r.returncode == 1 and "alias '../evil' contains a path separator" in r.stderr
+
+
+def generate_wafer_traversal(tmp):
+    r = cli("generate", "--wafer", "../escape", "--out", tmp / "out", "--dies", "1")
+    assert r.returncode == 1 and "wafer '../escape' contains a path separator" in r.stderr
+    assert not any(tmp.glob("escape*")) and not (tmp / "out").exists()
+
+
+def generate_out_is_a_file(tmp):
+    write(tmp / "taken", "a file")
+    r = cli("generate", "--out", tmp / "taken", "--dies", "1")
+    assert r.returncode == 1 and r.stderr.strip().endswith(f"error: File exists: {tmp}/taken")
+    assert (tmp / "taken").read_text() == "a file"
+
+
+def json_empty_registry():
+    r = cli("models", "list", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout) == []
+
+
 FAULTS = {
     "name-not-utf8": name_not_utf8,
     "name-not-utf8-good": name_not_utf8_good_file,
@@ -636,6 +669,12 @@ FAULTS = {
     "json-shift": summary_shift_is_a_value,
     "json-ingest": json_ingest_report,
     "report-traversal": report_wafer_traversal,
+    "missing-path": missing_path,
+    "model-ref-traversal": model_ref_traversal,
+    "alias-traversal": alias_traversal,
+    "generate-wafer-traversal": generate_wafer_traversal,
+    "generate-out-is-file": generate_out_is_a_file,
+    "json-empty-registry": json_empty_registry,
 }
 SLOW = {  # need the sample wafer stored or fitted first
     "kill-fit-sigkill": kill_fit_sigkill,

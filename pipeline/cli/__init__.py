@@ -11,6 +11,7 @@ import signal
 import sys
 
 from ..errors import InputError
+from ..rawfiles import shown
 from .commands import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, UsageError
 from .parser import build_parser
 
@@ -35,6 +36,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"ferroflow {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as exc:  # the file system said no: which file, and why
+        if args.debug:
+            raise
+        where = f": {shown(exc.filename)}" if exc.filename else ""
+        print(f"ferroflow {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
