@@ -55,28 +55,27 @@ def load(path: str | Path) -> RawFile:
 
 def _inflate(raw: bytes, file: str, limit: int = MAX_INFLATED_BYTES) -> bytes:
     """Decompress gzip ``raw`` (every member), refusing to expand past ``limit`` bytes:
-    a small gzip bomb must not exhaust memory."""
-    out, rest = [], raw
-    total = 0
+    a small gzip bomb must not exhaust memory. Inflated 16 MiB at a time, so the peak
+    stays near ``limit``."""
+    out, rest = bytearray(), raw
     try:
         while rest:
             d = zlib.decompressobj(wbits=31)
-            while rest:
-                chunk = d.decompress(rest, limit + 1 - total)
-                total += len(chunk)
-                out.append(chunk)
-                if total > limit:
-                    raise InputError(f"gzip file expands beyond {limit / 2**20:g} MiB (a gzip bomb?); "
-                                     "not read", file=file)
+            while True:
+                piece = d.decompress(rest, min(16 << 20, limit + 1 - len(out)))
+                out += piece
+                if len(out) > limit:
+                    raise InputError(f"gzip file expands beyond {limit / 2**20:g} MiB (a gzip "
+                                     "bomb?); not read", file=file)
                 rest = d.unconsumed_tail
-                if d.eof:
+                if d.eof or not (rest or piece):
                     break
             if not d.eof:
                 raise EOFError("compressed file ended before the end-of-stream marker")
             rest = d.unused_data.lstrip(b"\x00")  # members may follow; padding may not
     except (zlib.error, EOFError) as exc:
         raise InputError(f"corrupt gzip file ({exc})", file=file) from None
-    return b"".join(out)
+    return bytes(out)
 
 
 def decode(raw: RawFile) -> str:
