@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import InputError
-from .ingest import IngestReport, ingest, ready_files
+from .ingest import IngestReport, ingest, ingest_ltp_ltd, ready_files
 from .readers import TraceOptions, load_mapping
 from .registry import Registry
 from .settings import Settings
@@ -30,15 +30,24 @@ def store(settings: Settings) -> MeasurementStore:
 
 def run_ingest(settings: Settings, paths: Sequence[str | Path] = (), *, incoming: bool = False,
                mapping: str | Path | None = None, trace: TraceOptions | None = None,
-               min_age_s: float = 5.0, progress=None) -> IngestReport:
+               min_age_s: float = 5.0, overrides: dict[str, str] | None = None,
+               progress=None) -> IngestReport:
     """Ingest ``paths``, or with ``incoming`` the complete files of the landing folder
-    (moved to ``processed/`` once stored). ``mapping`` is a mapping TOML file."""
+    (moved to ``processed/`` once stored). ``mapping`` is a mapping TOML file;
+    ``overrides`` (field -> text) replace what every file says (``--set die=X05Y29``)."""
     if incoming:
         paths = ready_files(settings.incoming, min_age_s=min_age_s)
     return ingest(list(paths), store(settings), settings.quarantine,
                   mapping=load_mapping(mapping) if mapping else None, trace=trace,
                   move_from=settings.incoming, processed_dir=settings.processed,
-                  progress=progress)
+                  overrides=overrides, progress=progress)
+
+
+def run_ingest_ltp_ltd(settings: Settings, ltp: str | Path | None, ltd: str | Path | None,
+                       trace: TraceOptions, overrides: dict[str, str] | None = None) -> IngestReport:
+    """A device's digitised LTP and LTD files (``readers.digitised``)."""
+    return ingest_ltp_ltd(ltp, ltd, store(settings), settings.quarantine, trace,
+                          overrides=overrides)
 
 
 def require_stored(settings: Settings, wafer: str) -> None:
@@ -48,7 +57,7 @@ def require_stored(settings: Settings, wafer: str) -> None:
 
 
 def run_fit(settings: Settings, wafer: str, pulse_width_s: float | None = None, *,
-            workers: int = 0, stack: str | None = None, progress=None):
+            workers: int = 0, stack: str | None = None, engine: str = "batch", progress=None):
     """Fit the stored data of a wafer (or one pulse width) and register each pulse
     width's population under ``stack`` (default: publish.DEFAULT_STACK):
     (FitResult, [Registered])."""
@@ -56,7 +65,7 @@ def run_fit(settings: Settings, wafer: str, pulse_width_s: float | None = None, 
     from .publish import DEFAULT_STACK, fit_and_register
 
     return fit_and_register(registry(settings), store(settings), wafer, pulse_width_s,
-                            stack=stack or DEFAULT_STACK, config=FitConfig(workers=workers),
+                            stack=stack or DEFAULT_STACK, config=FitConfig(workers=workers, engine=engine),
                             progress=progress)
 
 

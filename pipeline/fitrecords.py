@@ -9,13 +9,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from enum import Enum, StrEnum
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import numpy as np
-import pandas as pd
+if TYPE_CHECKING:  # pandas/numpy load on use: the CLI parser imports this module
+    import numpy as np
+    import pandas as pd
+
 
 NAN = float("nan")
 _HIDDEN = {"column": False}
+
+
+ENGINES = ("batch", "lmfit")  # step-map fit engines; lmfit is the reference (not hashed)
 
 
 class FitTarget(StrEnum):
@@ -67,7 +72,7 @@ class FamilyFit:
     chosen: bool | None = None
     values: dict = field(default_factory=dict, metadata=_HIDDEN)   # -> params table
     stderr: dict = field(default_factory=dict, metadata=_HIDDEN)
-    resid: np.ndarray | None = field(default=None, metadata=_HIDDEN, repr=False)
+    resid: "np.ndarray | None" = field(default=None, metadata=_HIDDEN, repr=False)
 
     # what a registered version keeps of the chosen family's fit, in this order
     REGISTRY_COLUMNS: ClassVar[tuple[str, ...]] = (
@@ -108,6 +113,12 @@ class DeviceFit:
     c2c_abs_s: float = NAN
     read_noise_s: float = NAN
     fit_target: FitTarget | None = None
+    # the measurement protocol (``traces.protocol``) and write amplitudes per direction
+    protocol: str = "identical"
+    amplitude_up_min_v: float = NAN
+    amplitude_up_max_v: float = NAN
+    amplitude_down_min_v: float = NAN
+    amplitude_down_max_v: float = NAN
 
     # what a registered version keeps per device, in this order
     REGISTRY_COLUMNS: ClassVar[tuple[str, ...]] = (
@@ -167,6 +178,8 @@ def to_row(*records) -> dict:
     return row
 
 
-def records_frame(rows: list[tuple], kinds: tuple[type, ...]) -> pd.DataFrame:
+def records_frame(rows: list[tuple], kinds: tuple[type, ...]) -> "pd.DataFrame":
     """DataFrame of ``rows`` (tuples of records of ``kinds``), columns fixed by the kinds."""
+    import pandas as pd
+
     return pd.DataFrame([to_row(*r) for r in rows], columns=columns(*kinds))

@@ -57,6 +57,28 @@ Defaults and where they come from
 - ``sigma_c2c = 0.2`` relative to the step: at a step of ~2 % of the range this is
   about 0.4 % of the range per pulse (DOMAIN.md: c2c variation under 1 %).
 - ``sigma_read = 0.002`` relative: 0.2 % read noise of a SMU at 100 nA.
+
+Amplitude staircases (``protocol = "staircase"``, ``GeneratorConfig.staircase()``)
+----------------------------------------------------------------------------------
+The layout of a Keysight B2912B export of an HZO tunnel junction (DOMAIN.md section 2):
+a ``key:<TAB>value`` header (``Chip``, ``Device``, ``Area``, ``pulse_duration_s``...), a
+blank line, and a table ``cycle V_write R_neg_ohm R_pos_ohm I_neg_A I_pos_A`` whose
+``cycle`` is a running pulse counter over the whole file; no die and no loop column. Each
+loop is a read at 0 V, then positive pulses 0.05 ... 1.0 V that *lower* G, then negative
+pulses -0.05 ... -1.25 V that raise it, in 50 mV steps; ``cycles`` loops. Every pulse
+switches by the same NLS kinetics as above at its own amplitude, so the step grows along
+each ramp (``V_eff = |V| -/+ V_imp`` at or below zero switches nothing). ``R_pos_ohm`` is
+read at ``+read_voltage_v``, ``R_neg_ohm`` at ``-read_voltage_v`` (an FTJ reads
+asymmetrically: ``R_neg = R_pos / read_asymmetry``), each with its own read noise.
+
+The staircase's ground truth is the symmetry point of its *pooled* step maps, the
+quantity a staircase fit estimates (each step one update, per direction, all loops):
+from the noise-free periodic loop, the expected up and down steps as functions of the
+state before them (each ramp visits each state at one amplitude), and the state in the
+overlap of the two ramps where their magnitudes are equal and the net step turns from up
+to down (the stable crossing, where random updates drift; ``sp_norm``; NaN when none). The staircase defaults describe a junction like the issue's: 0.5 ms pulses,
+G about 65-130 nS, ``tau_m(1 V) = 1 ms``, ``V_a = 0.5 V`` (the step about doubles along
+a ramp), imprint 0.1 V.
 """
 
 from __future__ import annotations
@@ -74,6 +96,8 @@ from .identifiers import check_identifier
 
 DEFAULT_PULSE_WIDTHS = (2e-8, 2e-7, 2e-6, 2e-5, 2e-4)
 INSTRUMENT = "Keysight B1500A (ferroflow generator)"
+STAIRCASE_INSTRUMENT = "Keysight B2912B (ferroflow generator)"
+PROTOCOLS = ("identical", "staircase")
 GROUND_TRUTH = "_ground_truth.csv"
 
 
@@ -112,6 +136,20 @@ class GeneratorConfig:
     gradient_ln_tau: float = 0.5  # across the wafer in x, edge to centre
     gradient_imprint_v: float = 0.1  # across the wafer in y
     gradient_gmin: float = 0.05  # radial, centre to edge
+    protocol: str = "identical"     # or "staircase" (module docstring)
+    staircase_step_v: float = 0.05
+    staircase_down_v: float = 1.0   # last amplitude of the positive (G-lowering) ramp
+    staircase_up_v: float = 1.25    # magnitude of the last negative (G-raising) pulse
+    read_asymmetry: float = 1.5     # R_pos / R_neg of the junction
+
+    @classmethod
+    def staircase(cls, **changes) -> "GeneratorConfig":
+        """Defaults of the B2912B staircase junction (module docstring), then ``changes``."""
+        base = dict(protocol="staircase", pulse_widths_s=(5e-4,), cycles=10, amplitude_v=1.0,
+                    ln_tau_m_ref=math.log(1e-3), v_activation_v=0.5, v_imprint_v=0.1,
+                    d2d_imprint_v=0.02, gradient_imprint_v=0.04, gmin_s=65e-9,
+                    on_off_ratio=2.0, area_m2=8300e-12, devices_per_die=1)
+        return cls(**{**base, **changes})
 
 
 @dataclass(frozen=True)
@@ -141,6 +179,8 @@ def die_name(x: int, y: int) -> str:
 def switch_probability(cfg: GeneratorConfig, pulse_width_s: float, v_eff: float,
                        ln_tau_inf: float, p_max: float) -> float:
     """NLS share of unswitched domains switched by one pulse (module docstring)."""
+    if v_eff <= 0:
+        return 0.0  # the imprint cancels the field: nothing switches
     ln_tau_m = ln_tau_inf + cfg.v_activation_v / v_eff
     return p_max * (0.5 + math.atan((math.log(pulse_width_s) - ln_tau_m) / cfg.nls_width) / math.pi)
 
@@ -181,14 +221,7 @@ def simulate_series(cfg: GeneratorConfig, dev: Device, pulse_width_s: float,
     n = cfg.cycles * per_cycle
     up = np.tile(np.r_[np.ones(cfg.pulses_up, bool), np.zeros(cfg.pulses_down, bool)], cfg.cycles)
     noise = 1 + cfg.sigma_c2c * rng.standard_normal(n)
-    s = np.empty(n)
-    ds = np.empty(n)
-    state = 0.02  # start depressed
-    for i in range(n):
-        step = p_up * (1 - state) if up[i] else -p_down * state
-        new = min(max(state + step * noise[i], 0.0), 1.0)
-        ds[i] = new - state
-        s[i] = state = new
+    s, ds = evolve(np.where(up, p_up, p_down), up, noise, 0.02)  # start depressed
     span = dev.gmax_s - dev.gmin_s
     g_true = dev.gmin_s + span * s
     g_read = g_true * (1 + cfg.sigma_read * rng.standard_normal(n))
@@ -215,6 +248,142 @@ def simulate_series(cfg: GeneratorConfig, dev: Device, pulse_width_s: float,
         "v_imprint_v": dev.v_imprint_v, "ln_tau_inf": dev.ln_tau_inf,
     }
     return table, truth
+
+
+def evolve(p: np.ndarray, up: np.ndarray, noise: np.ndarray, state: float):
+    """States after each pulse, and each pulse's switched fraction: each pulse switches
+    the share ``p`` of what is left to switch in its direction, times its noise factor."""
+    s = np.empty(len(p))
+    ds = np.empty(len(p))
+    for i in range(len(p)):
+        step = p[i] * (1 - state) if up[i] else -p[i] * state
+        new = min(max(state + step * noise[i], 0.0), 1.0)
+        ds[i] = new - state
+        s[i] = state = new
+    return s, ds
+
+
+# --- amplitude staircases (module docstring) ----------------------------------------
+def staircase_loop(cfg: GeneratorConfig) -> np.ndarray:
+    """Write amplitudes of one loop: 0 (a read), 0.05 ... 1.0 V, -0.05 ... -1.25 V."""
+    step = cfg.staircase_step_v
+    down = step * np.arange(1, round(cfg.staircase_down_v / step) + 1)
+    up = -step * np.arange(1, round(cfg.staircase_up_v / step) + 1)
+    return np.round(np.r_[0.0, down, up], 6)
+
+
+def staircase_probabilities(cfg: GeneratorConfig, dev: Device, pulse_width_s: float,
+                            amplitude: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(switch probability, up flag, pulse flag) of each amplitude; positive lowers G."""
+    up = amplitude < 0
+    p = np.array([0.0 if a == 0 else switch_probability(
+        cfg, pulse_width_s, abs(a) - dev.v_imprint_v if a < 0 else abs(a) + dev.v_imprint_v,
+        dev.ln_tau_inf, cfg.p_max_up if a < 0 else cfg.p_max_down) for a in amplitude])
+    return p, up, amplitude != 0
+
+
+def staircase_truth(p: np.ndarray, up: np.ndarray, pulse: np.ndarray) -> dict:
+    """Symmetry point of the pooled noise-free step maps of the periodic loop."""
+    state = 0.5
+    for _ in range(200):  # the loop map contracts: iterate to its fixed point
+        s, ds = evolve(p, up, np.ones(len(p)), state)
+        if abs(s[-1] - state) < 1e-12:
+            break
+        state = s[-1]
+    before = np.r_[state, s[:-1]]
+    ups, downs = pulse & up, pulse & ~up
+    lo = max(before[ups].min(), before[downs].min())
+    hi = min(before[ups].max(), before[downs].max())
+    sp = float("nan")
+    if hi > lo:
+        grid = np.linspace(lo, hi, 2001)
+        net = (np.interp(grid, *_sorted(before[ups], ds[ups]))
+               + np.interp(grid, *_sorted(before[downs], ds[downs])))
+        # the stable crossing: net step up below it, down above it (where updates drift)
+        cross = np.flatnonzero((net[:-1] > 0) & (net[1:] <= 0))
+        if len(cross):
+            i = cross[0]
+            sp = float(grid[i] - net[i] * (grid[i + 1] - grid[i]) / (net[i + 1] - net[i]))
+    return {"sp_norm": sp, "loop_lo": float(s.min()), "loop_hi": float(s.max()),
+            "p_up": float(p[ups].mean()), "p_down": float(p[downs].mean()),
+            "p_up_min": float(p[ups].min()), "p_up_max": float(p[ups].max()),
+            "p_down_min": float(p[downs].min()), "p_down_max": float(p[downs].max())}
+
+
+def _sorted(x: np.ndarray, y: np.ndarray):
+    order = np.argsort(x)
+    return x[order], y[order]
+
+
+def simulate_staircase(cfg: GeneratorConfig, dev: Device, pulse_width_s: float,
+                       rng: np.random.Generator) -> tuple[pd.DataFrame, dict]:
+    """One device's staircase export table (B2912B layout) and its ground truth."""
+    loop = staircase_loop(cfg)
+    p, up, pulse = staircase_probabilities(cfg, dev, pulse_width_s, loop)
+    truth = staircase_truth(p, up, pulse)
+    amplitude = np.tile(loop, cfg.cycles)
+    n = len(amplitude)
+    noise = 1 + cfg.sigma_c2c * rng.standard_normal(n)
+    s, _ = evolve(np.tile(p, cfg.cycles), np.tile(up, cfg.cycles), noise, 0.5)
+    span = dev.gmax_s - dev.gmin_s
+    g_true = dev.gmin_s + span * s
+    g_pos = g_true * (1 + cfg.sigma_read * rng.standard_normal(n))
+    g_neg = g_true * cfg.read_asymmetry * (1 + cfg.sigma_read * rng.standard_normal(n))
+    table = pd.DataFrame({
+        "cycle": np.arange(1, n + 1), "V_write": amplitude,
+        "R_neg_ohm": 1 / g_neg, "R_pos_ohm": 1 / g_pos,
+        "I_neg_A": -cfg.read_voltage_v * g_neg, "I_pos_A": cfg.read_voltage_v * g_pos,
+    })
+    sp = truth.pop("sp_norm")
+    truth = {
+        "wafer": dev.wafer, "die": dev.die, "device": staircase_device(dev),
+        "die_x": dev.die_x, "die_y": dev.die_y, "pulse_width_s": pulse_width_s,
+        "protocol": "staircase", "gmin_s": dev.gmin_s, "gmax_s": dev.gmax_s,
+        "sp_norm": sp, "sp_conductance_s": dev.gmin_s + span * sp, **truth,
+        "sigma_c2c": cfg.sigma_c2c, "sigma_read": cfg.sigma_read,
+        "v_imprint_v": dev.v_imprint_v, "ln_tau_inf": dev.ln_tau_inf,
+    }
+    return table, truth
+
+
+def staircase_device(dev: Device) -> str:
+    """The export's ``Device`` value: die position and device, e.g. ``02-03-D1``."""
+    return f"{dev.die_x:02d}-{dev.die_y:02d}-{dev.device}"
+
+
+def _staircase_header(cfg: GeneratorConfig, dev: Device, pulse_width_s: float,
+                      when: datetime) -> str:
+    lines = [
+        ("Chip", dev.wafer), ("Device", staircase_device(dev)),
+        ("Area", f"{cfg.area_m2 * 1e12:g}"), ("pulse_duration_s", f"{pulse_width_s:g}"),
+        ("Instrument", STAIRCASE_INSTRUMENT), ("read_voltage_pos_V", f"{cfg.read_voltage_v:g}"),
+        ("read_voltage_neg_V", f"{-cfg.read_voltage_v:g}"),
+        ("V_step_V", f"{cfg.staircase_step_v:g}"), ("V_max_pos_V", f"{cfg.staircase_down_v:g}"),
+        ("V_max_neg_V", f"{-cfg.staircase_up_v:g}"), ("loops", str(cfg.cycles)),
+        ("Timestamp", when.isoformat()),
+    ]
+    return "".join(f"{k}:\t{v}\n" for k, v in lines) + "\n"
+
+
+def _format_staircase(table: pd.DataFrame) -> str:
+    body = "\n".join(f"{c}\t{v:g}\t{rn:.8g}\t{rp:.8g}\t{i_n:.6g}\t{i_p:.6g}" for c, v, rn, rp, i_n, i_p
+                     in table.itertuples(index=False))
+    return "\t".join(table.columns) + "\n" + body + "\n"
+
+
+def _tidy_staircase(cfg: GeneratorConfig, dev: Device, pulse_width_s: float, table: pd.DataFrame,
+                    when: datetime) -> pd.DataFrame:
+    amp = table["V_write"].to_numpy()
+    per_loop = len(staircase_loop(cfg))
+    return pd.DataFrame({
+        "wafer": dev.wafer, "die": dev.die, "device": staircase_device(dev),
+        "pulse_width_s": pulse_width_s, "pulse_amplitude_v": amp,
+        "cycle": (table["cycle"].to_numpy() - 1) // per_loop + 1, "pulse": table["cycle"],
+        "conductance_s": 1 / table["R_pos_ohm"],
+        "direction": np.where(amp > 0, "down", np.where(amp < 0, "up", "read")),
+        "read_voltage_v": cfg.read_voltage_v, "die_x": dev.die_x, "die_y": dev.die_y,
+        "device_area_m2": cfg.area_m2, "measured_at": when.isoformat(),
+    })
 
 
 def _header(cfg: GeneratorConfig, dev: Device, pulse_width_s: float, when: datetime) -> str:
@@ -267,6 +436,9 @@ def generate_wafer(cfg: GeneratorConfig, out: Path, fmt: str = "instrument",
     if fmt not in ("instrument", "tidy"):
         raise ValueError(f"unknown format {fmt!r}: use 'instrument' or 'tidy'")
     check_identifier(cfg.wafer, "wafer")  # it names the files written into out
+    if cfg.protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {cfg.protocol!r}: use one of {PROTOCOLS}")
+    staircase = cfg.protocol == "staircase"
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(cfg.seed)
@@ -279,15 +451,17 @@ def generate_wafer(cfg: GeneratorConfig, out: Path, fmt: str = "instrument",
         for pw in cfg.pulse_widths_s:
             when = start + timedelta(minutes=7 * k)
             k += 1
-            table, truth = simulate_series(cfg, dev, pw, rng)
+            table, truth = (simulate_staircase if staircase else simulate_series)(cfg, dev, pw, rng)
             truths.append(truth)
             stem = file_stem(dev, pw)
             if fmt == "instrument":
                 path = out / f"{stem}.txt"
-                path.write_text(_header(cfg, dev, pw, when) + _format_table(table))
+                path.write_text(_staircase_header(cfg, dev, pw, when) + _format_staircase(table)
+                                if staircase else _header(cfg, dev, pw, when) + _format_table(table))
             else:
                 path = out / f"{stem}.csv"
-                _tidy(cfg, dev, pw, table, when).to_csv(path, index=False, float_format="%.8g")
+                tidy = (_tidy_staircase if staircase else _tidy)(cfg, dev, pw, table, when)
+                tidy.to_csv(path, index=False, float_format="%.8g")
             result.files.append(path)
         if progress:
             progress(i + 1, len(devices))

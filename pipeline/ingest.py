@@ -193,10 +193,12 @@ def ingest(paths: list[str | Path], store: MeasurementStore, quarantine_dir: Pat
            mapping: Mapping | None = None, trace: TraceOptions | None = None,
            move_from: Path | None = None, processed_dir: Path | None = None,
            batch_rows: int = 1_000_000, workers: int = 2, big_file_bytes: int = BIG_FILE_BYTES,
-           progress=None) -> IngestReport:
+           overrides: dict[str, str] | None = None, progress=None) -> IngestReport:
     """Ingest files; see the module docstring. ``progress(done, total)`` per file.
 
     Files under ``move_from`` (the landing folder) are moved, as described above.
+    ``overrides`` (canonical field -> text, e.g. ``{"die": "X05Y29"}``) replace what
+    every file says (``ferroflow ingest --set``).
     """
     every, refused = discover(paths)
     big = [f for f in every if _is_big(f, big_file_bytes)]
@@ -210,7 +212,7 @@ def ingest(paths: list[str | Path], store: MeasurementStore, quarantine_dir: Pat
     known = store.known_files()  # a cheap first filter; the batch checks again under the lock
     done = 0
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        windows = _read_ahead(files, pool, lambda p: _prepare(p, known, mapping, trace))
+        windows = _read_ahead(files, pool, lambda p: _prepare(p, known, mapping, trace, overrides))
         current = next(windows, None)
         while current is not None:
             settled: list[FileOutcome] = []  # archived once the batch is committed
@@ -239,7 +241,7 @@ def ingest(paths: list[str | Path], store: MeasurementStore, quarantine_dir: Pat
                 report.outcomes.append(outcome)
                 _archive(outcome, moved(outcome.source), processed_dir)
     for path in big:
-        outcome, partitions = _ingest_big(path, store, known, mapping)
+        outcome, partitions = _ingest_big(path, store, known, mapping, overrides)
         report.outcomes.append(outcome)
         report.partitions.update(partitions)
         if outcome.status == Outcome.QUARANTINED:
@@ -254,6 +256,20 @@ def ingest(paths: list[str | Path], store: MeasurementStore, quarantine_dir: Pat
     return report
 
 
+def ingest_ltp_ltd(ltp: str | Path | None, ltd: str | Path | None, store: MeasurementStore,
+                   quarantine_dir: Path, trace: TraceOptions, **kwargs) -> IngestReport:
+    """A device's digitised LTP (up, cycle 1) and LTD (down, cycle 2) files
+    (``readers.digitised``); ``kwargs`` as for ``ingest``."""
+    report = IngestReport()
+    for path, direction in ((ltp, "up"), (ltd, "down")):
+        if path is not None:
+            part = ingest([path], store, quarantine_dir, trace=replace(trace, direction=direction),
+                          **kwargs)
+            report.outcomes += part.outcomes
+            report.partitions |= part.partitions
+    return report
+
+
 def _is_big(path: Path, limit: int) -> bool:
     try:
         return path.suffix.lower() != ".parquet" and path.stat().st_size > limit
@@ -261,7 +277,7 @@ def _is_big(path: Path, limit: int) -> bool:
         return False
 
 
-def _ingest_big(path: Path, store: MeasurementStore, known: set[str], mapping):
+def _ingest_big(path: Path, store: MeasurementStore, known: set[str], mapping, overrides=None):
     """Stream one big file into a commit of its own: (outcome, partitions)."""
     sha = None
     try:
@@ -272,7 +288,7 @@ def _ingest_big(path: Path, store: MeasurementStore, known: set[str], mapping):
         checker = StreamValidator(str(path))
 
         def blocks():
-            for table in iter_blocks(path, sha, mapping):
+            for table in iter_blocks(path, sha, mapping, overrides=overrides):
                 yield checker.check(table)
             checker.finish()
 
@@ -331,7 +347,7 @@ def _validate_window(paths: list[Path], results: list) -> None:
             results[i] = outcome
 
 
-def _prepare(path: Path, known: set[str], mapping, trace):
+def _prepare(path: Path, known: set[str], mapping, trace, overrides=None):
     """Pending (not yet validated) rows of a new file, the SHA-256 of a known one, or
     the InputError."""
     try:
@@ -342,7 +358,7 @@ def _prepare(path: Path, known: set[str], mapping, trace):
         return raw.sha256
     raw = replace(raw, path=Path(shown(path)))  # readers name it in errors and lineage
     try:
-        table = read_raw(raw, mapping, trace)
+        table = read_raw(raw, mapping, trace, overrides)
         _check_unchanged(path, raw.size_on_disk)
     except (OSError, ValueError, MemoryError) as exc:
         err = _as_input_error(exc, path)

@@ -57,8 +57,20 @@ def version_tables(result: FitResult, wafer: str, pulse_width_s: float):
         "energy_per_pulse_j": float(energy.median()) if energy.notna().any() else None,
         "energy_source": str(rows["energy_source"].mode().iloc[0]) if len(rows) else None,
         "units": "parameters p_* are in normalised state g; state = norm_lo + norm_span * g",
+        **_protocol_meta(devs),
     }
     return rows, pop.drop(columns=["wafer", "pulse_width_s"]).reset_index(drop=True), meta
+
+
+def _protocol_meta(devs: pd.DataFrame) -> dict:
+    """Measurement protocol and write-amplitude range per direction over the devices."""
+    if "protocol" not in devs:
+        return {}
+    out = {"protocol": str(devs["protocol"].mode().iloc[0])}
+    for d in ("up", "down"):
+        lo, hi = devs[f"amplitude_{d}_min_v"].min(), devs[f"amplitude_{d}_max_v"].max()
+        out[f"amplitude_{d}_v"] = [float(lo), float(hi)] if pd.notna(lo) else None
+    return out
 
 
 def register_fit(registry: Registry, result: FitResult, *, store: MeasurementStore | None = None,
@@ -87,12 +99,18 @@ def fit_and_register(registry: Registry, store: MeasurementStore, wafer: str,
                      config: FitConfig = FitConfig(), progress=None) -> tuple[FitResult, list[Registered]]:
     """Fit what the store holds for a wafer (or one of its pulse widths) and register it."""
     from .errors import InputError
-    from .fitting import fit_frame
+    from .fitting import fit_series_list
+    from .traces import FRAME_COLUMNS, series_from_frame
 
-    df = store.read(wafer=wafer, pulse_width_s=pulse_width_s)
-    if df.empty:
+    widths = ([pulse_width_s] if pulse_width_s is not None else
+              [pw for w, pw in store.partitions() if w == wafer])
+    series = []
+    for pw in widths:  # one pulse width at a time: a wafer's rows never all sit in memory
+        series += series_from_frame(store.read(wafer=wafer, pulse_width_s=pw, columns=FRAME_COLUMNS))
+    if not series:
         raise InputError(f"no stored data for wafer {wafer!r}"
                          + (f" at pulse width {pulse_width_s:g} s" if pulse_width_s else "")
                          + f" in {store.root} (ingest first)")
-    result = fit_frame(df, config, progress=progress)
+    series.sort(key=lambda s: s.key)  # the order series_from_frame gives a whole wafer
+    result = fit_series_list(series, config, progress=progress)
     return result, register_fit(registry, result, store=store, stack=stack, config=config)

@@ -37,7 +37,7 @@ from .errors import InputError
 from .registry import ModelVersion, Registry
 from .simulation.sweep import summarize, sweep_table
 from .store import MeasurementStore
-from .traces import series_from_frame, step_map, traces
+from .traces import protocol, series_from_frame, step_map, traces
 from .units import format_seconds
 
 UP, DOWN, MODEL, SP = "#1f77b4", "#d62728", "black", "#2ca02c"
@@ -133,17 +133,20 @@ def fit_figure(v: ModelVersion, s) -> Figure:
     ax = fig.add_subplot()
     x = np.arange(1, len(s.state) + 1)
     scale, unit = _state_scale(v.state_unit, s.state)
-    ax.plot(x[s.up], s.state[s.up] * scale, ".", ms=3, color=UP, label="measured, up pulse")
-    ax.plot(x[~s.up], s.state[~s.up] * scale, ".", ms=3, color=DOWN, label="measured, down pulse")
-    start = 0
+    up, down = s.up & s.pulsed, ~s.up & s.pulsed  # reads without a pulse are neither
+    ax.plot(x[up], s.state[up] * scale, ".", ms=3, color=UP, label="measured, up pulse")
+    ax.plot(x[down], s.state[down] * scale, ".", ms=3, color=DOWN, label="measured, down pulse")
     for k, tr in enumerate(traces(s)):
         n = len(tr.states)
         g0 = tr.state_before if np.isfinite(tr.state_before) else tr.states[0]
         first = 0 if np.isfinite(tr.state_before) else 1
         pred = model.run(p, np.array([(g0 - lo) / span]), np.array([tr.up]), n - first)[0]
-        ax.plot(x[start + first:start + n], (lo + span * pred) * scale, "-", color=MODEL, lw=1.2,
+        ax.plot(x[tr.rows[first:]], (lo + span * pred) * scale, "-", color=MODEL, lw=1.2,
                 label=f"{v.family} fit (per trace)" if k == 0 else None)
-        start += n
+    if protocol(s) == "staircase":  # the amplitude staircase beside G
+        amp = ax.twinx()
+        amp.step(x, s.amplitude, where="mid", color="grey", lw=0.6, alpha=0.6)
+        amp.set_ylabel("write amplitude (V)", color="grey")
     ax.set_xlabel("pulse number")
     ax.set_ylabel(f"conductance ({unit})")
     ax.set_title(f"{v.ref}: {s.die}/{s.device}, {format_seconds(v.pulse_width_s)} pulses, "

@@ -56,6 +56,9 @@ PARTITION = ("wafer", "pulse_width_s")
 PARTITION_SCHEMA = pa.schema([(c, COLUMNS[c]) for c in PARTITION])
 IDENTIFIERS = ("wafer", "die", "device")
 DIRECTIONS = ("up", "down")
+# A row read without a pulse before it (``[format] zero_amplitude = "read"``): its state
+# is the state before the next pulse, and it causes no step.
+READ = "read"
 
 DEFAULT_STATE_UNIT = "S"
 

@@ -1,13 +1,20 @@
 """Segmentation of a device's pulse series into traces, and its step map dG(G).
 
-A *series* is every row of one device at one pulse width, in (cycle, pulse) order. A
-*trace* is a run of identical pulses within a cycle: (cycle, direction, amplitude). The
+A *series* is every row of one device at one pulse width, in (cycle, pulse) order. The
 *step map* pairs the state before each pulse with the step that pulse caused; steps are
-only taken between consecutive reads of the same cycle.
+only taken between consecutive reads of the same cycle. A row with direction ``read``
+(a read without a pulse, e.g. a staircase's 0 V row) causes no step; its state is the
+state before the next pulse.
 
-Amplitude staircases (the amplitude changes every few pulses) have no runs long enough
-to fit a trace: ``check_protocol`` rejects them with a message naming the protocol; their
-steps can still be grouped by amplitude with ``step_map(..., by_amplitude=True)``.
+Two protocols (``protocol``), both fitted:
+
+- identical-pulse trains: a *trace* is a run of identical pulses within a cycle
+  (cycle, direction, amplitude);
+- amplitude staircases (incremental step pulse programming: the amplitude changes every
+  pulse or every few pulses, median run of identical pulses under ``MIN_RUN``): fitted as
+  their makers do, each staircase step one update, so a trace is a run of one direction
+  within a cycle whatever the amplitudes. Its steps can still be grouped by amplitude
+  with ``step_map(..., by_amplitude=True)``.
 """
 
 from __future__ import annotations
@@ -18,9 +25,13 @@ import numpy as np
 import pandas as pd
 
 from .errors import InputError
+from .schema import READ
 
 SERIES_KEY = ["wafer", "die", "device", "pulse_width_s"]
 MIN_RUN = 5  # identical pulses needed for a trace
+# the canonical columns series_from_frame reads: all a fit needs from the store
+FRAME_COLUMNS = [*SERIES_KEY, "cycle", "pulse", "conductance_s", "direction", "pulse_amplitude_v",
+                 "state_unit", "energy_j", "die_x", "die_y", "device_area_m2"]
 
 
 @dataclass(frozen=True)
@@ -38,10 +49,15 @@ class Series:
     area_m2: float | None = None
     die_x: int | None = None
     die_y: int | None = None
+    pulse: np.ndarray | None = None   # bool, False for reads without a pulse; None: all pulses
 
     @property
     def key(self) -> tuple:
         return (self.wafer, self.die, self.device, self.pulse_width_s)
+
+    @property
+    def pulsed(self) -> np.ndarray:
+        return np.ones(len(self.state), bool) if self.pulse is None else self.pulse
 
 
 @dataclass(frozen=True)
@@ -51,6 +67,7 @@ class Trace:
     amplitude: float
     state_before: float      # read before the first pulse (nan at a cycle start)
     states: np.ndarray       # reads after each pulse
+    rows: np.ndarray | None = None  # positions of its pulses in the series
 
 
 @dataclass(frozen=True)
@@ -63,58 +80,114 @@ class StepMap:
 
 
 def series_from_frame(df: pd.DataFrame) -> list[Series]:
-    """Split canonical rows into device series (sorted by cycle, pulse)."""
+    """Split canonical rows into device series (sorted by key, then cycle, pulse).
+
+    Rows are ordered with one stable index sort and each series is a slice of numpy
+    columns: per-group pandas indexing cost more than fitting a series, and string
+    columns are never turned into Python objects row by row (at 10,000 series that was
+    gigabytes)."""
+    df = df.dropna(subset=SERIES_KEY)
+    if len(df) == 0:
+        return []
+    group = df.groupby(SERIES_KEY, sort=True).ngroup().to_numpy()
+    order = np.lexsort((df["pulse"].to_numpy(), df["cycle"].to_numpy(), group))  # stable
+    group = group[order]
+    starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+    ends = np.r_[starts[1:], len(group)]
+    first = df.iloc[order[starts]]  # one row per series: keys and per-series columns
+
+    def column(name, dtype=None):
+        return df[name].to_numpy(dtype)[order] if name in df else None
+
+    state, amp, energy = column("conductance_s", float), column("pulse_amplitude_v", float), column("energy_j", float)
+    up = (df["direction"] == "up").to_numpy(bool)[order]
+    cycle = column("cycle")
+    area = (pd.to_numeric(df["device_area_m2"], errors="coerce").to_numpy(float)[order]
+            if "device_area_m2" in df else None)
+    keys = [first[k].to_numpy() for k in SERIES_KEY]
+    unit = first["state_unit"].to_numpy() if "state_unit" in df else None
+    xy = {c: first[c].to_numpy() for c in ("die_x", "die_y") if c in df}
     out = []
-    df = df.sort_values([*SERIES_KEY, "cycle", "pulse"], kind="stable")
-    for key, g in df.groupby(SERIES_KEY, sort=True):
-        x = g["die_x"].iloc[0] if "die_x" in g else None
-        y = g["die_y"].iloc[0] if "die_y" in g else None
+    reads = (df["direction"] == READ).to_numpy(bool)[order]
+    for i, (a, b) in enumerate(zip(starts, ends)):
         out.append(Series(
-            wafer=key[0], die=key[1], device=key[2], pulse_width_s=float(key[3]),
-            state=g["conductance_s"].to_numpy(float), up=(g["direction"] == "up").to_numpy(),
-            cycle=g["cycle"].to_numpy(), amplitude=g["pulse_amplitude_v"].to_numpy(float),
-            state_unit=str(g["state_unit"].iloc[0]) if "state_unit" in g else "S",
-            energy_j=g["energy_j"].to_numpy(float) if "energy_j" in g else None,
-            area_m2=_first_value(g, "device_area_m2"),
-            die_x=None if x is None or pd.isna(x) else int(x),
-            die_y=None if y is None or pd.isna(y) else int(y)))
+            wafer=keys[0][i], die=keys[1][i], device=keys[2][i], pulse_width_s=float(keys[3][i]),
+            state=state[a:b], up=up[a:b], cycle=cycle[a:b], amplitude=amp[a:b],
+            state_unit=str(unit[i]) if unit is not None else "S",
+            energy_j=energy[a:b] if energy is not None else None,
+            area_m2=_first_finite(area, a, b),
+            die_x=_int_or_none(xy, "die_x", i), die_y=_int_or_none(xy, "die_y", i),
+            pulse=~reads[a:b] if reads[a:b].any() else None))
     return out
 
 
-def _runs(s: Series) -> np.ndarray:
-    """Start flags of runs of identical pulses within a cycle."""
-    amp = np.nan_to_num(s.amplitude, nan=0.0)
-    new = np.ones(len(s.state), bool)
-    new[1:] = (s.cycle[1:] != s.cycle[:-1]) | (s.up[1:] != s.up[:-1]) | (amp[1:] != amp[:-1])
-    return new
+def _int_or_none(col: dict, name: str, i: int) -> int | None:
+    if name not in col or pd.isna(col[name][i]):
+        return None
+    return int(col[name][i])
+
+
+
+def _runs(s: Series, by_amplitude: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(rows of the pulses, start flags of runs among them): runs of one direction within
+    a cycle, and of one amplitude too when ``by_amplitude``."""
+    rows = np.flatnonzero(s.pulsed)
+    cycle, up = s.cycle[rows], s.up[rows]
+    new = np.ones(len(rows), bool)
+    new[1:] = (cycle[1:] != cycle[:-1]) | (up[1:] != up[:-1])
+    if by_amplitude:
+        amp = np.nan_to_num(s.amplitude[rows], nan=0.0)
+        new[1:] |= amp[1:] != amp[:-1]
+    return rows, new
+
+
+def protocol(s: Series) -> str:
+    """``staircase`` when the median run of identical pulses is shorter than ``MIN_RUN``,
+    else ``identical``."""
+    rows, new = _runs(s)
+    lengths = np.diff(np.r_[np.flatnonzero(new), len(rows)])
+    return "staircase" if len(lengths) and np.median(lengths) < MIN_RUN else "identical"
 
 
 def check_protocol(s: Series) -> None:
-    """Raise InputError for an amplitude staircase (no identical-pulse runs to fit)."""
-    starts = np.flatnonzero(_runs(s))
-    lengths = np.diff(np.r_[starts, len(s.state)])
-    if np.median(lengths) < MIN_RUN:
-        n_amp = len(np.unique(s.amplitude[np.isfinite(s.amplitude)]))
-        raise InputError(
-            f"{s.wafer}/{s.die}/{s.device} at {s.pulse_width_s:g} s looks like an amplitude "
-            f"staircase ({n_amp} amplitudes, median run of {np.median(lengths):g} identical "
-            f"pulses): identical-pulse model fits need runs of >= {MIN_RUN}; use "
-            "step_map(..., by_amplitude=True) for its steps")
+    """Raise InputError when no trace has two pulses (directions alternate every pulse):
+    neither protocol then has a trace to re-simulate."""
+    rows, new = _runs(s, by_amplitude=protocol(s) == "identical")
+    lengths = np.diff(np.r_[np.flatnonzero(new), len(rows)])
+    if not len(lengths) or lengths.max() < 2:
+        raise InputError(f"{s.wafer}/{s.die}/{s.device} at {s.pulse_width_s:g} s has no two "
+                         "consecutive pulses of one direction: no trace to fit")
+
+
+def amplitude_ranges(s: Series) -> dict:
+    """Protocol and write-amplitude range per direction (what a model version records)."""
+    out = {"protocol": protocol(s)}
+    for name, mask in (("up", s.up), ("down", ~s.up)):
+        amp = s.amplitude[mask & s.pulsed]
+        amp = amp[np.isfinite(amp)]
+        out[f"amplitude_{name}_min_v"] = float(amp.min()) if len(amp) else float("nan")
+        out[f"amplitude_{name}_max_v"] = float(amp.max()) if len(amp) else float("nan")
+    return out
 
 
 def traces(s: Series) -> list[Trace]:
-    starts = np.flatnonzero(_runs(s))
-    ends = np.r_[starts[1:], len(s.state)]
+    """Identical-pulse runs, or for a staircase each direction's run within a cycle."""
+    staircase = protocol(s) == "staircase"
+    rows, new = _runs(s, by_amplitude=not staircase)
+    starts = np.flatnonzero(new)
+    ends = np.r_[starts[1:], len(rows)]
     out = []
     for a, b in zip(starts, ends):
-        before = s.state[a - 1] if a > 0 and s.cycle[a - 1] == s.cycle[a] else np.nan
-        out.append(Trace(int(s.cycle[a]), bool(s.up[a]), float(s.amplitude[a]), float(before),
-                         s.state[a:b]))
+        first = rows[a]
+        before = s.state[first - 1] if first > 0 and s.cycle[first - 1] == s.cycle[first] else np.nan
+        amplitude = float("nan") if staircase else float(s.amplitude[first])
+        out.append(Trace(int(s.cycle[first]), bool(s.up[first]), amplitude, float(before),
+                         s.state[rows[a:b]], rows[a:b]))
     return out
 
 
 def step_map(s: Series, by_amplitude: bool = False) -> StepMap | dict[float, StepMap]:
-    same_cycle = s.cycle[1:] == s.cycle[:-1]
+    same_cycle = (s.cycle[1:] == s.cycle[:-1]) & s.pulsed[1:]
     idx = np.flatnonzero(same_cycle) + 1
     sm = StepMap(g=s.state[idx - 1], dg=s.state[idx] - s.state[idx - 1], up=s.up[idx],
                  amplitude=s.amplitude[idx], index=idx)
@@ -124,8 +197,8 @@ def step_map(s: Series, by_amplitude: bool = False) -> StepMap | dict[float, Ste
             for a in np.unique(sm.amplitude) for m in [sm.amplitude == a]}
 
 
-def _first_value(df: pd.DataFrame, column: str) -> float | None:
-    if column not in df:
+def _first_finite(values: np.ndarray | None, a: int, b: int) -> float | None:
+    if values is None:
         return None
-    values = df[column].dropna()
-    return float(values.iloc[0]) if len(values) else None
+    finite = np.flatnonzero(np.isfinite(values[a:b]))
+    return float(values[a + finite[0]]) if len(finite) else None

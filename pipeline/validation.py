@@ -7,7 +7,8 @@ Rules (each has a test with a file that breaks it):
   row's ``direction`` is given: some trace files do not record the amplitude);
 - ``wafer``, ``die``, ``device`` are safe identifiers (``pipeline.identifiers``);
 - numbers finite; ``pulse_width_s`` > 0; ``conductance_s`` > 0 where ``state_unit`` is
-  ``S``; ``state_unit`` and ``direction`` from their allowed sets;
+  ``S``; ``state_unit`` and ``direction`` from their allowed sets (``direction`` may be
+  ``read``: a read without a pulse, whose write amplitude must be zero or missing);
 - plausible ranges (``PLAUSIBLE``): outside them a value is a unit mistake, not data;
 - ``pulse`` strictly increasing within each (wafer, die, device, pulse width, cycle);
 - every cycle has at least two pulses;
@@ -22,7 +23,7 @@ import pyarrow.compute as pc
 
 from .errors import InputError
 from .identifiers import check_identifier
-from .schema import DIRECTIONS, IDENTIFIERS, KEY, REQUIRED, STATE_UNITS
+from .schema import DIRECTIONS, IDENTIFIERS, KEY, READ, REQUIRED, STATE_UNITS
 
 # (low, high) in SI units, inclusive; chosen wide: they catch unit slips (ns given as s,
 # uS as S), not unusual devices.
@@ -175,7 +176,7 @@ def _locate_bad_number(table, col, name: str, siemens: np.ndarray, file: str) ->
 
 
 def _check_sets(table: pa.Table, file: str) -> None:
-    for name, allowed in (("state_unit", STATE_UNITS), ("direction", DIRECTIONS)):
+    for name, allowed in (("state_unit", STATE_UNITS), ("direction", (*DIRECTIONS, READ))):
         col = table.column(name)
         bad = np.asarray(pc.is_valid(col)) & ~np.asarray(pc.is_in(col, value_set=pa.array(allowed)))
         i = _first(bad)
@@ -184,7 +185,15 @@ def _check_sets(table: pa.Table, file: str) -> None:
     i = _first(np.asarray(pc.is_null(table.column("direction"))))
     if i is not None:
         _fail(table, i, "direction", "direction unknown: no direction column and the write "
-              "amplitude is zero or missing", file)
+              "amplitude is zero or missing (a mapping may declare zero_amplitude = \"read\")",
+              file)
+    read = np.asarray(pc.equal(table.column("direction"), READ).fill_null(False))
+    if read.any():
+        amp = np.asarray(table.column("pulse_amplitude_v").to_numpy(zero_copy_only=False), float)
+        i = _first(read & np.isfinite(amp) & (amp != 0))
+        if i is not None:
+            _fail(table, i, "pulse_amplitude_v", f"a read without a pulse has write amplitude "
+                  f"{amp[i]:g} V; expected 0 or none", file)
 
 
 _SERIES = ("source_sha256", *KEY[:-1])  # rows of one series: same file, device, width, cycle

@@ -34,6 +34,7 @@ SMALLER = {  # README command -> extra arguments that shrink it (later ones win)
     "bench/ingest.py": ["--cycles", "2", "--repeat", "1"],
     "bench/big_ingest.py": ["--rows", "20000", "200000"],
     "bench/fit.py": ["--cycles", "1"],
+    "bench/fit_wafer.py": ["--dies", "2", "--devices", "1"],
     "bench/registry.py": ["--names", "5", "--versions", "4"],
     "bench/sim.py": ["--epochs", "1"],
 }
@@ -57,8 +58,8 @@ def _argv(command: str, tmp_path) -> list[str]:
         argv = [sys.executable, "-m", "pipeline.cli", *argv[1:]]
     elif argv[0] == ".venv/bin/python":
         argv = [sys.executable, *argv[1:]]
-    argv = [str(tmp_path / "W02") if a == "/tmp/W02" else
-            str(tmp_path / "W01-report") if a == "/tmp/W01-report" else a for a in argv]
+    scratch = {"/tmp/W02", "/tmp/W01-report", "/tmp/FTJ", "/tmp/FTJ-report"}
+    argv = [str(tmp_path / a.removeprefix("/tmp/")) if a in scratch else a for a in argv]
     for key, extra in SMALLER.items():
         if key in command:
             argv += extra

@@ -13,6 +13,7 @@ from pathlib import Path
 from ..errors import InputError
 from ..settings import Settings, get_settings
 from ..simulation.catalog import algorithm_info, algorithm_names
+from ..units import format_seconds
 from .format import (Output, Progress, fit_table, lineage_text, narrator, sim_table,
                      strict_json, table, version_text, warn)
 
@@ -35,8 +36,9 @@ def _output(args) -> Output:
 def generate(args) -> int:
     from ..generator import GeneratorConfig, generate_wafer
 
-    cfg = GeneratorConfig(wafer=args.wafer, seed=args.seed, dies_x=args.dies, dies_y=args.dies,
-                          devices_per_die=args.devices, cycles=args.cycles)
+    given = {k: v for k, v in (("devices_per_die", args.devices), ("cycles", args.cycles)) if v}
+    make = GeneratorConfig.staircase if args.protocol == "staircase" else GeneratorConfig
+    cfg = make(wafer=args.wafer, seed=args.seed, dies_x=args.dies, dies_y=args.dies, **given)
     result = generate_wafer(cfg, Path(args.out), fmt=args.format,
                             progress=Progress("generate", args.quiet))
     _output(args).result(f"wrote {len(result.files)} files for wafer {args.wafer} to {args.out} "
@@ -57,16 +59,33 @@ def _trace_options(args):
                         die=args.die, amplitude_v=args.amplitude, state_unit=args.state_unit)
 
 
+def _overrides(pairs) -> dict[str, str]:
+    out = {}
+    for pair in pairs or ():
+        field, sep, value = pair.partition("=")
+        if not sep or not field.strip():
+            raise InputError(f"--set takes FIELD=VALUE (e.g. die=X05Y29), got {pair!r}")
+        out[field.strip()] = value.strip()
+    return out
+
+
 def ingest(args) -> int:
     from .. import app
     from ..ingest import Outcome
 
     settings, out = _settings(args), _output(args)
-    if not args.paths and not args.incoming:
+    if args.ltp or args.ltd:
+        trace = _trace_options(args)
+        if trace is None:
+            raise InputError("--ltp/--ltd traces need --wafer, --device and --pulse-width")
+        report = app.run_ingest_ltp_ltd(settings, args.ltp, args.ltd, trace, _overrides(args.set))
+    elif not args.paths and not args.incoming:
         raise InputError("give files or folders to ingest, or --incoming")
-    report = app.run_ingest(settings, args.paths, incoming=args.incoming, mapping=args.mapping,
-                            trace=_trace_options(args), min_age_s=args.min_age,
-                            progress=Progress("ingest", out.silent))
+    else:
+        report = app.run_ingest(settings, args.paths, incoming=args.incoming, mapping=args.mapping,
+                                trace=_trace_options(args), min_age_s=args.min_age,
+                                overrides=_overrides(args.set),
+                                progress=Progress("ingest", out.silent))
     if not out.silent:
         for o in report.outcomes:
             if o.status in (Outcome.QUARANTINED, Outcome.SKIPPED):
@@ -83,18 +102,29 @@ def fit(args) -> int:
 
     out = _output(args)
     result, registered = app.run_fit(_settings(args), args.wafer, args.pulse_width,
-                                     workers=args.workers, stack=args.stack,
+                                     workers=args.workers, stack=args.stack, engine=args.engine,
                                      progress=Progress("fit", out.silent))
     if args.out:
         result.save(Path(args.out))
-    flagged = int(result.devices["family"].isna().sum())
+    bad = result.devices[result.devices["family"].isna()]
+    flags = [{"wafer": r.wafer, "die": r.die, "device": r.device, "pulse_width_s": r.pulse_width_s,
+              "flag": r.flag} for r in bad.itertuples()]
     refs = [f"{r.ref} ({'new' if r.created else 'unchanged'})" for r in registered]
-    machine = {"wafer": args.wafer, "devices": len(result.devices), "flagged": flagged,
-               "registered": [{"ref": str(r.ref), "created": r.created,
-                               "pulse_width_s": r.pulse_width_s} for r in registered],
+    machine = {"wafer": args.wafer, "devices": len(result.devices), "flagged": len(flags),
+               "flags": flags, "registered": [{"ref": str(r.ref), "created": r.created,
+                                               "pulse_width_s": r.pulse_width_s} for r in registered],
                "by_pulse_width": result.population.to_dict(orient="records")}
+    if not out.silent:
+        for f in flags:  # one line per flagged series, before the table
+            warn(f"flagged: {f['wafer']}/{f['die']}/{f['device']} at "
+                 f"{format_seconds(f['pulse_width_s'])}: {f['flag']}")
+    if len(flags) == len(result.devices):
+        if args.json:
+            out.result("", machine)
+        raise InputError(f"nothing registered: all {len(flags)} device series of wafer "
+                         f"{args.wafer!r} are flagged")
     out.result(fit_table(result) + "\nregistered: " + ", ".join(refs), machine)
-    return EXIT_PARTIAL if flagged else EXIT_OK
+    return EXIT_PARTIAL if flags else EXIT_OK
 
 
 # --- models: one function per action ---------------------------------------------

@@ -6,6 +6,7 @@ import argparse
 import math
 
 from . import commands
+from ..fitrecords import ENGINES
 from ..simulation.catalog import algorithm_names
 
 
@@ -72,9 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for the raw files")
     p.add_argument("--seed", type=count_or_zero, default=1)
     p.add_argument("--dies", type=positive_int, default=5, help="dies per side of the grid (default 5)")
-    p.add_argument("--devices", type=positive_int, default=2, help="devices per die (default 2)")
-    p.add_argument("--cycles", type=positive_int, default=3)
+    p.add_argument("--devices", type=positive_int, help="devices per die (default 2; staircase 1)")
+    p.add_argument("--cycles", type=positive_int,
+                   help="cycles, or staircase loops (default 3; staircase 10)")
     p.add_argument("--format", choices=["instrument", "tidy"], default="instrument")
+    p.add_argument("--protocol", choices=["identical", "staircase"], default="identical",
+                   help="identical-pulse trains, or amplitude staircases in a Keysight "
+                        "B2912B-like layout (see README 'Real instrument files')")
     p.set_defaults(func=commands.generate)
 
     p = sub.add_parser("ingest", help="read, validate and store raw files",
@@ -82,7 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="examples:\n  ferroflow ingest raw_measurements/sample\n"
                               "  ferroflow ingest --incoming\n"
                               "  ferroflow ingest trace.csv --wafer GONG --device R1 "
-                              "--pulse-width 1e-6")
+                              "--pulse-width 1e-6\n"
+                              "  ferroflow ingest export.txt --mapping b2912b.toml --set die=X05Y29\n"
+                              "  ferroflow ingest --ltp up.csv --ltd down.csv --wafer PAPER "
+                              "--device D1 --pulse-width 1e-6 --state-unit S")
     _common(p)
     p.add_argument("paths", nargs="*", help="files or folders")
     p.add_argument("--incoming", action="store_true",
@@ -98,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--amplitude", type=finite_float, help="for two-column traces: write amplitude, V")
     p.add_argument("--state-unit", default="normalized", choices=["normalized", "S"],
                    help="for two-column traces: unit of the values")
+    p.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                   help="override a field of every file, e.g. --set die=X05Y29 (repeatable)")
+    p.add_argument("--ltp", help="digitised potentiation trace: (pulse, state) pairs")
+    p.add_argument("--ltd", help="digitised depression trace: (pulse, state) pairs")
     p.set_defaults(func=commands.ingest)
 
     p = sub.add_parser("fit", help="fit device-update models to stored data",
@@ -108,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wafer", required=True)
     p.add_argument("--pulse-width", type=positive_float, help="only this pulse width (seconds)")
     p.add_argument("--workers", type=count_or_zero, default=0, help="processes (default: one per core)")
+    p.add_argument("--engine", choices=ENGINES, default=ENGINES[0],
+                   help="step-map fits: all series of a partition at once (batch, default) "
+                        "or one lmfit fit per series and family (the reference)")
     p.add_argument("--out", help="also save the full fit tables (parquet) to this folder")
     p.add_argument("--stack", default="hzo", help="material/stack part of model names (default hzo)")
     p.set_defaults(func=commands.fit)

@@ -108,12 +108,13 @@ class DeviceModel:
         return float(geometric.symmetry_point(*geo)) if k_up + k_dn > 0 else math.nan
 
     def root_symmetry_point(self, p: dict) -> float:
-        """Symmetry point as the bracketed root on the state range (any family)."""
+        """Symmetry point as the bracketed root on the state range (any family): where the
+        net step turns from up to down (the stable crossing, where random updates drift).
+        A staircase's pooled step map also crosses the other way near its bottom."""
         lo, hi = self.state_range(p)
         grid = np.linspace(lo, hi, 401)
         net = self.step(grid, np.ones_like(grid, bool), **p) + self.step(grid, np.zeros_like(grid, bool), **p)
-        sign = np.sign(net)
-        cross = np.flatnonzero(sign[:-1] * sign[1:] <= 0)
+        cross = np.flatnonzero((net[:-1] > 0) & (net[1:] <= 0))
         if len(cross) == 0:
             return float("nan")
         i = cross[0]
@@ -122,8 +123,8 @@ class DeviceModel:
             return float(self.step(np.array([x]), np.array([True]), **p)[0]
                          + self.step(np.array([x]), np.array([False]), **p)[0])
 
-        if f(grid[i]) == 0:
-            return float(grid[i])
+        if f(grid[i + 1]) == 0:
+            return float(grid[i + 1])
         return float(brentq(f, grid[i], grid[i + 1], xtol=1e-12))
 
     def response(self, p: dict, g0: float, n: int, up: bool) -> np.ndarray:

@@ -4,7 +4,9 @@
 
 - ``.parquet``, or a CSV whose header names canonical columns: ``canonical``;
 - a ``key:<TAB>value`` header block: ``instrument`` (with a mapping file);
-- two numeric columns and no header: ``updown`` (needs ``TraceOptions``).
+- two numeric columns and no header: ``updown`` (needs ``TraceOptions``);
+- a digitised literature trace, (pulse, state) pairs of one direction: ``digitised``
+  (chosen by the caller: ``TraceOptions(direction=...)``).
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from pathlib import Path
 import pyarrow as pa
 
 from ..errors import InputError
-from . import canonical, instrument, updown
-from .common import RawFile, load
+from . import canonical, digitised, instrument, updown
+from .common import RawFile, load, override_fields
 from .mapping import DEFAULT_MAPPING, Mapping, load_mapping
 from .updown import TraceOptions
 
@@ -39,16 +41,19 @@ def detect_format(raw: RawFile) -> str:
 
 
 def read_raw(raw: RawFile, mapping: Mapping | None = None,
-             trace: TraceOptions | None = None) -> pa.Table:
+             trace: TraceOptions | None = None, overrides: dict[str, str] | None = None) -> pa.Table:
+    """``overrides`` (canonical field -> text) replace what the file says, e.g. a die
+    the export does not name: ``{"die": "X05Y29"}``."""
+    if trace is not None and trace.direction is not None:
+        return override_fields(digitised.read_digitised(raw, trace), overrides)
     kind = detect_format(raw)
-    if kind == "canonical":
-        return canonical.read_canonical(raw)
     if kind == "instrument":
-        return instrument.read_instrument(raw, mapping or load_mapping())
-    return updown.read_updown(raw, trace)
+        return instrument.read_instrument(raw, (mapping or load_mapping()).with_overrides(overrides))
+    table = canonical.read_canonical(raw) if kind == "canonical" else updown.read_updown(raw, trace)
+    return override_fields(table, overrides)
 
 
 def read_file(path: str | Path, mapping: Mapping | None = None,
-              trace: TraceOptions | None = None) -> pa.Table:
+              trace: TraceOptions | None = None, overrides: dict[str, str] | None = None) -> pa.Table:
     """Read one raw file into the canonical table (not yet validated)."""
-    return read_raw(load(path), mapping, trace)
+    return read_raw(load(path), mapping, trace, overrides)

@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from ..errors import InputError
-from ..schema import conform
+from ..schema import COLUMNS, READ, conform
 
 MAX_HEADER_LINES = 200
 MAX_HEADER_BYTES = 64 * 1024
@@ -186,18 +186,42 @@ def die_position(die: str) -> tuple[str, int | None, int | None]:
     return die.strip(), None, None
 
 
-def derive_direction(amplitude, positive_is_up: bool = True) -> pa.Array:
+def derive_direction(amplitude, positive_is_up: bool = True, zero_is_read: bool = False) -> pa.Array:
     """Direction from the write amplitude sign, by the declared convention.
 
     Some HZO tunnel junctions lower G under positive pulses: their mapping declares
-    ``positive_amplitude = "down"``. Zero or missing amplitudes give no direction.
+    ``positive_amplitude = "down"``. Zero or missing amplitudes give no direction, or
+    ``"read"`` for a zero amplitude when ``zero_is_read`` (a read without a pulse).
     """
     amp = pa.array(amplitude, pa.float64()) if not isinstance(amplitude, (pa.Array, pa.ChunkedArray)) \
         else amplitude
     up = pc.greater(amp, 0.0) if positive_is_up else pc.less(amp, 0.0)
     down = pc.less(amp, 0.0) if positive_is_up else pc.greater(amp, 0.0)
-    return pc.if_else(up, "up", pc.if_else(down, "down", pa.scalar(None, pa.string())))
+    none = pa.scalar(None, pa.string())
+    rest = pc.if_else(pc.equal(amp, 0.0), READ, none) if zero_is_read else none
+    return pc.if_else(up, "up", pc.if_else(down, "down", rest))
 
+
+def number_loops(direction, state: dict) -> np.ndarray:
+    """Cycle numbers for rows in file order: a new cycle starts where the pulse direction
+    returns to the file's first direction after the other one. A read takes the loop of
+    the pulse after it. ``state`` carries the count across the blocks of one file (a read
+    that ends a block joins the loop before it)."""
+    d = np.asarray(pa.array(direction, pa.string()).to_pylist(), dtype=object)
+    code = np.where(d == "up", 1, np.where(d == "down", -1, 0))
+    idx = np.where(code != 0, np.arange(len(code)), len(code))
+    nxt = np.minimum.accumulate(idx[::-1])[::-1]  # next pulse at or after each row
+    last = state.get("last", 0)
+    eff = np.where(nxt < len(code), code[np.minimum(nxt, len(code) - 1)], 0)
+    if (eff == 0).any():  # reads after the block's last pulse
+        pulses = np.flatnonzero(code)
+        eff[eff == 0] = code[pulses[-1]] if len(pulses) else last
+    first = state.get("first") or (int(eff[eff != 0][0]) if (eff != 0).any() else 0)
+    prev = np.r_[last, eff[:-1]]
+    cycle = state.get("cycle", 1) + np.cumsum((eff == first) & (prev == -first) & (first != 0))
+    state.update(first=first, last=int(eff[-1]) if len(eff) else last,
+                 cycle=int(cycle[-1]) if len(cycle) else state.get("cycle", 1))
+    return cycle
 
 def finish(columns: dict[str, pa.Array | object], n: int, raw: RawFile,
            first_data_line: int) -> pa.Table:
@@ -212,9 +236,62 @@ def finish(columns: dict[str, pa.Array | object], n: int, raw: RawFile,
     arrays["source_sha256"] = pa.repeat(pa.scalar(raw.sha256), n)
     arrays["source_row"] = pa.array(np.arange(first_data_line, first_data_line + n, dtype=np.int64))
     try:
-        return conform(pa.table(arrays))
+        return number_across_directions(conform(pa.table(arrays)))
     except KeyError as exc:
         raise InputError(f"required column {exc.args[0]!r} is missing", file=raw.name,
                          column=exc.args[0]) from None
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise InputError(f"wrong value type ({exc})", file=raw.name) from None
+
+
+_RUN = ("wafer", "die", "device", "pulse_width_s", "cycle")
+
+
+def number_across_directions(table: pa.Table) -> pa.Table:
+    """Pulses numbered 1..N per direction within a cycle (many tidy exports: 1..N up,
+    then 1..N down) become one count per cycle: where the number falls back exactly as
+    the direction changes, the new direction's pulses continue after the last one.
+    A fall-back without a direction change is left for validation to refuse.
+    (Streamed big files are converted block by block; such a fall-back at a block's
+    first row is not seen here, and validation refuses it.)"""
+    pulse = np.asarray(table.column("pulse").to_numpy(zero_copy_only=False))
+    if len(pulse) < 2 or table.column("pulse").null_count:
+        return table
+    back = np.flatnonzero(pulse[1:] <= pulse[:-1]) + 1
+    if not len(back):
+        return table  # the usual case
+    direction = np.asarray(table.column("direction").to_pylist(), dtype=object)
+    new_run = np.zeros(len(pulse), bool)
+    new_run[0] = True
+    for k in _RUN:
+        col = table.column(k)
+        new_run[1:] |= np.asarray(pc.not_equal(col.slice(1), col.slice(0, len(pulse) - 1))
+                                  .fill_null(True))
+    turn = (direction[back] != direction[back - 1]) & ~new_run[back] \
+        & np.isin(direction[back], ("up", "down")) & np.isin(direction[back - 1], ("up", "down"))
+    restarts = back[turn]
+    if not len(restarts):
+        return table
+    run_end = np.r_[np.flatnonzero(new_run)[1:], len(pulse)]
+    adjusted = pulse.astype(np.int64)
+    for r in restarts:
+        end = run_end[np.searchsorted(run_end, r, side="right")]
+        adjusted[r:end] += adjusted[r - 1] - adjusted[r] + 1
+    i = table.schema.get_field_index("pulse")
+    return table.set_column(i, "pulse", pa.array(adjusted, COLUMNS["pulse"]))
+
+
+def override_fields(table: pa.Table, overrides: dict[str, str] | None) -> pa.Table:
+    """``table`` with each ``field -> text`` of ``overrides`` as a constant column
+    (canonical files; instrument files take overrides through their mapping)."""
+    from .mapping import parse_override
+
+    for target, text in (overrides or {}).items():
+        value = parse_override(target, text)
+        columns = {target: value}
+        if target == "die":
+            columns["die"], columns["die_x"], columns["die_y"] = die_position(value)
+        for name, v in columns.items():
+            col = pa.array([v] * table.num_rows, COLUMNS[name])
+            table = table.set_column(table.schema.get_field_index(name), name, col)
+    return table

@@ -5,7 +5,7 @@ What each header key and column means comes from a mapping file (``mapping.py``)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import numpy as np
@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 from ..errors import InputError, MappingError
 from ..schema import COLUMNS
 from .common import (MAX_HEADER_BYTES, MAX_HEADER_LINES, RawFile, derive_direction,
-                     die_position, finish, parse_table, sniff_delimiter)
+                     die_position, finish, number_loops, parse_table, sniff_delimiter)
 from .mapping import Mapping, TEXT_FIELDS
 
 INTEGER_FIELDS = frozenset(c for c, t in COLUMNS.items() if pa.types.is_integer(t))
@@ -67,6 +67,8 @@ def split_header(data: bytes, file: str) -> tuple[dict[str, tuple[str, int]], by
 
 
 def _header_value(rule, header, file):
+    if rule.value is not None:
+        return rule.value
     if rule.key not in header:
         raise InputError(f"header key {rule.key!r} (for {rule.target}) is missing", file=file)
     value, line = header[rule.key]
@@ -124,6 +126,7 @@ class Layout:
     table_line: int               # file line of the table's header row
     fields: dict                  # values from the header block, by canonical name
     header_keys: dict             # canonical name -> header key (for error messages)
+    loops: dict = field(default_factory=dict)  # loop numbering carried across blocks
 
 
 def layout(header: dict, body: bytes, table_line: int, mapping: Mapping, file: str) -> Layout:
@@ -138,7 +141,8 @@ def layout(header: dict, body: bytes, table_line: int, mapping: Mapping, file: s
     if len(names) < 2:
         raise InputError(f"table header has one column; expected {delimiter!r}-separated "
                          "columns (wrong delimiter?)", file=file, row=table_line)
-    fields = {rule.target: _header_value(rule, header, file) for rule in mapping.header}
+    fields = {rule.target: _header_value(rule, header, file) for rule in mapping.header
+              if rule.derive is None}
     return Layout(delimiter, names, tuple(c for c in names if c in mapping.numeric_columns),
                   table_line, fields, {r.target: r.key for r in mapping.header})
 
@@ -171,7 +175,11 @@ def convert(table: pa.Table, lay: Layout, mapping: Mapping, raw: RawFile,
                            row=lay.table_line, column=name)
 
     for rule in mapping.columns:
-        if rule.column:
+        if rule.derive:
+            continue  # from the other fields, below
+        if rule.value is not None:
+            value = rule.value
+        elif rule.column:
             value = operand(rule.column)
             if rule.target not in TEXT_FIELDS and rule.scale != 1.0:
                 value = pc.multiply(value, rule.scale)
@@ -193,6 +201,18 @@ def convert(table: pa.Table, lay: Layout, mapping: Mapping, raw: RawFile,
     if "direction" not in fields and "pulse_amplitude_v" in fields:
         amp = fields["pulse_amplitude_v"]
         amp = pa.repeat(pa.scalar(float(amp)), n) if np.isscalar(amp) else amp
-        fields["direction"] = derive_direction(amp, mapping.positive_is_up)
+        fields["direction"] = derive_direction(amp, mapping.positive_is_up, mapping.zero_is_read)
+    for rule in (*mapping.header, *mapping.columns):
+        if rule.derive == "loops":
+            fields[rule.target] = _loops(fields, lay, file, first_data)
     fields.setdefault("state_unit", mapping.state_unit)
     return finish(fields, n, raw, first_data)
+
+
+def _loops(fields: dict, lay: Layout, file: str, first_data: int) -> pa.Array:
+    direction = fields.get("direction")
+    if direction is None or np.isscalar(direction) or isinstance(direction, str):
+        raise MappingError("cycle = { derive = \"loops\" } needs a pulse direction per row "
+                           "(a direction column or a write amplitude column)", file=file,
+                           row=first_data)
+    return pa.array(number_loops(direction, lay.loops), pa.int32())

@@ -20,7 +20,7 @@ import pyarrow.csv as pacsv
 
 from ..errors import InputError
 from . import canonical, instrument
-from .common import MAX_HEADER_BYTES, RawFile
+from .common import MAX_HEADER_BYTES, RawFile, override_fields
 from .mapping import Mapping, load_mapping
 
 BIG_FILE_BYTES = 64 << 20   # on disk; smaller files are read whole (faster)
@@ -45,12 +45,14 @@ def _open(path: Path):
 
 
 def iter_blocks(path: str | Path, sha256: str, mapping: Mapping | None = None,
-                block_bytes: int | None = None) -> Iterator[pa.Table]:
-    """Canonical tables, one per block of the file (not yet validated)."""
+                block_bytes: int | None = None,
+                overrides: dict[str, str] | None = None) -> Iterator[pa.Table]:
+    """Canonical tables, one per block of the file (not yet validated); ``overrides``
+    as for ``read_raw``."""
     path = Path(path)
     file = str(path)
     raw = RawFile(path=path, data=b"", sha256=sha256, size_on_disk=path.stat().st_size)
-    mapping = mapping or load_mapping()
+    mapping = (mapping or load_mapping()).with_overrides(overrides)
     with _open(path) as fh:
         try:
             head = fh.read(MAX_HEADER_BYTES + 8192)
@@ -58,7 +60,7 @@ def iter_blocks(path: str | Path, sha256: str, mapping: Mapping | None = None,
             raise InputError(f"corrupt gzip file ({exc})", file=file) from None
         if b"\x00" in head[:8192]:
             raise InputError("binary file (NUL bytes), not a text measurement file", file=file)
-        offset, table_line, convert, lay = _start(head, mapping, file, raw)
+        offset, table_line, convert, lay = _start(head, mapping, file, raw, overrides)
         fh.seek(offset)
         reader = pacsv.open_csv(
             fh, read_options=pacsv.ReadOptions(block_size=block_bytes or BLOCK_BYTES, use_threads=False),
@@ -80,7 +82,7 @@ def iter_blocks(path: str | Path, sha256: str, mapping: Mapping | None = None,
         raise InputError("table has a header but no data rows", file=file, row=table_line)
 
 
-def _start(head: bytes, mapping: Mapping, file: str, raw: RawFile):
+def _start(head: bytes, mapping: Mapping, file: str, raw: RawFile, overrides=None):
     """(byte offset of the table's header row, its line, block converter, layout)."""
     skip = len(_BOM) if head.startswith(_BOM) else 0
     try:
@@ -94,7 +96,8 @@ def _start(head: bytes, mapping: Mapping, file: str, raw: RawFile):
                 lambda t, first_data: instrument.convert(t, lay, mapping, raw, first_data), lay)
     if canonical.looks_like(first):
         lay = instrument.Layout(*canonical.header_row(first), 1, {}, {})
-        return skip, 1, lambda t, first_data: canonical.convert(t, raw, first_data), lay
+        return skip, 1, lambda t, first_data: override_fields(
+            canonical.convert(t, raw, first_data), overrides), lay
     raise InputError("a file this large must be an instrument export or a canonical CSV "
                      "(two-column traces and parquet files are read whole)", file=file, row=1)
 

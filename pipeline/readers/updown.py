@@ -28,6 +28,7 @@ class TraceOptions:
     die: str = "X00Y00"
     amplitude_v: float | None = None
     state_unit: str = "normalized"
+    direction: str | None = None   # set for a digitised one-direction trace (``digitised``)
 
 
 def looks_like(first_line: str) -> bool:

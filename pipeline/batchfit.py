@@ -1,0 +1,628 @@
+"""Step-map fits of many series at once: a batched Levenberg-Marquardt in numpy.
+
+Each device series is a tiny least-squares problem (2-16 parameters, a few hundred
+steps), so one ``lmfit.Model.fit`` per series spends most of its time in Python
+overhead. Here all series of a partition are solved together per family: step maps
+are padded into (series, step) matrices with zero weight on the padding, every family's
+``step`` formula is evaluated once per iteration for the whole batch (parameters as
+(series, 1) columns), and the Jacobian comes from analytic step gradients
+(``GRADIENTS``), or from batched differences for a family without them.
+
+lmfit stays the definition and the reference (``FitConfig(engine="lmfit")``); this
+solver reproduces what it reports:
+
+- bounds: lmfit's MINUIT transform ``x = lo + (sin(u) + 1)(hi - lo)/2``; the damped
+  Gauss-Newton steps are taken in ``u``, so fits approach bounds the way lmfit's do;
+- covariance: ``redchi * inv(J^T J)`` with ``J`` the Jacobian of the weighted
+  residual in the external parameters (lmfit transforms MINPACK's internal covariance
+  with the same gradient, which is the same matrix); a Jacobian column that is all
+  zero gives no covariance, as MINPACK's triangular inverse fails there;
+- chisqr, redchi, AIC, BIC by lmfit's formulas.
+
+A series the solver does not bring to convergence comes back as ``None``: the caller
+fits it with lmfit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from types import FunctionType, SimpleNamespace
+
+import numpy as np
+
+from .devices import Data, DeviceModel, family, geometric
+from .devices.neurosim import P_MAX
+from .fitrecords import FamilyFit, FitTarget
+
+FTOL = 1e-12        # Gauss-Newton gain below this share of chi-square: converged
+XTOL = 1.5e-8       # lmfit's xtol (and ftol) for MINPACK: a smaller step with a smaller
+                    # relative decrease also ends a fit
+MAX_ITER = 300      # accepted or rejected steps per series; then lmfit takes over
+LAMBDA_MAX = 1e12   # damping this high: no step lowers chi-square any more (converged)
+GRID_ROWS = 1024    # parameter sets per symmetry-point grid search
+BISECTIONS = 44     # a grid cell (1/400 of the range) halved to below brentq's xtol 1e-12
+
+
+@dataclass
+class StepBatch:
+    """Step maps of many series, padded to one length; ``w`` is 0 on padding."""
+
+    g: np.ndarray      # (B, N)
+    dg: np.ndarray     # (B, N)
+    up: np.ndarray     # (B, N) bool
+    w: np.ndarray      # (B, N) fit weights
+    n: np.ndarray      # (B,) real points per series
+
+    @classmethod
+    def build(cls, datas: list[Data], weights: list[np.ndarray]) -> "StepBatch":
+        n = np.array([len(d.g) for d in datas])
+        shape = (len(datas), int(n.max()))
+        g, dg, w = np.zeros(shape), np.zeros(shape), np.zeros(shape)
+        up = np.zeros(shape, bool)
+        for i, (d, wt) in enumerate(zip(datas, weights)):
+            k = n[i]
+            # padding repeats the first point: finite wherever the model is
+            g[i], up[i] = d.g[0], d.up[0]
+            g[i, :k], dg[i, :k], up[i, :k], w[i, :k] = d.g, d.dg, d.up, wt
+        return cls(g, dg, up, w, n)
+
+    @property
+    def mask(self) -> np.ndarray:
+        return np.arange(self.g.shape[1]) < self.n[:, None]
+
+
+# --- starting values --------------------------------------------------------------------
+@dataclass
+class Start:
+    """What a fit needs of one ``lmfit.Parameter``: value, bounds, whether it varies."""
+
+    name: str
+    value: float
+    vary: bool = True
+    min: float = -np.inf
+    max: float = np.inf
+
+
+class StartValues(dict):
+    """The part of ``lmfit.Parameters`` a family's ``guess`` uses, without lmfit's
+    symbol table and name checks (which cost more than the batched fit of a series)."""
+
+    def add(self, name, value=None, vary=True, min=-np.inf, max=np.inf, **_):  # noqa: A002
+        # lmfit clips a starting value into its bounds
+        self[name] = Start(name, float(max_(min, min_(max, value))), vary, min, max)
+
+    def valuesdict(self) -> dict:
+        return {k: p.value for k, p in self.items()}
+
+
+min_, max_ = min, max  # the builtins, which add()'s lmfit-style argument names shadow
+_LIGHT_LMFIT = SimpleNamespace(Parameters=StartValues)
+
+
+def _with_light_lmfit(fn):
+    """``fn`` with the name ``lmfit`` bound to a namespace whose Parameters is StartValues."""
+    return FunctionType(fn.__code__, dict(fn.__globals__, lmfit=_LIGHT_LMFIT), fn.__name__,
+                        fn.__defaults__, fn.__closure__)
+
+
+def _light(cls: type) -> type:
+    """``cls`` whose ``parameters`` (the one place a family builds lmfit.Parameters)
+    builds StartValues, with its ``guess`` calling light versions of the families it
+    builds on (e.g. SoftBounds)."""
+    if cls in _LIGHT:
+        return _LIGHT[cls]
+    light = _LIGHT[cls] = type(cls.__name__, (cls,), {})
+    guess = cls.guess
+    env = dict(guess.__globals__, lmfit=_LIGHT_LMFIT)
+    for name, value in guess.__globals__.items():
+        if isinstance(value, type) and issubclass(value, DeviceModel) and value is not DeviceModel:
+            env[name] = _light(value)
+    light.guess = FunctionType(guess.__code__, env, guess.__name__, guess.__defaults__, guess.__closure__)
+    light.parameters = _with_light_lmfit(cls.parameters)
+    return light
+
+
+_LIGHT: dict[type, type] = {}
+
+
+def starting_values(model: DeviceModel, data: Data):
+    """``model.guess(data)``: the same names, values, bounds and vary flags, built as
+    StartValues where the family's guess allows it."""
+    try:
+        light = _light(type(model))
+        obj = light.__new__(light)
+        obj.__dict__.update(model.__dict__)
+        return obj.guess(data)
+    except (AttributeError, TypeError):  # a guess using more of lmfit: the real thing
+        return model.guess(data)
+
+
+@dataclass
+class Bounds:
+    """Varying parameters of a family over a batch, and lmfit's transform of them."""
+
+    names: list[str]         # varying, in lmfit's order
+    fixed: dict              # name -> (B,) values of parameters that do not vary
+    lo: np.ndarray           # (B, P)
+    hi: np.ndarray           # (B, P)
+
+    @classmethod
+    def from_params(cls, params: list) -> tuple["Bounds", np.ndarray]:
+        """From each series' ``lmfit.Parameters`` (or StartValues)."""
+        names = [k for k, p in params[0].items() if p.vary]
+        if any([k for k, p in ps.items() if p.vary] != names for ps in params):
+            raise ValueError("series of one family vary different parameters")
+        fixed = {k: np.array([ps[k].value for ps in params]) for k, p in params[0].items()
+                 if not p.vary}
+        lo = np.array([[ps[k].min for k in names] for ps in params])
+        hi = np.array([[ps[k].max for k in names] for ps in params])
+        x0 = np.clip(np.array([[ps[k].value for k in names] for ps in params]), lo, hi)
+        return cls(names, fixed, lo, hi), x0
+
+    def external(self, u, rows=slice(None)):
+        lo, hi = self.lo[rows], self.hi[rows]
+        return lo + (np.sin(u) + 1) * (hi - lo) / 2
+
+    def internal(self, x, rows=slice(None)):
+        lo, hi = self.lo[rows], self.hi[rows]
+        return np.arcsin(np.clip(2 * (x - lo) / (hi - lo) - 1, -1.0, 1.0))
+
+    def values(self, x, rows=slice(None)) -> dict:
+        """Keyword arguments of the family's ``step`` as (rows, 1) columns."""
+        out = {k: x[:, i:i + 1] for i, k in enumerate(self.names)}
+        out.update({k: v[rows][:, None] for k, v in self.fixed.items()})
+        return out
+
+
+def _powstep_grad(g, up, a_p, a_d, gamma_p, gamma_d, b_hi, b_lo):
+    span = b_hi - b_lo
+    raw = (b_hi - g) / span
+    w = np.clip(raw, 0.0, 1.0)
+    inside = (raw > 0) & (raw < 1)
+    wp, wd = w ** gamma_p, (1 - w) ** gamma_d
+    zero = np.zeros_like(w)
+    lnw = np.log(np.where(w > 0, w, 1.0))
+    ln1w = np.log(np.where(w < 1, 1 - w, 1.0))
+    dfdw = np.where(up, a_p * gamma_p * np.where(w > 0, wp / np.where(w > 0, w, 1), 0),
+                    a_d * gamma_d * np.where(w < 1, wd / np.where(w < 1, 1 - w, 1), 0))
+    dfdw = np.where(inside, dfdw, 0.0)
+    return {"a_p": np.where(up, wp, zero), "a_d": np.where(up, zero, -wd),
+            "gamma_p": np.where(up, a_p * wp * lnw, zero),
+            "gamma_d": np.where(up, zero, -a_d * wd * ln1w),
+            "b_hi": dfdw * (1 - w) / span, "b_lo": dfdw * w / span}
+
+
+def _beta_grad(g, up, A_p, alpha_p, beta_p, A_d, alpha_d, beta_d, g_min, g_max):  # noqa: N803
+    span = g_max - g_min
+    raw = (g - g_min) / span
+    w = np.clip(raw, 1e-6, 1 - 1e-6)
+    inside = (raw > 1e-6) & (raw < 1 - 1e-6)
+    lnw, ln1w = np.log(w), np.log(1 - w)
+    a, al, be = np.where(up, A_p, A_d), np.where(up, alpha_p, alpha_d), np.where(up, beta_p, beta_d)
+    shape = np.exp((al - 1) * lnw + (be - 1) * ln1w)
+    sign = np.where(up, 1.0, -1.0)
+    f = sign * a * shape
+    dfdw = np.where(inside, f * ((al - 1) / w - (be - 1) / (1 - w)), 0.0)
+    zero = np.zeros_like(w)
+    return {"A_p": np.where(up, shape, zero), "alpha_p": np.where(up, f * lnw, zero),
+            "beta_p": np.where(up, f * ln1w, zero), "A_d": np.where(up, zero, -shape),
+            "alpha_d": np.where(up, zero, f * lnw), "beta_d": np.where(up, zero, f * ln1w),
+            "g_min": dfdw * (w - 1) / span, "g_max": -dfdw * w / span}
+
+
+def _softbounds_grad(g, up, k_p, k_d, b_hi, b_lo):
+    zero = np.zeros(np.broadcast(g, k_p).shape)
+    return {"k_p": np.where(up, b_hi - g, zero), "k_d": np.where(up, zero, b_lo - g),
+            "b_hi": np.where(up, k_p + zero, zero), "b_lo": np.where(up, zero, k_d + zero)}
+
+
+def _neurosim_grad(g, up, A_p, A_d, Gmin, Gmax):  # noqa: N803
+    """kp = 1 - e^(-1/A), hi = Gmin + c_p span, lo = Gmax - c_d span, c = 1/(1 - e^(-Pmax/A))."""
+    span = Gmax - Gmin
+    out, zero = {}, np.zeros(np.broadcast(g, A_p).shape)
+
+    def pieces(a):
+        e1, ep = np.exp(-1 / a), np.exp(-P_MAX / a)
+        c = 1 / (1 - ep)
+        return 1 - e1, -e1 / a ** 2, c, c ** 2 * ep * P_MAX / a ** 2  # k, dk/dA, c, dc/dA
+
+    kp, dkp, cp, dcp = pieces(A_p)
+    kd, dkd, cd, dcd = pieces(A_d)
+    hi, lo = Gmin + cp * span, Gmax - cd * span
+    out["A_p"] = np.where(up, dkp * (hi - g) + kp * dcp * span, zero)
+    out["A_d"] = np.where(up, zero, -dkd * (g - lo) - kd * dcd * span)
+    out["Gmin"] = np.where(up, kp * (1 - cp), kd * cd)
+    out["Gmax"] = np.where(up, kp * cp, kd * (1 - cd))
+    return out
+
+
+# Analytic gradients of the step map: one pass instead of one step evaluation per
+# parameter. The formulas are the
+# derivatives of the formulas in ``pipeline.devices`` (checked against differences in
+# tests/test_batchfit.py).
+GRADIENTS = {"softbounds": _softbounds_grad, "neurosim": _neurosim_grad,
+             "powstep": _powstep_grad, "beta": _beta_grad}
+
+
+# Families linear in their varying parameters: one Jacobian serves the whole fit.
+LINEAR = {"lookup"}
+
+
+class Problem:
+    """One family over a batch: weighted residuals and their Jacobian."""
+
+    def __init__(self, model: DeviceModel, batch: StepBatch, bounds: Bounds, x0: np.ndarray):
+        self.model, self.b, self.bounds = model, batch, bounds
+        self.linear = None
+        if model.name in LINEAR:
+            rows = np.arange(len(x0))
+            # forward differences are exact for a linear map (up to rounding)
+            self.linear = (x0, self._eval(x0, rows), self._differences(x0, rows, central=False))
+
+    def _eval(self, x, rows):
+        b = self.b
+        with np.errstate(all="ignore"):
+            pred = self.model.step(b.g[rows], b.up[rows], **self.bounds.values(x, rows))
+        return (pred - b.dg[rows]) * b.w[rows]
+
+    def residual(self, x, rows=slice(None)):
+        if self.linear is None:
+            return self._eval(x, rows)
+        x0, r0, j0 = self.linear
+        return r0[rows] + (j0[rows] @ (x - x0[rows])[..., None])[..., 0]
+
+    def jacobian(self, x, rows, central=False):
+        """d(weighted residual)/d(external parameters), shape (rows, N, P)."""
+        if self.linear is not None:
+            return self.linear[2][rows]
+        grad = GRADIENTS.get(self.model.name)
+        if grad is None:
+            return self._differences(x, rows, central)
+        with np.errstate(all="ignore"):
+            parts = grad(self.b.g[rows], self.b.up[rows], **self.bounds.values(x, rows))
+        return np.stack([parts[k] for k in self.bounds.names], -1) * self.b.w[rows][..., None]
+
+    def _differences(self, x, rows, central):
+        h = 1e-7 * np.maximum(np.abs(x), 1e-3)
+        base = None if central else self._eval(x, rows)
+        out = np.empty((len(x), self.b.g.shape[1], x.shape[1]))
+        for j in range(x.shape[1]):
+            hi = x.copy()
+            hi[:, j] += h[:, j]
+            if central:
+                lo = x.copy()
+                lo[:, j] -= h[:, j]
+                out[..., j] = (self._eval(hi, rows) - self._eval(lo, rows)) / (2 * h[:, j:j + 1])
+            else:
+                out[..., j] = (self._eval(hi, rows) - base) / h[:, j:j + 1]
+        return out
+
+
+def _solve(M: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Batched ``M x = v``; least squares for rows where M is singular."""
+    try:
+        return np.linalg.solve(M, v[..., None])[..., 0]
+    except np.linalg.LinAlgError:
+        return np.stack([np.linalg.lstsq(m, x, rcond=None)[0] for m, x in zip(M, v)])
+
+
+@dataclass
+class Solution:
+    x: np.ndarray            # (B, P) external values
+    converged: np.ndarray    # (B,) bool
+    nfev: np.ndarray         # (B,) residual evaluations
+
+
+def levenberg_marquardt(prob: Problem, x0: np.ndarray) -> Solution:
+    """Damped Gauss-Newton in lmfit's internal coordinates, every series at once."""
+    n_ser, n_par = x0.shape
+    bounds = prob.bounds
+    u = bounds.internal(x0)
+    r = prob.residual(bounds.external(u))
+    cost = (r ** 2).sum(1)
+    lam = np.full(n_ser, 1e-3)
+    nfev = np.ones(n_ser, int)
+    done = ~np.isfinite(cost)
+    converged = np.zeros(n_ser, bool)
+    need_jac = np.ones(n_ser, bool)
+    # normal equations J^T J and J^T r per series: only series that moved need new ones
+    normal, grad_all = np.zeros((n_ser, n_par, n_par)), np.zeros((n_ser, n_par))
+    for _ in range(MAX_ITER):
+        act = np.flatnonzero(~done)
+        if not len(act):
+            break
+        fresh = act[need_jac[act]]
+        if len(fresh):
+            # chain rule through the transform: dx/du = cos(u) (hi - lo) / 2
+            dxdu = np.cos(u[fresh]) * (bounds.hi[fresh] - bounds.lo[fresh]) / 2
+            J = prob.jacobian(bounds.external(u[fresh], fresh), fresh) * dxdu[:, None, :]
+            Jt = J.transpose(0, 2, 1)
+            normal[fresh] = Jt @ J
+            grad_all[fresh] = (Jt @ r[fresh][..., None])[..., 0]
+            nfev[fresh] += n_par
+            need_jac[fresh] = False
+            # stationary: even the undamped Gauss-Newton step would gain almost nothing
+            gain = np.einsum("bi,bi->b", grad_all[fresh], _solve(normal[fresh], grad_all[fresh]))
+            ended = fresh[np.abs(gain) <= FTOL * cost[fresh]]
+            converged[ended], done[ended] = True, True
+            act = np.flatnonzero(~done)
+            if not len(act):
+                break
+        A, grad = normal[act], grad_all[act]
+        diag = np.maximum(np.einsum("bii->bi", A), 1e-30)
+        M = A + lam[act, None, None] * (diag[:, :, None] * np.eye(n_par))
+        step = -_solve(M, grad)
+        u_new = u[act] + step
+        r_new = prob.residual(bounds.external(u_new, act), act)
+        nfev[act] += 1
+        cost_new = (r_new ** 2).sum(1)
+        better = np.isfinite(cost_new) & (cost_new < cost[act])
+        acc = act[better]
+        # MINPACK's tests: tiny relative decrease with a tiny step (creeping along a
+        # kink of a clipped step map) also ends a fit
+        tiny = ((cost[acc] - cost_new[better] <= XTOL * cost[acc])
+                & (np.linalg.norm(step[better], axis=1) <= XTOL * (np.linalg.norm(u_new[better], axis=1) + XTOL)))
+        converged[acc[tiny]], done[acc[tiny]] = True, True
+        u[acc], r[acc], cost[acc] = u_new[better], r_new[better], cost_new[better]
+        lam[acc] = np.maximum(lam[acc] / 5, 1e-12)
+        need_jac[acc] = True
+        rej = act[~better]
+        lam[rej] *= 8
+        stuck = rej[lam[rej] > LAMBDA_MAX]
+        converged[stuck], done[stuck] = True, True
+    return Solution(bounds.external(u), converged & np.isfinite(cost), nfev)
+
+
+def covariance(prob: Problem, x: np.ndarray, redchi: np.ndarray):
+    """lmfit's scaled covariance per series; NaN where MINPACK would give none."""
+    jac = prob.jacobian(x, np.arange(len(x)), central=True)  # at the optimum itself
+    A = jac.transpose(0, 2, 1) @ jac
+    cov = np.full_like(A, np.nan)
+    ok = (np.abs(jac).max(1) > 0).all(1) & np.isfinite(A).all((1, 2))
+    for i in np.flatnonzero(ok):
+        try:
+            cov[i] = np.linalg.inv(A[i]) * redchi[i]
+        except np.linalg.LinAlgError:
+            pass
+    return cov
+
+
+# --- what fit_family reports, for a whole batch ------------------------------------------
+def _columns(p: dict, rows=slice(None)) -> dict:
+    return {k: v[rows][:, None] for k, v in p.items()}
+
+
+def _net(model, x, p):
+    return (model.step(x, np.ones(x.shape, bool), **p) + model.step(x, np.zeros(x.shape, bool), **p))
+
+
+def symmetry_points(model: DeviceModel, p: dict, near: np.ndarray | None = None) -> np.ndarray:
+    """``model.symmetry_point`` for (B,) parameter arrays: the closed form of geometric
+    families, else the bracketed root (first sign change on a 401-point grid, then bisection to
+    machine precision where the reference calls brentq) for the whole batch at once.
+
+    ``near``: (B, 2) brackets to try first (the cell of nearby parameters' root); rows
+    whose bracket holds no sign change search the grid."""
+    n = len(next(iter(p.values())))
+    if type(model).symmetry_point is not DeviceModel.symmetry_point:  # a family's own rule
+        return np.array([model.symmetry_point({k: float(v[i]) for k, v in p.items()})
+                         for i in range(n)])
+    with np.errstate(all="ignore"):
+        geo = model.geometric(p)
+        if geo is not None:  # DeviceModel.symmetry_point's closed form, for arrays
+            return np.where(geo[0] + geo[1] > 0, geometric.symmetry_point(*geo), np.nan)
+    cols = _columns(p)
+    with np.errstate(all="ignore"):
+        a, b = np.full(n, np.nan), np.full(n, np.nan)
+        todo = np.ones(n, bool)
+        if near is not None:
+            fa, fb = (_net(model, near[:, k:k + 1], cols)[:, 0] for k in (0, 1))
+            hit = (fa > 0) & (fb < 0)
+            a[hit], b[hit] = near[hit, 0], near[hit, 1]
+            todo = ~hit
+        # the grid holds (rows, 401) states (times the node count for lookup): in chunks
+        for rows in np.array_split(np.flatnonzero(todo), max(1, int(todo.sum()) // GRID_ROWS + 1)):
+            if len(rows):
+                a[rows], b[rows] = _grid_bracket(model, {k: v[rows] for k, v in p.items()})
+        return _bisect(model, cols, a, b)
+
+
+def _grid_bracket(model, p):
+    """First grid cell (401 points over the state range) where the net step turns from up
+    to down (``DeviceModel.root_symmetry_point``)."""
+    n = len(next(iter(p.values())))
+    lo, hi = (np.broadcast_to(np.asarray(v, float), (n,)) for v in model.state_range(p))
+    grid = lo[:, None] + (hi - lo)[:, None] / 400 * np.arange(401)
+    grid[:, -1] = hi  # as np.linspace
+    net = _net(model, grid, _columns(p))
+    cross = (net[:, :-1] > 0) & (net[:, 1:] <= 0)  # the stable crossing, as the reference
+    i = np.argmax(cross, 1)
+    rows = np.arange(n)
+    a, b = grid[rows, i], grid[rows, i + 1]
+    exact = net[rows, i + 1] == 0  # the reference returns a grid point with a zero net step
+    a = np.where(exact, b, a)
+    missing = ~cross.any(1)
+    return np.where(missing, np.nan, a), np.where(missing, np.nan, b)
+
+
+def _bisect(model, cols, a, b):
+    fa = _net(model, a[:, None], cols)[:, 0]
+    for _ in range(BISECTIONS):
+        mid = (a + b) / 2
+        fm = _net(model, mid[:, None], cols)[:, 0]
+        left = (np.sign(fm) == np.sign(fa)) & (fm != 0)
+        a, fa = np.where(left, mid, a), np.where(left, fm, fa)
+        b = np.where(left, b, mid)
+    return (a + b) / 2
+
+
+def sp_uncertainty(model, p: dict, names: list[str], cov: np.ndarray, sp: np.ndarray) -> np.ndarray:
+    """Delta method as ``fitting._sp_uncertainty``: central differences of the symmetry
+    point (all perturbed parameter sets in one batch) times the covariance; NaN where
+    there is no symmetry point."""
+    out = np.full(len(sp), np.nan)
+    ok = np.flatnonzero(np.isfinite(sp))
+    if not len(ok):
+        return out
+    p = {key: v[ok] for key, v in p.items()}
+    n, k = len(ok), len(names)
+    stacked = {key: np.tile(v, 2 * k) for key, v in p.items()}
+    steps = np.empty((k, n))
+    for j, name in enumerate(names):
+        h = 1e-6 * np.maximum(np.abs(p[name]), 1e-3)
+        steps[j] = h
+        stacked[name][2 * j * n:(2 * j + 1) * n] += h
+        stacked[name][(2 * j + 1) * n:(2 * j + 2) * n] -= h
+    lo, hi = (np.broadcast_to(np.asarray(v, float), (n,)) for v in model.state_range(p))
+    cell = (hi - lo) / 400
+    near = np.tile(np.c_[sp[ok] - cell, sp[ok] + cell], (2 * k, 1))
+    sp_h = symmetry_points(model, stacked, near).reshape(2 * k, n)
+    grad = ((sp_h[0::2] - sp_h[1::2]) / (2 * steps)).T          # (n, k)
+    with np.errstate(invalid="ignore"):
+        var = np.einsum("bi,bij,bj->b", grad, cov[ok], grad)
+    out[ok] = np.where(np.isfinite(var) & (var >= 0), np.sqrt(np.abs(var)), np.nan)
+    return out
+
+
+def trajectory_r2(model, p: dict, tracesets: list) -> np.ndarray:
+    """``fitting._trajectory_r2`` from the first read, every series' traces at once
+    (traces padded to (series, trace, read) with a mask)."""
+    n_tr = max(len(ts.up) for ts in tracesets)
+    length = max(ts.states.shape[1] for ts in tracesets)
+    states = np.full((len(tracesets), n_tr, length), np.nan)
+    up = np.zeros((len(tracesets), n_tr), bool)
+    for i, ts in enumerate(tracesets):
+        states[i, :len(ts.up), :ts.states.shape[1]] = ts.states
+        up[i, :len(ts.up)] = ts.up
+    if length < 2:
+        return np.full(len(tracesets), np.nan)
+    # padded traces start inside the range: every family is finite there (masked below)
+    start = np.where(np.isfinite(states[:, :, 0]), states[:, :, 0], 0.5)
+    params = {k: v[:, None] for k, v in p.items()}
+    with np.errstate(all="ignore"):
+        sim = model.run(params, start, up, length - 1)
+    meas = states[:, :, 1:]
+    m = np.isfinite(meas)
+    cnt = m.sum((1, 2))
+    meas0 = np.where(m, meas, 0.0)
+    mean = meas0.sum((1, 2)) / np.maximum(cnt, 1)
+    ss_tot = (np.where(m, meas0 - mean[:, None, None], 0.0) ** 2).sum((1, 2))
+    ss_res = (np.where(m, meas0 - sim, 0.0) ** 2).sum((1, 2))
+    with np.errstate(all="ignore"):
+        r2 = 1 - ss_res / ss_tot
+    return np.where((ss_tot > 0) & (cnt > 0), r2, np.nan)
+
+
+def wrong_sign(model, p: dict, lo, hi, g_min, g_max) -> list[str]:
+    """Per series, where up steps fail to raise or down steps to lower the state on the
+    measured range (``lo``..``hi`` clipped to ``g_min``..``g_max``); "" when nowhere."""
+    a, b = np.maximum(lo, g_min), np.minimum(hi, g_max)
+    grid = a[:, None] + (b - a)[:, None] / 100 * np.arange(101)
+    grid[:, -1] = b
+    cols = _columns(p)
+    with np.errstate(all="ignore"):
+        up = model.step(grid, np.ones(grid.shape, bool), **cols)
+        down = model.step(grid, np.zeros(grid.shape, bool), **cols)
+    tol = 1e-9 * np.max(np.abs(np.c_[up, down]), 1)[:, None]
+    out = []
+    for i in range(len(grid)):
+        neg, pos = up[i] < -tol[i], down[i] > tol[i]
+        out.append(f"up steps negative near g = {grid[i][np.argmax(neg)]:.3f}" if neg.any() else
+                   f"down steps positive near g = {grid[i][np.argmax(pos)]:.3f}" if pos.any() else "")
+    return out
+
+
+def at_bound(bounds: Bounds, x: np.ndarray) -> list[str | None]:
+    """``fitting._at_bound`` for a batch: the first varying parameter at a bound."""
+    tol = 1e-6 * np.maximum(1.0, np.abs(bounds.hi - bounds.lo))
+    hit = (x - bounds.lo < tol) | (bounds.hi - x < tol)
+    return [bounds.names[int(np.argmax(h))] if h.any() else None for h in hit]
+
+
+def fit_steps(name: str, datas: list[Data], weights: list[np.ndarray], tracesets: list,
+              r2_min: float, judges: list[str] | None = None) -> list[FamilyFit | None]:
+    """``fitting.fit_family`` on the step map for many series of one family at once.
+
+    Returns one row per series in ``fit_family``'s layout, or None where this solver
+    does not answer (too few points, no convergence, non-finite model): fit those
+    with lmfit. ``judges``: per series, the R^2 a fit must reach (``quality_flag``)."""
+    judges = judges or ["r2_trace"] * len(datas)
+    model = family(name)
+    params = [starting_values(model, d) for d in datas]
+    out: list[FamilyFit | None] = [None] * len(datas)
+    n_var = sum(p.vary for p in params[0].values())
+    keep = [i for i, d in enumerate(datas) if len(d.g) >= 2 * n_var + 2]
+    if not keep:
+        return out
+    datas = [datas[i] for i in keep]
+    batch = StepBatch.build(datas, [weights[i] for i in keep])
+    bounds, x0 = Bounds.from_params([params[i] for i in keep])
+    if not (np.isfinite(bounds.lo).all() and np.isfinite(bounds.hi).all()):
+        return out  # only lmfit's two-sided bound transform is reproduced here
+    prob = Problem(model, batch, bounds, x0)
+    sol = levenberg_marquardt(prob, x0)
+    st = _statistics(prob, sol.x, n_var)
+    p = {k: sol.x[:, i] for i, k in enumerate(bounds.names)}
+    p.update(bounds.fixed)
+    p = {k: p[k] for k in model.param_names}
+    r2_trace = trajectory_r2(model, p, [tracesets[i] for i in keep])
+    sp = symmetry_points(model, p)
+    sp_err = sp_uncertainty(model, p, bounds.names, st["cov"], sp)
+    lo_r, hi_r = (np.broadcast_to(np.asarray(v, float), sp.shape) for v in model.state_range(p))
+    signs = wrong_sign(model, p, lo_r, hi_r, np.array([d.g.min() for d in datas]),
+                       np.array([d.g.max() for d in datas]))
+    bound = at_bound(bounds, sol.x)
+    var_err = np.sqrt(np.einsum("bii->bi", st["cov"]))
+    ok = sol.converged & st["finite"]
+    for j, i in enumerate(keep):
+        if not ok[j]:
+            continue
+        has_cov = np.isfinite(st["cov"][j]).all()
+        fit = FamilyFit(
+            name, FitTarget.STEPS, int(batch.n[j]), success=True, nfev=int(sol.nfev[j]),
+            **{k: float(st[k][j]) for k in ("chisqr", "redchi", "aic", "bic", "r2_steps")},
+            r2_trace=float(r2_trace[j]), sp_g=float(sp[j]), sp_g_err=float(sp_err[j]),
+            range_lo_g=float(lo_r[j]), range_hi_g=float(hi_r[j]),
+            values={k: float(v[j]) for k, v in p.items()},
+            # lmfit gives fixed parameters a zero error when it has a covariance
+            stderr={k: float(var_err[j, bounds.names.index(k)]) if k in bounds.names else
+                    (0.0 if has_cov else float("nan")) for k in model.param_names},
+            resid=st["resid"][j, :batch.n[j]].copy())
+        out[i] = replace(fit, flag=quality_flag(bound[j], fit, r2_min, judges[i]) or signs[j])
+    return out
+
+
+def _statistics(prob: Problem, x: np.ndarray, n_var: int) -> dict:
+    """Per series: lmfit's chisqr, redchi, AIC, BIC and scaled covariance, R^2 of the
+    steps, unweighted residuals, and whether the model is finite on every point."""
+    b = prob.b
+    chisqr = (prob.residual(x) ** 2).sum(1)
+    redchi = chisqr / np.maximum(1, b.n - n_var)
+    chisqr = np.maximum(chisqr, 1e-250 * b.n)
+    neg2ll = b.n * np.log(chisqr / b.n)
+    with np.errstate(all="ignore"):
+        pred = prob.model.step(b.g, b.up, **prob.bounds.values(x))
+    resid, mask = b.dg - pred, b.mask
+    dg = np.where(mask, b.dg, 0.0)
+    ss_tot = (np.where(mask, dg - dg.sum(1, keepdims=True) / b.n[:, None], 0) ** 2).sum(1)
+    with np.errstate(all="ignore"):
+        r2 = np.where(ss_tot > 0, 1 - (np.where(mask, resid, 0) ** 2).sum(1) / ss_tot, np.nan)
+    return {"chisqr": chisqr, "redchi": redchi, "aic": neg2ll + 2 * n_var,
+            "bic": neg2ll + np.log(b.n) * n_var, "cov": covariance(prob, x, redchi),
+            "r2_steps": r2, "resid": resid,
+            "finite": np.isfinite(chisqr) & np.where(mask, np.isfinite(pred), True).all(1)}
+
+
+def quality_flag(bound: str | None, fit: FamilyFit, r2_min: float, judge: str = "r2_trace") -> str:
+    """The flag of a converged fit (both engines): a parameter at its bound, a poor R^2
+    (``judge``: the trajectories', or the steps' for staircases, whose trajectories follow
+    an amplitude ramp a state-only model does not see), or no symmetry point inside the
+    state range; "" when none."""
+    if bound:
+        return f"parameter {bound} at its bound"
+    r2 = getattr(fit, judge)
+    if not np.isfinite(r2) or r2 < r2_min:
+        return f"{'trajectory' if judge == 'r2_trace' else 'step'} R^2 {r2:.3f} below {r2_min}"
+    if not np.isfinite(fit.sp_g) or not fit.range_lo_g <= fit.sp_g <= fit.range_hi_g:
+        return "no symmetry point inside the state range"
+    return ""
