@@ -57,16 +57,17 @@ def require_stored(settings: Settings, wafer: str) -> None:
 
 
 def run_fit(settings: Settings, wafer: str, pulse_width_s: float | None = None, *,
-            workers: int = 0, stack: str | None = None, engine: str = "batch", progress=None):
-    """Fit the stored data of a wafer (or one pulse width) and register each pulse
-    width's population under ``stack`` (default: publish.DEFAULT_STACK):
-    (FitResult, [Registered])."""
+            workers: int = 0, stack: str | None = None, engine: str = "batch", progress=None,
+            as_of: int | None = None):
+    """Fit the stored data of a wafer (or one pulse width), as of store version ``as_of``
+    (default: the current one), and register each pulse width's population under
+    ``stack`` (default: publish.DEFAULT_STACK): (FitResult, [Registered])."""
     from .fitting import FitConfig
     from .publish import DEFAULT_STACK, fit_and_register
 
     return fit_and_register(registry(settings), store(settings), wafer, pulse_width_s,
                             stack=stack or DEFAULT_STACK, config=FitConfig(workers=workers, engine=engine),
-                            progress=progress)
+                            progress=progress, as_of=as_of)
 
 
 def wafer_refs(settings: Settings, wafer: str) -> list[str]:

@@ -34,8 +34,8 @@ from enum import StrEnum
 from pathlib import Path
 
 from .errors import InputError
-from .readers import Mapping, TraceOptions, load, read_raw
 from .rawfiles import DONE_MARKER, Refused, consume_marker, inside, place, shown, take, walk
+from .readers import Mapping, TraceOptions, load, read_raw
 from .readers.stream import BIG_FILE_BYTES, iter_blocks, sha256_of
 from .store import MeasurementStore, Pending
 from .validation import StreamValidator, validate_batch
@@ -209,7 +209,7 @@ def ingest(paths: list[str | Path], store: MeasurementStore, quarantine_dir: Pat
     def moved(path: Path) -> bool:
         return move_from is not None and inside(path, move_from)
 
-    known = store.known_files()  # a cheap first filter; the batch checks again under the lock
+    known = store.known_files()  # a cheap first filter; the batch checks again at commit
     done = 0
     with ThreadPoolExecutor(max_workers=workers) as pool:
         windows = _read_ahead(files, pool, lambda p: _prepare(p, known, mapping, trace, overrides))
@@ -238,8 +238,12 @@ def ingest(paths: list[str | Path], store: MeasurementStore, quarantine_dir: Pat
                 commit = batch.commit()
             report.partitions.update(commit.partitions)
             for outcome in settled:
+                outcome = _settle(outcome, commit)
                 report.outcomes.append(outcome)
-                _archive(outcome, moved(outcome.source), processed_dir)
+                if outcome.status == Outcome.QUARANTINED:
+                    _quarantine(outcome, quarantine_dir, moved(outcome.source))
+                else:
+                    _archive(outcome, moved(outcome.source), processed_dir)
     for path in big:
         outcome, partitions = _ingest_big(path, store, known, mapping, overrides)
         report.outcomes.append(outcome)
@@ -301,7 +305,7 @@ def _ingest_big(path: Path, store: MeasurementStore, known: set[str], mapping, o
     except OSError as exc:
         err = InputError(f"cannot read file ({exc.strerror})", file=str(path))
         return FileOutcome.quarantined(path, err, sha), ()
-    return FileOutcome.of(path, Outcome(status), commit.rows, sha), commit.partitions
+    return _settle(FileOutcome.of(path, Outcome(status), commit.rows, sha), commit), commit.partitions
 
 
 def _read_ahead(files: list[Path], pool: ThreadPoolExecutor, prepare):
@@ -335,6 +339,19 @@ def _stage(path: Path, result, batch) -> FileOutcome:
     outcome = Outcome(status)  # the batch answers stored or duplicate
     rows = result.table.num_rows if outcome == Outcome.STORED else 0
     return FileOutcome.of(path, outcome, rows, result.sha256)
+
+
+def _settle(outcome: FileOutcome, commit) -> FileOutcome:
+    """The final outcome of a file staged as stored: another writer may have stored it
+    (or rows of its series) between staging and commit."""
+    if outcome.status != Outcome.STORED:
+        return outcome
+    if outcome.sha256 in commit.overlaps:
+        err = InputError(commit.overlaps[outcome.sha256], file=outcome.path)
+        return FileOutcome.quarantined(outcome.source, err, outcome.sha256)
+    if outcome.sha256 in commit.already:
+        return FileOutcome.of(outcome.source, Outcome.DUPLICATE, 0, outcome.sha256)
+    return outcome
 
 
 def _validate_window(paths: list[Path], results: list) -> None:

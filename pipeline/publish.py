@@ -75,15 +75,19 @@ def _protocol_meta(devs: pd.DataFrame) -> dict:
 
 def register_fit(registry: Registry, result: FitResult, *, store: MeasurementStore | None = None,
                  stack: str = DEFAULT_STACK, config: FitConfig = FitConfig(),
-                 tags: tuple[str, ...] = ()) -> list[Registered]:
-    """Register every (wafer, pulse width) of ``result``; identical content is not duplicated."""
+                 tags: tuple[str, ...] = (), store_version: int | None = None) -> list[Registered]:
+    """Register every (wafer, pulse width) of ``result``; identical content is not duplicated.
+
+    ``store_version`` is the measurement-store version the fit read (recorded so the
+    model can be refitted from exactly that data: ``ferroflow fit --as-of``)."""
     out = []
     for (wafer, pw), _ in result.devices.groupby(["wafer", "pulse_width_s"], sort=True):
         tables = version_tables(result, wafer, pw)
         if tables is None:
             continue
         devices, population, meta = tables
-        meta = {**meta, "stack": stack, "fit_config_hash": config.hash()}
+        meta = {**meta, "stack": stack, "fit_config_hash": config.hash(),
+                "store_version": store_version}
         raw = store.source_files(wafer, pw) if store is not None else None
         ref, created = registry.register(model_name(stack, wafer, pw), devices, population, meta,
                                          raw_files=raw, tags=tags)
@@ -96,21 +100,27 @@ __all__ = ["register_fit", "version_tables", "Registered", "DEFAULT_STACK"]
 
 def fit_and_register(registry: Registry, store: MeasurementStore, wafer: str,
                      pulse_width_s: float | None = None, *, stack: str = DEFAULT_STACK,
-                     config: FitConfig = FitConfig(), progress=None) -> tuple[FitResult, list[Registered]]:
-    """Fit what the store holds for a wafer (or one of its pulse widths) and register it."""
+                     config: FitConfig = FitConfig(), progress=None,
+                     as_of: int | None = None) -> tuple[FitResult, list[Registered]]:
+    """Fit what the store holds for a wafer (or one of its pulse widths) at its current
+    version, or at version ``as_of``, and register it with the version it read."""
     from .errors import InputError
     from .fitting import fit_series_list
     from .traces import FRAME_COLUMNS, series_from_frame
 
+    version = store.version() if as_of is None else as_of
     widths = ([pulse_width_s] if pulse_width_s is not None else
-              [pw for w, pw in store.partitions() if w == wafer])
+              [pw for w, pw in store.partitions() if w == wafer])  # a superset of older versions'
     series = []
     for pw in widths:  # one pulse width at a time: a wafer's rows never all sit in memory
-        series += series_from_frame(store.read(wafer=wafer, pulse_width_s=pw, columns=FRAME_COLUMNS))
+        series += series_from_frame(store.read(wafer=wafer, pulse_width_s=pw, columns=FRAME_COLUMNS,
+                                               as_of=version))
     if not series:
         raise InputError(f"no stored data for wafer {wafer!r}"
                          + (f" at pulse width {pulse_width_s:g} s" if pulse_width_s else "")
-                         + f" in {store.root} (ingest first)")
+                         + f" in {store.root}" + (f" at version {as_of}" if as_of is not None
+                                                   else " (ingest first)"))
     series.sort(key=lambda s: s.key)  # the order series_from_frame gives a whole wafer
     result = fit_series_list(series, config, progress=progress)
-    return result, register_fit(registry, result, store=store, stack=stack, config=config)
+    return result, register_fit(registry, result, store=store, stack=stack, config=config,
+                                store_version=version)

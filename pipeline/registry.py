@@ -10,14 +10,17 @@ metadata, and the columns that searches use sit in the index too.
 Files are content-addressed (``<root>/<name>/<sha16>.parquet``): written to a hidden temp
 file and renamed into place *before* the index row exists, so a crash leaves at worst an
 unreferenced complete file, never a half-written one and never an index row that points
-at a missing file. The index is SQLite (WAL, parameterised SQL only): versions 1, 2, 3...
-per name assigned inside one ``BEGIN IMMEDIATE`` transaction, an automatic ``latest``
-alias, movable user aliases, tags, lineage (SHA-256 of every raw file, the fit
-configuration hash, the code version) and downstream simulation runs. Registering
-content identical to an existing version of the name returns that version.
+at a missing file. The index (``pipeline.registry_index``) is SQLite by default (WAL,
+``<root>/index.sqlite``) or PostgreSQL, shared by several machines
+(``FERRO_REGISTRY_DB=postgresql://...``), parameterised SQL only: versions 1, 2, 3... per
+name assigned inside one write transaction that serialises writers of the name, an
+automatic ``latest`` alias, movable user aliases, tags, lineage (SHA-256 of every raw
+file, the fit configuration hash, the code version; the store version a fit read sits in
+the file's metadata) and downstream simulation runs. Registering content identical to
+an existing version of the name returns that version.
 
-The root may be any fsspec URL (``memory://``, ``s3://...``); the index then lives in a
-local file (``index`` argument, default ``<root>/index.sqlite`` for a local root).
+The root may be any fsspec URL (``memory://``, ``s3://...``); the index is then given by
+the ``index`` argument or ``FERRO_REGISTRY_DB`` (a SQLite file or a PostgreSQL URL).
 
 References: ``name`` (latest), ``name@3`` (version 3) or ``name@production`` (alias).
 """
@@ -28,9 +31,7 @@ import hashlib
 import io
 import json
 import os
-import sqlite3
 import subprocess
-import threading
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -45,32 +46,16 @@ import pyarrow.parquet as pq
 from . import __version__
 from .errors import InputError
 from .identifiers import check_identifier
+from .registry_index import open_index
 
 LATEST = "latest"
 META_KEY = b"ferroflow"
 
-_DDL = """
-CREATE TABLE IF NOT EXISTS versions (
-    name TEXT NOT NULL, version INTEGER NOT NULL, content_sha TEXT NOT NULL, path TEXT NOT NULL,
-    stack TEXT, wafer TEXT, pulse_width_s REAL, family TEXT, state_unit TEXT,
-    n_devices INTEGER, n_failed INTEGER, sp_norm_median REAL, r2_median REAL,
-    energy_per_pulse_j REAL, description TEXT, created_at TEXT NOT NULL,
-    fit_config_hash TEXT, code_version TEXT, PRIMARY KEY (name, version));
-CREATE INDEX IF NOT EXISTS versions_sha ON versions (name, content_sha);
-CREATE INDEX IF NOT EXISTS versions_wafer ON versions (wafer, pulse_width_s);
-CREATE TABLE IF NOT EXISTS aliases (
-    name TEXT NOT NULL, alias TEXT NOT NULL, version INTEGER NOT NULL,
-    PRIMARY KEY (name, alias));
-CREATE TABLE IF NOT EXISTS tags (
-    name TEXT NOT NULL, version INTEGER NOT NULL, tag TEXT NOT NULL,
-    PRIMARY KEY (name, version, tag));
-CREATE TABLE IF NOT EXISTS raw_files (
-    name TEXT NOT NULL, version INTEGER NOT NULL, sha256 TEXT NOT NULL, file_name TEXT,
-    PRIMARY KEY (name, version, sha256));
-CREATE TABLE IF NOT EXISTS runs (
-    name TEXT NOT NULL, version INTEGER NOT NULL, run_id TEXT NOT NULL, kind TEXT,
-    path TEXT, created_at TEXT NOT NULL, PRIMARY KEY (name, version, run_id));
-"""
+
+
+_SET_ALIAS = ("INSERT INTO aliases VALUES (?, ?, ?) ON CONFLICT (name, alias) "
+              "DO UPDATE SET version = excluded.version")
+_ADD_TAG = "INSERT INTO tags VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
 
 
 @dataclass(frozen=True)
@@ -121,7 +106,8 @@ class ModelVersion:
 
     @property
     def energy_per_pulse_j(self) -> float:
-        return float(self.meta.get("energy_per_pulse_j", float("nan")))
+        value = self.meta.get("energy_per_pulse_j")  # None when the source gave none
+        return float("nan") if value is None else float(value)
 
 
 def model_name(stack: str, wafer: str, pulse_width_s: float) -> str:
@@ -148,35 +134,19 @@ class Registry:
     def __init__(self, root: str | Path, index: str | Path | None = None):
         self.root = str(root)
         self.fs, self.base = fsspec.core.url_to_fs(self.root)
+        index = index if index is not None else os.environ.get("FERRO_REGISTRY_DB") or None
         if index is None:
             if "://" in self.root and not self.root.startswith("file://"):
-                raise ValueError("a remote registry root needs a local index path (index=...)")
+                raise ValueError("a remote registry root needs an index: set FERRO_REGISTRY_DB "
+                                 "to postgresql://... or a SQLite file (or pass index=...)")
             index = Path(self.base) / "index.sqlite"
-        self.index = Path(index)
-        self._local = threading.local()
-
-    # --- index ------------------------------------------------------------------------
-    def _db(self) -> sqlite3.Connection:
-        con = getattr(self._local, "con", None)
-        if con is None:
-            self.index.parent.mkdir(parents=True, exist_ok=True)
-            con = sqlite3.connect(self.index, timeout=60, isolation_level=None)
-            con.execute("PRAGMA journal_mode=WAL")
-            con.execute("PRAGMA synchronous=NORMAL")
-            con.executescript(_DDL)
-            self._local.con = con
-        return con
+        self.db = open_index(index)
 
     def close(self) -> None:
-        con = getattr(self._local, "con", None)
-        if con is not None:
-            con.close()
-            self._local.con = None
+        self.db.close()
 
     def _query(self, sql: str, args=()) -> pd.DataFrame:
-        cur = self._db().execute(sql, args)
-        cols = [d[0] for d in cur.description]
-        return pd.DataFrame(cur.fetchall(), columns=cols)
+        return self.db.query(sql, args)
 
     # --- register -----------------------------------------------------------------------
     def register(self, name: str, devices: pd.DataFrame, population: pd.DataFrame, meta: dict, *,
@@ -203,17 +173,15 @@ class Registry:
             self._write_atomic(table, full)
         if before_index:
             before_index()
-        con = self._db()
-        con.execute("BEGIN IMMEDIATE")
-        try:
-            row = con.execute("SELECT version FROM versions WHERE name = ? AND content_sha = ?",
-                              (name, content_sha)).fetchone()
+        db = self.db
+        with db.transaction(name):
+            row = db.execute("SELECT version FROM versions WHERE name = ? AND content_sha = ?",
+                             (name, content_sha)).fetchone()
             if row:
-                con.execute("COMMIT")
                 return Ref(name, version=int(row[0])), False
-            version = con.execute("SELECT COALESCE(MAX(version), 0) + 1 FROM versions WHERE name = ?",
-                                  (name,)).fetchone()[0]
-            con.execute(
+            version = db.execute("SELECT COALESCE(MAX(version), 0) + 1 FROM versions WHERE name = ?",
+                                 (name,)).fetchone()[0]
+            db.execute(
                 "INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (name, version, content_sha, rel, meta.get("stack"), meta.get("wafer"),
                  meta.get("pulse_width_s"), meta.get("family"), meta.get("state_unit"),
@@ -221,16 +189,11 @@ class Registry:
                  _float(meta.get("sp_norm_median")), _float(meta.get("r2_median")),
                  _float(meta.get("energy_per_pulse_j")), description,
                  datetime.now(timezone.utc).isoformat(), meta.get("fit_config_hash"), code_version()))
-            con.execute("INSERT OR REPLACE INTO aliases VALUES (?, ?, ?)", (name, LATEST, version))
-            con.executemany("INSERT OR IGNORE INTO tags VALUES (?, ?, ?)",
-                            [(name, version, t) for t in tags])
+            db.execute(_SET_ALIAS, (name, LATEST, version))
+            db.executemany(_ADD_TAG, [(name, version, t) for t in tags])
             if raw_files is not None and len(raw_files):
-                con.executemany("INSERT OR IGNORE INTO raw_files VALUES (?, ?, ?, ?)",
-                                [(name, version, r.sha256, r.name) for r in raw_files.itertuples()])
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
+                db.executemany("INSERT INTO raw_files VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                               [(name, version, r.sha256, r.name) for r in raw_files.itertuples()])
         return Ref(name, version=int(version)), True
 
     def _write_atomic(self, table: pa.Table, full: str) -> None:
@@ -254,7 +217,7 @@ class Registry:
     def resolve(self, ref: str | Ref) -> Ref:
         """The concrete ``name@version`` a reference points at."""
         ref = Ref.parse(ref) if isinstance(ref, str) else ref
-        con = self._db()
+        con = self.db
         if ref.version is not None:
             row = con.execute("SELECT version FROM versions WHERE name = ? AND version = ?",
                               (ref.name, ref.version)).fetchone()
@@ -268,7 +231,7 @@ class Registry:
     def get(self, ref: str | Ref) -> dict:
         """Index row of a version (fast: no file is read)."""
         ref = Ref.parse(ref) if isinstance(ref, str) else ref
-        con = self._db()
+        con = self.db
         if ref.version is not None:
             cur = con.execute("SELECT * FROM versions WHERE name = ? AND version = ?",
                               (ref.name, ref.version))
@@ -345,26 +308,27 @@ class Registry:
         if alias == LATEST:
             raise InputError("'latest' is maintained by the registry and cannot be moved")
         target = self.resolve(ref)
-        self._db().execute("INSERT OR REPLACE INTO aliases VALUES (?, ?, ?)",
-                           (target.name, alias, target.version))
+        self.db.execute(_SET_ALIAS, (target.name, alias, target.version))
         return target
 
     def remove_alias(self, name: str, alias: str) -> None:
         if alias == LATEST:
             raise InputError("'latest' is maintained by the registry and cannot be removed")
-        cur = self._db().execute("DELETE FROM aliases WHERE name = ? AND alias = ?", (name, alias))
+        cur = self.db.execute("DELETE FROM aliases WHERE name = ? AND alias = ?", (name, alias))
         if cur.rowcount == 0:
             raise KeyError(f"no alias {name}@{alias}")
 
     def add_tag(self, ref: str | Ref, tag: str) -> None:
         check_identifier(tag, "tag")
         target = self.resolve(ref)
-        self._db().execute("INSERT OR IGNORE INTO tags VALUES (?, ?, ?)", (target.name, target.version, tag))
+        self.db.execute(_ADD_TAG, (target.name, target.version, tag))
 
     def add_run(self, ref: str | Ref, run_id: str, kind: str, path: str) -> None:
         """Record a downstream simulation run of a version (lineage: version -> runs)."""
         target = self.resolve(ref)
-        self._db().execute("INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?)",
+        self.db.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name, version, "
+                        "run_id) DO UPDATE SET kind = excluded.kind, path = excluded.path, "
+                        "created_at = excluded.created_at",
                            (target.name, target.version, run_id, kind, path,
                             datetime.now(timezone.utc).isoformat()))
 
@@ -377,7 +341,9 @@ class Registry:
         info = self.get(ref)
         raw = self._query("SELECT file_name, sha256 FROM raw_files WHERE name = ? AND version = ? "
                           "ORDER BY file_name", (info["name"], info["version"]))
-        return {"ref": info["ref"], "fit_config_hash": info["fit_config_hash"],
+        return {"ref": info["ref"], "description": info["description"],
+                "fit_config_hash": info["fit_config_hash"],
+                "store_version": self.load(info["ref"]).meta.get("store_version"),
                 "code_version": info["code_version"], "content_sha": info["content_sha"],
                 "raw_files": raw.to_dict(orient="records"),
                 "runs": self.runs(info["ref"]).to_dict(orient="records")}
@@ -385,7 +351,7 @@ class Registry:
     def check(self) -> list[str]:
         """Problems between index and files (empty when they agree)."""
         problems = []
-        con = self._db()
+        con = self.db
         for name, version, rel in con.execute("SELECT name, version, path FROM versions"):
             if not self.fs.exists(f"{self.base.rstrip('/')}/{rel}"):
                 problems.append(f"{name}@{version}: file {rel} is missing")
@@ -396,7 +362,13 @@ class Registry:
         return problems
 
 
+# Recorded with a version but not part of its content: refitting unchanged data after
+# other wafers were ingested (a new store version) must find the existing version.
+_NOT_CONTENT = ("store_version",)
+
+
 def _content_sha(table: pa.Table, population_json: str, meta: dict) -> str:
+    meta = {k: v for k, v in meta.items() if k not in _NOT_CONTENT}
     h = hashlib.sha256()
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema.remove_metadata()) as writer:

@@ -14,8 +14,12 @@ and writes into ``out``:
 - ``accuracy.png``, ``pulses.png``, ``energy.png``: test accuracy vs epoch, pulses per
   epoch and total training energy vs final accuracy (Pareto front marked), when the
   models have simulation runs;
+- ``sp_effect.png``: per pulse width and analog algorithm, the share of hidden units
+  saturated high and low at the end of training and the SP offset, with one sentence
+  per model on why shifting helped or not (``simulation/diagnostics.py``);
 - ``report.html``: everything above, images embedded, with tables of the key numbers,
-  the model refs and their lineage.
+  the model refs and their lineage, and the verdicts of any reproduction
+  (``ferroflow reproduce``) run on these models, linked.
 
 Figures use matplotlib's object API (``Figure``), so no display and no global state.
 """
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,7 +40,8 @@ from matplotlib.figure import Figure
 from .devices import family as get_family
 from .errors import InputError
 from .registry import ModelVersion, Registry
-from .simulation.sweep import summarize, sweep_table
+from .reproduce import explanations, run_table
+from .simulation.sweep import mean_curve_epochs, summarize, sweep_table
 from .store import MeasurementStore
 from .traces import protocol, series_from_frame, step_map, traces
 from .units import format_seconds
@@ -48,6 +54,8 @@ class Report:
     html: Path
     figures: dict[str, Path] = field(default_factory=dict)     # name -> PNG
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    notes: dict[str, list[str]] = field(default_factory=dict)   # figure name -> sentences
+    reproductions: list[dict] = field(default_factory=list)    # claims.json docs, with "folder"
 
 
 def write_report(store: MeasurementStore, registry: Registry, wafer: str, out: str | Path,
@@ -76,11 +84,16 @@ def write_report(store: MeasurementStore, registry: Registry, wafer: str, out: s
     if not epochs.empty:
         say("report: simulation figures")
         summary = summarize(epochs)
-        table = sweep_table(summary)
+        table = sweep_table(summary, epochs)
         report.tables["simulation"] = table
         report.figures["accuracy"] = _save(accuracy_figure(epochs), out / "accuracy.png")
         report.figures["pulses"] = _save(pulses_figure(table), out / "pulses.png")
         report.figures["energy"] = _save(energy_figure(table), out / "energy.png")
+        effect = run_table(epochs)
+        if "sp_offset_l0" in effect and effect.sp_offset_l0.notna().any():
+            report.figures["sp_effect"] = _save(sp_effect_figure(effect), out / "sp_effect.png")
+            report.notes["sp_effect"] = explanations(effect)
+    report.reproductions = reproductions(registry, versions)
     report.html.write_text(render_html(wafer, versions, report, store, registry))
     return report
 
@@ -270,20 +283,26 @@ def accuracy_figure(epochs: pd.DataFrame) -> Figure:
     mean = epochs.groupby(["pulse_width_s", "label", "epoch"], dropna=False).test_accuracy.mean()
     widths = sorted(w for w in epochs.pulse_width_s.dropna().unique())
     fig = Figure(figsize=(3.6 * max(len(widths), 1), 3.6), layout="constrained")
-    fig.suptitle("test accuracy vs epoch (mean over seeds; FP dashed as the reference)")
+    fig.suptitle("test accuracy vs epoch (mean over seeds; FP dashed as the reference; legend: "
+                 "epoch at which the mean reaches the dotted target)")
     fp = epochs[epochs.algorithm == "fp"].groupby("epoch").test_accuracy.mean()
+    target = float(epochs.target_accuracy.iloc[0])
+    crossing = mean_curve_epochs(epochs).set_index(["pulse_width_s", "label"]).epochs_to_target
     for k, w in enumerate(widths, 1):
         ax = fig.add_subplot(1, len(widths), k)
+        ax.axhline(target, color="grey", ls=":", lw=1)
         for label, df in mean.xs(w, level="pulse_width_s").groupby(level="label"):
-            ax.plot(df.index.get_level_values("epoch"), df.to_numpy(), "o-", ms=3, label=label)
+            hit = crossing.get((w, label), np.nan)
+            reach = f"epoch {hit:.0f}" if hit == hit else "never"
+            ax.plot(df.index.get_level_values("epoch"), df.to_numpy(), "o-", ms=3,
+                    label=f"{label} ({reach})")
         if len(fp):
             ax.plot(fp.index, fp.to_numpy(), "k--", lw=1, label="fp")
         ax.set_title(format_seconds(w))
         ax.set_xlabel("epoch")
         ax.set_ylabel("test accuracy")
         ax.set_ylim(0, 1)
-        if k == 1:
-            ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="lower right")  # each width: its own epochs to target
     return fig
 
 
@@ -341,6 +360,43 @@ def energy_figure(table: pd.DataFrame) -> Figure:
     return fig
 
 
+def sp_effect_figure(table: pd.DataFrame) -> Figure:
+    """Hidden units saturated high / low at the end, per pulse width and analog algorithm."""
+    t = table[table.label != "fp"]
+    widths = sorted(t.pulse_width_s.dropna().unique())
+    fig = Figure(figsize=(4.2 * max(len(widths), 1), 4.2), layout="constrained")
+    fig.suptitle("symmetry-point effect: hidden units saturated at the end of training "
+                 "(mean over seeds; final test accuracy above the bars)")
+    for k, w in enumerate(widths, 1):
+        rows = t[t.pulse_width_s == w].sort_values("label")
+        ax = fig.add_subplot(1, len(widths), k)
+        x = np.arange(len(rows))
+        ax.bar(x - 0.2, rows.sat_high_h0, width=0.4, color=DOWN, label="saturated high (> 0.95)")
+        ax.bar(x + 0.2, rows.sat_low_h0, width=0.4, color=UP, label="saturated low (< 0.05)")
+        for xi, r in zip(x, rows.itertuples()):
+            ax.annotate(f"{r.acc_mean:.3f}", (xi, max(r.sat_high_h0, r.sat_low_h0)), ha="center",
+                        fontsize=7, xytext=(0, 3), textcoords="offset points")
+        ax.set_xticks(x, [lab.replace("+", "\n+") for lab in rows.label], fontsize=7)
+        offset = rows[~rows.label.str.contains("sp-shift")].sp_offset_l0.mean()
+        ax.set_title(f"{format_seconds(w)}: SP offset {offset:+.2f} (hidden layer, unshifted)", fontsize=9)
+        ax.set_ylabel("share of hidden activations")
+        ax.set_ylim(0, 1)
+        if k == 1:
+            ax.legend(fontsize=7, loc="upper right")
+    return fig
+
+
+def reproductions(registry: Registry, versions: list[ModelVersion]) -> list[dict]:
+    """Reproductions (``ferroflow reproduce``) that ran on any of these model versions."""
+    names = {v.name for v in versions}
+    out = []
+    for path in sorted((Path(registry.base) / "reproductions").glob("*/claims.json")):
+        doc = json.loads(path.read_text())
+        if names & {ref.partition("@")[0] for ref in doc["settings"]["refs"]}:
+            out.append({**doc, "folder": path.parent})
+    return out
+
+
 # --- tables and the page ----------------------------------------------------------------------
 def model_table(versions: list[ModelVersion], metrics: dict[str, pd.DataFrame]) -> pd.DataFrame:
     rows = []
@@ -379,6 +435,8 @@ CAPTIONS = {
     "accuracy": "Test accuracy per epoch for every pulse width and algorithm.",
     "pulses": "Device programming pulses per epoch.",
     "energy": "Total training energy against final accuracy; circled points form the Pareto front.",
+    "sp": "Where the symmetry point drives hidden units under each algorithm, with and without "
+          "shifting.",
 }
 
 
@@ -396,12 +454,15 @@ def render_html(wafer: str, versions, report: Report, store, registry) -> str:
     if "simulation" not in report.tables:
         parts.append("<p>No simulation runs are linked to these models yet "
                      "(<code>ferroflow simulate --wafer ...</code>).</p>")
+    parts += _reproduction_html(report.reproductions)
     parts.append("<h2>Figures</h2>")
     for name, path in report.figures.items():
         data = base64.b64encode(path.read_bytes()).decode()
         caption = CAPTIONS.get(name.split("_")[0], "")
         parts.append(f"<figure id='fig-{name}'><img alt='{name}' src='data:image/png;base64,{data}'>"
                      f"<figcaption>{html.escape(path.name)}: {html.escape(caption)}</figcaption></figure>")
+        if name in report.notes:
+            parts.append("<ul>" + "".join(f"<li>{html.escape(t)}</li>" for t in report.notes[name]) + "</ul>")
     style = ("body{font-family:sans-serif;max-width:1400px;margin:2em auto;padding:0 1em}"
              "img{max-width:100%}table.t{border-collapse:collapse;font-size:13px}"
              "table.t td,table.t th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}"
@@ -409,6 +470,21 @@ def render_html(wafer: str, versions, report: Report, store, registry) -> str:
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>ferroflow report "
             f"{html.escape(wafer)}</title><style>{style}</style></head><body>"
             + "\n".join(parts) + "</body></html>\n")
+
+
+def _reproduction_html(docs: list[dict]) -> list[str]:
+    parts = []
+    for doc in docs:
+        folder = doc["folder"]
+        s = doc["settings"]
+        parts.append(f"<h2 id='reproduction-{html.escape(folder.name)}'>Reproduction: "
+                     f"{html.escape(folder.name)}</h2><p>{s['dataset']}, {s['seeds']} seeds, "
+                     f"{s['epochs']} epochs, wall time {doc['wall_s']:.0f} s; full table and evidence: "
+                     f"<a href='{(folder / 'verdicts.md').as_uri()}'>verdicts.md</a>.</p><ol>")
+        for c in doc["claims"]:
+            parts.append(f"<li>{html.escape(c['text'])}: <b>{html.escape(c['verdict'])}</b></li>")
+        parts.append("</ol>")
+    return parts
 
 
 def markdown_summary(wafer: str, report: Report) -> str:

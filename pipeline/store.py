@@ -1,80 +1,66 @@
-"""The measurement store: hive-partitioned parquet plus a ledger of ingested files.
+"""The measurement store: one Delta Lake table (delta-rs), local folder or ``s3://`` URL.
 
-Layout under the store root::
+Layout under the store root (a standard Delta table, partitioned by wafer and pulse width)::
 
-    wafer=W01/pulse_width_s=2e-08/part-<commit>.parquet
-    _ledger.sqlite      files ingested (by SHA-256), parts committed, series covered
-    _lock               advisory lock held while committing
+    _delta_log/00000000000000000000.json ...   the transaction log: the only source of truth
+    wafer=W01/pulse_width_s=2e-08/part-<commit>-<n>.parquet
 
-Readable by ``pyarrow.dataset`` (``MeasurementStore.dataset``), pandas and duckdb
-(``read_parquet('<root>/**/*.parquet', hive_partitioning=true)``). Partition columns
-live in the directory names only, as hive layouts do.
+Read it with ``MeasurementStore.read``/``dataset``, ``deltalake.DeltaTable(root)``,
+``polars.scan_delta(root)``, or duckdb over ``store.dataset()``. Parquet files that the
+log does not reference (a writer killed before its commit, a rewritten part) are never
+read through the log; ``MeasurementStore.vacuum`` deletes them once old enough.
 
-Exactly-once: a commit runs under the lock. It writes each part to a hidden temp file
-(``.part-<commit>.parquet.tmp``, which parquet readers skip), syncs it, records files,
-parts and series in the ledger in one transaction, and only then renames the parts into
-place. A crash before the ledger transaction leaves temp files that the next batch
-deletes; a crash after it leaves committed parts under their temp names, which the next
-batch (or ``dataset()``) renames forward. So a reader never sees a part the ledger does
-not hold, and nothing is stored twice.
+Exactly-once per raw file. The ledger is the table itself: every row carries the SHA-256
+of its raw file (``source_sha256``), so a file's hash is committed in the same Delta
+commit as its rows, and "which files are stored" is answered from the committed rows
+(cached per data file, which never changes once written). Every commit also carries a
+Delta application transaction with one fixed app id; delta-rs then refuses a commit when
+another commit carrying that id landed after the version the writer read ("concurrent
+transaction"). So ferroflow commits are serialised: on such a conflict the batch reloads
+the table, re-checks its files against what landed meanwhile (a file now stored is
+reported as already stored, rows now stored from other bytes as an overlap), rewrites the
+parts without them and commits again. Appends by other tools do not carry the app id and
+are not serialised against; ferroflow's exactly-once holds among ferroflow writers.
+
+Schema: the table is created with ``pipeline.schema.SCHEMA`` and opening a table with any
+other schema is refused; delta-rs refuses appends of other schemas by other writers.
+
+Time travel: ``version()`` is the table version, ``read(..., as_of=V)`` reads version V.
 """
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
+import json
 import os
-import sqlite3
 import uuid
-from contextlib import closing
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+from deltalake import DeltaTable
+from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
+from deltalake.transaction import AddAction, CommitProperties, Transaction
 
 from .errors import InputError
-from .schema import COLUMNS, PARTITION, PARTITION_SCHEMA, SCHEMA
+from .schema import COLUMNS, PARTITION, SCHEMA
+from .storage import arrow_fs, delta_options, is_url, location
 
-LEDGER = "_ledger.sqlite"
-LOCK = "_lock"
+APP_ID = "ferroflow-store"   # the application transaction every ferroflow commit carries
+COMMIT_KEY = "ferroflow.commit"
 _DATA_SCHEMA = pa.schema([f for f in SCHEMA if f.name not in PARTITION])
 _TEXT_COLUMNS = [f.name for f in _DATA_SCHEMA if pa.types.is_string(f.type)]
-
-_DDL = """
-CREATE TABLE IF NOT EXISTS files (
-    sha256 TEXT PRIMARY KEY, name TEXT NOT NULL, rows INTEGER NOT NULL,
-    commit_id TEXT NOT NULL, ingested_at TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS parts (
-    path TEXT PRIMARY KEY, commit_id TEXT NOT NULL, wafer TEXT NOT NULL,
-    pulse_width_s REAL NOT NULL, rows INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS series (
-    wafer TEXT NOT NULL, die TEXT NOT NULL, device TEXT NOT NULL, pulse_width_s REAL NOT NULL,
-    cycle_min INTEGER NOT NULL, cycle_max INTEGER NOT NULL, sha256 TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS series_key ON series (wafer, die, device, pulse_width_s);
-"""
+_SERIES = ["wafer", "die", "device", "pulse_width_s"]
+_LEDGER_COLUMNS = ["path", "sha256", "name", *_SERIES, "rows", "cycle_min", "cycle_max"]
 
 
 def partition_dir(wafer: str, pulse_width_s: float) -> str:
     return f"wafer={wafer}/pulse_width_s={float(pulse_width_s)!r}"
-
-
-def temp_path(final: Path) -> Path:
-    """Where a part is written before its commit renames it to ``final``."""
-    return final.with_name(f".{final.name}.tmp")
-
-
-def roll_forward(final: Path) -> None:
-    """Rename a committed part still under its temp name (a commit cut short)."""
-    if not final.exists():
-        try:
-            os.replace(temp_path(final), final)
-        except FileNotFoundError:  # renamed meanwhile by another process, or truly lost
-            pass
 
 
 @dataclass(frozen=True)
@@ -89,39 +75,118 @@ class Pending:
 @dataclass(frozen=True)
 class Commit:
     stored: tuple[str, ...]            # SHA-256 of files stored now
-    already: tuple[str, ...]           # SHA-256 of files the ledger already had
+    already: tuple[str, ...]           # SHA-256 of files the store already had
     overlaps: dict                     # sha -> reason: rows the store already holds
     partitions: tuple[tuple[str, float], ...]
     rows: int
+    version: int | None = None         # table version of this commit (None: nothing to commit)
 
 
 class MeasurementStore:
     def __init__(self, root: str | Path):
-        self.root = Path(root)
+        self.root = location(root)
+        self.uri = str(self.root) if is_url(self.root) else str(Path(self.root).absolute())
+        self.options = delta_options(self.uri)
+        self.fs, self.base = arrow_fs(self.uri)
+        self._ledgers: dict[str, pd.DataFrame] = {}  # data file -> its ledger rows
 
-    # --- ledger -------------------------------------------------------------
-    def _connect(self) -> sqlite3.Connection:
-        self.root.mkdir(parents=True, exist_ok=True)
-        con = sqlite3.connect(self.root / LEDGER, timeout=60)
-        con.execute("PRAGMA journal_mode=WAL")
-        con.executescript(_DDL)
-        return con
+    # --- the table ------------------------------------------------------------------
+    def table(self, as_of: int | None = None) -> DeltaTable | None:
+        """The Delta table (at version ``as_of``), or None while nothing was ever stored."""
+        try:
+            dt = DeltaTable(self.uri, version=as_of, storage_options=self.options)
+        except TableNotFoundError:
+            if as_of is not None:
+                raise InputError(f"store {self.uri} has no version {as_of} (it is empty)") from None
+            return None
+        except DeltaError as exc:
+            if as_of is not None and "version" in str(exc).lower():
+                raise InputError(f"store {self.uri} has no version {as_of}") from None
+            raise
+        _check_schema(dt, self.uri)
+        return dt
+
+    def _writable(self) -> DeltaTable:
+        dt = self.table()
+        if dt is None:
+            try:
+                DeltaTable.create(self.uri, SCHEMA, mode="ignore", partition_by=list(PARTITION),
+                                  name="measurements", storage_options=self.options)
+            except DeltaError:  # another writer created it first
+                pass
+            dt = self.table()
+        return dt
+
+    def version(self) -> int | None:
+        """Current table version (None for an empty store): what a fit records it read."""
+        dt = self.table()
+        return None if dt is None else dt.version()
+
+    def vacuum(self, retention_hours: int = 168) -> list[str]:
+        """Delete parquet files the log does not reference that are older than the
+        retention (uncommitted parts of killed writers, parts rewritten on a conflict).
+        The retention must exceed the longest batch: a running writer's parts are not
+        referenced until it commits."""
+        dt = self.table()
+        if dt is None:
+            return []
+        return dt.vacuum(retention_hours=retention_hours, dry_run=False,
+                         enforce_retention_duration=False, full=True)
+
+    # --- the ledger (derived from committed rows) ---------------------------------
+    def ledger(self, dt: DeltaTable | None = None) -> pd.DataFrame:
+        """One row per (data file, raw file, series): sha256, name, rows, cycle span."""
+        dt = dt if dt is not None else self.table()
+        if dt is None:
+            return pd.DataFrame(columns=_LEDGER_COLUMNS)
+        actions = _add_actions(dt)
+        new = [a for a in actions if a["path"] not in self._ledgers]
+        if new:
+            self._ledgers.update(self._read_ledgers(new))
+        frames = [self._ledgers[a["path"]] for a in actions]
+        frames = [f for f in frames if len(f)]
+        if not frames:
+            return pd.DataFrame(columns=_LEDGER_COLUMNS)
+        return pd.concat(frames, ignore_index=True)
+
+    def _read_ledgers(self, actions: list[dict]) -> dict[str, pd.DataFrame]:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            return dict(zip([a["path"] for a in actions], pool.map(self._file_ledger, actions)))
+
+    def _file_ledger(self, action: dict) -> pd.DataFrame:
+        """Ledger rows of one data file: its raw files and their series' cycle spans."""
+        table = pq.read_table(f"{self.base}/{action['path']}", filesystem=self.fs,
+                              columns=["source_sha256", "source_file", "die", "device", "cycle"])
+        g = table.group_by(["source_sha256", "source_file", "die", "device"]).aggregate(
+            [("cycle", "count"), ("cycle", "min"), ("cycle", "max")]).to_pandas()
+        g = g.rename(columns={"source_sha256": "sha256", "source_file": "name", "cycle_count": "rows"})
+        g = g.assign(path=action["path"], wafer=action["wafer"], pulse_width_s=action["pulse_width_s"])
+        return g[_LEDGER_COLUMNS]
 
     def known_files(self) -> set[str]:
         """SHA-256 of every file stored so far."""
-        with closing(self._connect()) as con:
-            return {r[0] for r in con.execute("SELECT sha256 FROM files")}
+        return set(self.ledger()["sha256"])
 
     def ingested_files(self) -> pd.DataFrame:
-        with closing(self._connect()) as con:
-            return pd.read_sql_query("SELECT * FROM files ORDER BY ingested_at, name", con)
+        """One row per stored raw file: sha256, name, rows, commit, ingested_at."""
+        led = self.ledger()
+        files = led.groupby("sha256", as_index=False).agg(
+            name=("name", "first"), rows=("rows", "sum"), path=("path", "first"))
+        files["commit"] = files["path"].str.extract(r"part-([0-9a-f]+)-", expand=False)
+        when = {}
+        dt = self.table()
+        for h in (dt.history() if dt is not None else []):
+            if COMMIT_KEY in h:
+                when[h[COMMIT_KEY]] = pd.Timestamp(h["timestamp"], unit="ms", tz="UTC").isoformat()
+        files["ingested_at"] = files["commit"].map(when)
+        return files.drop(columns="path").sort_values(["ingested_at", "name"]).reset_index(drop=True)
 
     # --- writing ------------------------------------------------------------
     def batch(self) -> "Batch":
         """A write batch: ``with store.batch() as b: b.add(p); ...; b.commit()``.
 
-        Holds the store lock from entry to exit. Rows are streamed to hidden temp files
-        as they are added, so memory stays bounded by one buffer per partition.
+        Rows are streamed to parquet parts as they are added, so memory stays bounded
+        by one buffer per partition; nothing is visible until ``commit``.
         """
         return Batch(self)
 
@@ -133,22 +198,18 @@ class MeasurementStore:
             return b.commit(**hooks)
 
     # --- reading ------------------------------------------------------------
-    # --- reading ------------------------------------------------------------
-    def dataset(self) -> ds.Dataset:
-        """The committed parts as a pyarrow dataset (partition columns typed)."""
-        with closing(self._connect()) as con:
-            rels = [r[0] for r in con.execute("SELECT path FROM parts ORDER BY path")]
-        for rel in rels:
-            roll_forward(self.root / rel)
-        files = [str(self.root / r) for r in rels]
-        part = ds.partitioning(PARTITION_SCHEMA, flavor="hive")
-        return ds.dataset(files, schema=pa.schema(list(_DATA_SCHEMA) + list(PARTITION_SCHEMA)),
-                          format="parquet", partitioning=part, partition_base_dir=str(self.root))
+    def dataset(self, as_of: int | None = None) -> ds.Dataset:
+        """The committed rows (at version ``as_of``) as a pyarrow dataset."""
+        dt = self.table(as_of)
+        if dt is None:
+            return ds.dataset(SCHEMA.empty_table())
+        return dt.to_pyarrow_dataset(filesystem=pafs.SubTreeFileSystem(self.base, self.fs),
+                                     schema=SCHEMA)
 
     def read(self, wafer: str | None = None, pulse_width_s: float | None = None,
-             columns: list[str] | None = None) -> pd.DataFrame:
-        """Rows of the store in canonical column order, sorted by key."""
-        dset = self.dataset()
+             columns: list[str] | None = None, as_of: int | None = None) -> pd.DataFrame:
+        """Rows of the store (at version ``as_of``) in canonical column order, sorted by key."""
+        dset = self.dataset(as_of)
         expr = None
         if wafer is not None:
             expr = ds.field("wafer") == wafer
@@ -156,38 +217,58 @@ class MeasurementStore:
             e = ds.field("pulse_width_s") == float(pulse_width_s)
             expr = e if expr is None else expr & e
         cols = columns or list(COLUMNS)
-        table = dset.to_table(filter=expr, columns=cols)
-        df = table.to_pandas()
+        df = dset.to_table(filter=expr, columns=cols).to_pandas()
         sort = [c for c in ("wafer", "die", "device", "pulse_width_s", "cycle", "pulse") if c in df]
         return df.sort_values(sort, kind="stable").reset_index(drop=True)
 
+    def data_files(self) -> list[str]:
+        """Parquet files of the current version, relative to the root."""
+        dt = self.table()
+        return [] if dt is None else sorted(a["path"] for a in _add_actions(dt))
+
     def rows(self) -> int:
-        with closing(self._connect()) as con:
-            return int(con.execute("SELECT COALESCE(SUM(rows), 0) FROM parts").fetchone()[0])
+        dt = self.table()
+        return 0 if dt is None else sum(a["rows"] for a in _add_actions(dt))
 
     def partitions(self) -> list[tuple[str, float]]:
-        with closing(self._connect()) as con:
-            return [(w, pw) for w, pw in con.execute(
-                "SELECT DISTINCT wafer, pulse_width_s FROM parts ORDER BY wafer, pulse_width_s")]
+        dt = self.table()
+        if dt is None:
+            return []
+        return sorted({(a["wafer"], a["pulse_width_s"]) for a in _add_actions(dt)})
 
     def partition_key(self, wafer: str, pulse_width_s: float) -> str:
         """Content key of a partition: changes exactly when its stored files change."""
-        with closing(self._connect()) as con:
-            shas = sorted(r[0] for r in con.execute(
-                "SELECT DISTINCT sha256 FROM series WHERE wafer = ? AND pulse_width_s = ?",
-                (wafer, float(pulse_width_s))))
+        import hashlib
+
+        led = self.ledger()
+        shas = sorted(set(led[(led.wafer == wafer) & (led.pulse_width_s == float(pulse_width_s))].sha256))
         return hashlib.sha256("\n".join(shas).encode()).hexdigest()[:24]
 
     def source_files(self, wafer: str, pulse_width_s: float | None = None) -> pd.DataFrame:
         """Raw files (name, SHA-256) that fed a wafer or one of its partitions: lineage."""
-        sql = ("SELECT DISTINCT f.name, f.sha256 FROM series s JOIN files f USING (sha256) "
-               "WHERE s.wafer = ?")
-        args: list = [wafer]
+        led = self.ledger()
+        keep = led.wafer == wafer
         if pulse_width_s is not None:
-            sql += " AND s.pulse_width_s = ?"
-            args.append(float(pulse_width_s))
-        with closing(self._connect()) as con:
-            return pd.read_sql_query(sql + " ORDER BY f.name", con, params=args)
+            keep &= led.pulse_width_s == float(pulse_width_s)
+        out = led.loc[keep, ["name", "sha256"]].drop_duplicates()
+        return out.sort_values("name").reset_index(drop=True)
+
+
+def _check_schema(dt: DeltaTable, uri: str) -> None:
+    got = pa.schema(dt.schema().to_arrow())
+    want = {f.name: f.type for f in SCHEMA}
+    have = {f.name: f.type for f in got}
+    if have != want:
+        diff = sorted(set(have.items()) ^ set(want.items()), key=str)
+        raise InputError(f"{uri} is a Delta table with another schema than the measurement "
+                         f"schema (differs in {', '.join(f'{n}: {t}' for n, t in diff[:4])})")
+
+
+def _add_actions(dt: DeltaTable) -> list[dict]:
+    t = pa.table(dt.get_add_actions(flatten=True))
+    return [{"path": p, "rows": n or 0, "wafer": w, "pulse_width_s": float(pw)} for p, n, w, pw in zip(
+        t["path"].to_pylist(), t["num_records"].to_pylist(), t["partition.wafer"].to_pylist(),
+        t["partition.pulse_width_s"].to_pylist())]
 
 
 def _single(col: pa.ChunkedArray):
@@ -209,73 +290,73 @@ def _split_by_partition(table: pa.Table):
 
 
 def _series_spans(table: pa.Table):
-    """((wafer, die, device, pulse_width_s), cycle_min, cycle_max) per series in a file."""
-    names = ["wafer", "die", "device", "pulse_width_s"]
-    single = [_single(table.column(c)) for c in names]
+    """((wafer, die, device, pulse_width_s), cycle_min, cycle_max, rows) per series in a file."""
+    single = [_single(table.column(c)) for c in _SERIES]
     if all(v is not None for v in single):
         lo, hi = pc.min_max(table.column("cycle")).values()
-        return [((single[0], single[1], single[2], float(single[3])), lo.as_py(), hi.as_py())]
-    g = table.select([*names, "cycle"]).group_by(names).aggregate([("cycle", "min"), ("cycle", "max")])
+        return [((single[0], single[1], single[2], float(single[3])), lo.as_py(), hi.as_py(),
+                 table.num_rows)]
+    g = table.select([*_SERIES, "cycle"]).group_by(_SERIES).aggregate(
+        [("cycle", "min"), ("cycle", "max"), ("cycle", "count")])
     return [((r["wafer"], r["die"], r["device"], float(r["pulse_width_s"])),
-             int(r["cycle_min"]), int(r["cycle_max"])) for r in g.to_pylist()]
+             int(r["cycle_min"]), int(r["cycle_max"]), int(r["cycle_count"])) for r in g.to_pylist()]
+
+
+def _stamped(table: pa.Table, sha256: str) -> pa.Table:
+    """Rows whose ``source_sha256`` is the file's hash: the ledger is read from it."""
+    if _single(table.column("source_sha256")) == sha256:
+        return table
+    i = table.schema.get_field_index("source_sha256")
+    return table.set_column(i, "source_sha256", pa.array([sha256] * table.num_rows, pa.string()))
+
+
+def _span_index(ledger: pd.DataFrame) -> dict[tuple, list[tuple[int, int, str]]]:
+    out: dict[tuple, list] = {}
+    for r in ledger.itertuples(index=False):
+        out.setdefault((r.wafer, r.die, r.device, float(r.pulse_width_s)), []).append(
+            (int(r.cycle_min), int(r.cycle_max), r.name))
+    return out
+
+
+def _clash(spans: dict, key, lo: int, hi: int) -> str | None:
+    return next((name for lo2, hi2, name in spans.get(key, ()) if lo2 <= hi and hi2 >= lo), None)
 
 
 class Batch:
-    """One locked write session on the store (see ``MeasurementStore.batch``)."""
+    """One write session on the store (see ``MeasurementStore.batch``)."""
 
-    ROW_GROUP = 65_536  # rows buffered per partition before a row group is written
+    ROW_GROUP = 65_536   # rows buffered per partition before a row group is written
+    ATTEMPTS = 200       # commits tried before giving up on a very busy table
 
     def __init__(self, store: MeasurementStore):
         self.store = store
         self.commit_id = uuid.uuid4().hex[:20]
-        self._lock = None
-        self._con: sqlite3.Connection | None = None
+        self._dt: DeltaTable | None = None
         self._known: set[str] = set()
+        self._stored: dict[tuple, list] = {}   # series -> spans in the store
+        self._claimed: dict[tuple, list] = {}  # series -> spans of this batch
         self._added: list[tuple[str, str, int, list]] = []  # name, sha256, rows, series spans
         self._already: list[str] = []
+        self._adopted: dict[str, list] = {}    # sha -> [name, rows, spans] (see adopt)
         self._overlaps: dict[str, str] = {}
-        self._claimed: dict[tuple, list[tuple[int, int, str]]] = {}
         self._buffers: dict[tuple[str, float], list[pa.Table]] = {}
         self._buffered: dict[tuple[str, float], int] = {}
-        self._writers: dict[tuple[str, float], tuple[pq.ParquetWriter, Path, str]] = {}
+        self._writers: dict[tuple[str, float], pq.ParquetWriter] = {}
+        self._parts: dict[tuple[str, float], str] = {}   # partition -> part path in the table
         self._rows: dict[tuple[str, float], int] = {}
+        self._serial = 0
         self._done = False
 
     def __enter__(self) -> "Batch":
-        root = self.store.root
-        root.mkdir(parents=True, exist_ok=True)
-        self._lock = open(root / LOCK, "a+")
-        fcntl.flock(self._lock, fcntl.LOCK_EX)
-        self._con = self.store._connect()
-        self._recover()
-        self._known = {r[0] for r in self._con.execute("SELECT sha256 FROM files")}
+        self._dt = self.store._writable()
+        ledger = self.store.ledger(self._dt)
+        self._known = set(ledger["sha256"])
+        self._stored = _span_index(ledger)
         return self
 
     def __exit__(self, *exc) -> None:
-        try:
-            if not self._done:
-                self._abort()
-        finally:
-            self._con.close()
-            fcntl.flock(self._lock, fcntl.LOCK_UN)
-            self._lock.close()
-
-    def _recover(self) -> None:
-        """Finish what a crashed batch left (we hold the lock, so no other writer is
-        mid-batch): committed parts still under temp names are renamed forward, every
-        other temp file and any part the ledger does not hold is deleted."""
-        committed = {r[0] for r in self._con.execute("SELECT path FROM parts")}
-        for path in self.store.root.glob("wafer=*/pulse_width_s=*/*"):
-            if path.name.startswith(".") and path.name.endswith(".tmp"):
-                final = path.with_name(path.name[1:-len(".tmp")])
-                if final.relative_to(self.store.root).as_posix() in committed:
-                    roll_forward(final)
-                    continue
-                path.unlink(missing_ok=True)
-            elif path.name.startswith(".") or (
-                    path.suffix == ".parquet"
-                    and path.relative_to(self.store.root).as_posix() not in committed):
-                path.unlink(missing_ok=True)
+        if not self._done:
+            self._abort()
 
     def add(self, p: Pending) -> str:
         """Queue a file's rows: returns ``stored``, ``duplicate`` or ``overlap``
@@ -288,11 +369,8 @@ class Batch:
         if reason:
             self._overlaps[p.sha256] = reason
             return "overlap"
-        self._known.add(p.sha256)
-        for key, lo, hi in spans:
-            self._claimed.setdefault(key, []).append((lo, hi, p.name))
-        self._queue(p.table)
-        self._added.append((p.name, p.sha256, p.table.num_rows, spans))
+        self._claim(p.name, p.sha256, p.table.num_rows, spans)
+        self._queue(_stamped(p.table, p.sha256))
         return "stored"
 
     def add_blocks(self, name: str, sha256: str, blocks) -> str:
@@ -306,18 +384,39 @@ class Batch:
         spans: dict[tuple, list[int]] = {}
         rows = 0
         for table in blocks:
-            for key, lo, hi in _series_spans(table):
-                span = spans.setdefault(key, [lo, hi])
-                span[0], span[1] = min(span[0], lo), max(span[1], hi)
-            self._queue(table)
+            for key, lo, hi, n in _series_spans(table):
+                span = spans.setdefault(key, [lo, hi, 0])
+                span[0], span[1], span[2] = min(span[0], lo), max(span[1], hi), span[2] + n
+            self._queue(_stamped(table, sha256))
             rows += table.num_rows
-        merged = [(key, lo, hi) for key, (lo, hi) in spans.items()]
+        merged = [(key, lo, hi, n) for key, (lo, hi, n) in spans.items()]
         reason = self._overlap(merged)
         if reason:
             raise InputError(reason, file=name)
-        self._known.add(sha256)
-        self._added.append((name, sha256, rows, merged))
+        self._claim(name, sha256, rows, merged)
         return "stored"
+
+    def adopt(self, table: pa.Table) -> None:
+        """Queue canonical rows that another store held exactly once (a conversion):
+        their files are claimed from the rows, and one file's rows may come in pieces."""
+        g = table.group_by(["source_sha256", "source_file", *_SERIES]).aggregate(
+            [("cycle", "count"), ("cycle", "min"), ("cycle", "max")])
+        for r in g.to_pylist():
+            sha = r["source_sha256"]
+            if sha in self._known and sha not in self._adopted:
+                raise InputError(f"file {r['source_file']} (SHA-256 {sha[:12]}) is in both stores: "
+                                 "convert into an empty store")
+            entry = self._adopted.setdefault(sha, [r["source_file"], 0, []])
+            entry[1] += r["cycle_count"]
+            entry[2].append(((r["wafer"], r["die"], r["device"], float(r["pulse_width_s"])),
+                             r["cycle_min"], r["cycle_max"], r["cycle_count"]))
+        self._queue(table)
+
+    def _claim(self, name: str, sha256: str, rows: int, spans) -> None:
+        self._known.add(sha256)
+        for key, lo, hi, _ in spans:
+            self._claimed.setdefault(key, []).append((lo, hi, name))
+        self._added.append((name, sha256, rows, spans))
 
     def _queue(self, table: pa.Table) -> None:
         for key, rows in _split_by_partition(table):
@@ -326,14 +425,9 @@ class Batch:
     def overlap_reason(self, sha256: str) -> str:
         return self._overlaps[sha256]
 
-    def _overlap(self, spans) -> str | None:
-        for key, lo, hi in spans:
-            row = self._con.execute(
-                "SELECT f.name FROM series s JOIN files f USING (sha256) WHERE s.wafer=? AND "
-                "s.die=? AND s.device=? AND s.pulse_width_s=? AND s.cycle_min<=? AND "
-                "s.cycle_max>=? LIMIT 1", (*key, hi, lo)).fetchone()
-            clash = row[0] if row else next(
-                (name for lo2, hi2, name in self._claimed.get(key, ()) if lo2 <= hi and hi2 >= lo), None)
+    def _overlap(self, spans, claimed: bool = True) -> str | None:
+        for key, lo, hi, _ in spans:
+            clash = _clash(self._stored, key, lo, hi) or (claimed and _clash(self._claimed, key, lo, hi))
             if clash:
                 return (f"rows for wafer {key[0]} die {key[1]} device {key[2]} pulse width "
                         f"{key[3]:g} s cycles {lo}-{hi} are already stored (from {clash})")
@@ -345,57 +439,132 @@ class Batch:
         if self._buffered[key] >= self.ROW_GROUP:
             self._flush(key)
 
+    def _new_part(self, key) -> tuple[pq.ParquetWriter, str]:
+        self._serial += 1
+        rel = f"{partition_dir(*key)}/part-{self.commit_id}-{self._serial}.parquet"
+        full = f"{self.store.base}/{rel}"
+        self.store.fs.create_dir(full.rsplit("/", 1)[0], recursive=True)
+        # Dictionary-encode only the text columns: on floats it costs time, saves nothing.
+        writer = pq.ParquetWriter(full, _DATA_SCHEMA, filesystem=self.store.fs, compression="zstd",
+                                  use_dictionary=_TEXT_COLUMNS)
+        return writer, rel
+
     def _flush(self, key) -> None:
         tables = self._buffers.pop(key, [])
         self._buffered.pop(key, None)
         if not tables:
             return
         if key not in self._writers:
-            rel = f"{partition_dir(*key)}/part-{self.commit_id}.parquet"
-            target = self.store.root / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = temp_path(target)
-            # Dictionary-encode only the text columns: on floats it costs time, saves nothing.
-            writer = pq.ParquetWriter(tmp, _DATA_SCHEMA, compression="zstd",
-                                      use_dictionary=_TEXT_COLUMNS)
-            self._writers[key] = (writer, tmp, rel)
+            self._writers[key], self._parts[key] = self._new_part(key)
         table = pa.concat_tables(tables)
-        self._writers[key][0].write_table(table)
+        self._writers[key].write_table(table)
         self._rows[key] = self._rows.get(key, 0) + table.num_rows
 
-    def commit(self, before_ledger=None, before_rename=None) -> Commit:
-        """Make the batch visible: finish the parts, record the ledger, rename the parts
-        into place. ``before_ledger`` and ``before_rename`` are test hooks (crash points)."""
+    def _close_parts(self) -> None:
         for key in list(self._buffers):
             self._flush(key)
-        parts = []
-        for key, (writer, tmp, rel) in sorted(self._writers.items()):
+        for key, writer in sorted(self._writers.items()):
             writer.close()
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            parts.append((rel, key[0], key[1], self._rows[key]))
-        if before_ledger:
-            before_ledger()
-        now = datetime.now(timezone.utc).isoformat()
-        with self._con:
-            self._con.executemany("INSERT INTO files VALUES (?, ?, ?, ?, ?)", [
-                (sha, name, n, self.commit_id, now) for name, sha, n, _ in self._added])
-            self._con.executemany("INSERT INTO parts VALUES (?, ?, ?, ?, ?)",
-                                  [(rel, self.commit_id, w, pw, n) for rel, w, pw, n in parts])
-            self._con.executemany("INSERT INTO series VALUES (?, ?, ?, ?, ?, ?, ?)", [
-                (*k, lo, hi, sha) for _, sha, _, spans in self._added for k, lo, hi in spans])
+            if not is_url(self.store.uri):  # durable before the log references it
+                with open(f"{self.store.base}/{self._parts[key]}", "rb") as fh:
+                    os.fsync(fh.fileno())
+        self._writers.clear()
+
+    def commit(self, before_commit=None) -> Commit:
+        """Make the batch visible in one Delta commit, retried on conflicts (module
+        docstring). ``before_commit`` is a test hook (a crash point)."""
+        self._close_parts()
+        self._added += [(name, sha, n, spans) for sha, (name, n, spans) in self._adopted.items()]
+        self._adopted.clear()
+        if before_commit:
+            before_commit()
+        version = None
+        for _ in range(self.ATTEMPTS):
+            if not self._added:
+                break
+            try:
+                version = self._try_commit()
+                break
+            except CommitFailedError:
+                self._dt.update_incremental()
+                self._recheck()
+        else:
+            raise RuntimeError(f"store {self.store.uri}: no commit after {self.ATTEMPTS} conflicts")
         self._done = True
-        if before_rename:
-            before_rename()
-        for rel, *_ in parts:
-            roll_forward(self.store.root / rel)
+        if version is not None:
+            self.store._ledgers.update(self._ledger_rows())
         return Commit(tuple(sha for _, sha, _, _ in self._added), tuple(self._already),
-                      dict(self._overlaps), tuple(sorted(self._writers)),
-                      sum(n for _, _, n, _ in self._added))
+                      dict(self._overlaps), tuple(sorted(k for k, n in self._rows.items() if n)),
+                      sum(n for _, _, n, _ in self._added), version)
+
+    def _ledger_rows(self) -> dict[str, pd.DataFrame]:
+        """The ledger of the parts just committed, from what the batch knows (so the
+        store need not read them back)."""
+        rows = {rel: [] for rel in self._parts.values()}
+        for name, sha, _, spans in self._added:
+            for (wafer, die, device, pw), lo, hi, n in spans:
+                rows[self._parts[(wafer, pw)]].append((sha, name, wafer, die, device, pw, n, lo, hi))
+        return {rel: pd.DataFrame([(rel, *r) for r in found], columns=_LEDGER_COLUMNS)
+                for rel, found in rows.items()}
+
+    def _try_commit(self) -> int:
+        actions = [self._action(key, rel) for key, rel in sorted(self._parts.items())
+                   if self._rows.get(key)]
+        files = [[sha, name, n] for name, sha, n, _ in self._added]
+        props = CommitProperties(
+            custom_metadata={COMMIT_KEY: self.commit_id, "ferroflow.files": json.dumps(files)},
+            app_transactions=[Transaction(APP_ID, self._dt.version() + 1)])
+        self._dt.create_write_transaction(actions, "append", SCHEMA, partition_by=list(PARTITION),
+                                          commit_properties=props)
+        self._dt.update_incremental()
+        return self._dt.version()
+
+    def _action(self, key, rel: str) -> AddAction:
+        info = self.store.fs.get_file_info(f"{self.store.base}/{rel}")
+        stats = json.dumps({"numRecords": self._rows[key]})
+        return AddAction(rel, info.size, {"wafer": key[0], "pulse_width_s": repr(float(key[1]))},
+                         int(info.mtime_ns // 1_000_000) if info.mtime_ns else 0, True, stats)
+
+    def _recheck(self) -> None:
+        """After a conflict: drop files that another writer stored meanwhile."""
+        ledger = self.store.ledger(self._dt)
+        stored = set(ledger["sha256"])
+        self._stored = _span_index(ledger)
+        drop = set()
+        for _, sha, _, spans in self._added:
+            reason = None if sha in stored else self._overlap(spans, claimed=False)
+            if sha in stored:
+                self._already.append(sha)
+            elif reason:
+                self._overlaps[sha] = reason
+            else:
+                continue
+            drop.add(sha)
+        if drop:
+            self._added = [a for a in self._added if a[1] not in drop]
+            self._rewrite_without(drop)
+
+    def _rewrite_without(self, drop: set[str]) -> None:
+        """Rewrite the batch's parts without the rows of ``drop`` (files stored meanwhile)."""
+        fs, base = self.store.fs, self.store.base
+        for key, rel in list(self._parts.items()):
+            table = pq.read_table(f"{base}/{rel}", filesystem=fs)
+            keep = table.filter(pc.invert(pc.is_in(table["source_sha256"], pa.array(sorted(drop)))))
+            if keep.num_rows == table.num_rows:
+                continue
+            fs.delete_file(f"{base}/{rel}")
+            del self._parts[key]
+            self._rows[key] = keep.num_rows
+            if keep.num_rows:
+                writer, self._parts[key] = self._new_part(key)
+                writer.write_table(keep)
+                writer.close()
 
     def _abort(self) -> None:
-        for writer, tmp, _ in self._writers.values():
+        for writer in self._writers.values():
+            writer.close()
+        for rel in self._parts.values():
             try:
-                writer.close()
-            finally:
-                tmp.unlink(missing_ok=True)
+                self.store.fs.delete_file(f"{self.store.base}/{rel}")
+            except (FileNotFoundError, OSError):
+                pass

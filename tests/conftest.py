@@ -28,6 +28,7 @@ def _isolated_paths(tmp_path, monkeypatch):
     monkeypatch.setenv("FERRO_REGISTRY", str(tmp_path / "models"))
     monkeypatch.setenv("FERRO_REPORTS", str(tmp_path / "reports"))
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
+    monkeypatch.delenv("FERRO_REGISTRY_DB", raising=False)  # the registry index: its SQLite file
 
 
 @pytest.fixture

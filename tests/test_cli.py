@@ -60,7 +60,7 @@ def test_every_subcommand_has_help_with_an_example_and_the_common_options():
     parser = build_parser()
     subs = parser._subparsers._group_actions[0].choices
     assert set(subs) == {"demo", "generate", "ingest", "fit", "simulate", "report", "run",
-                         "serve", "models"}
+                         "serve", "models", "reproduce", "store", "deploy"}
     for name, sub in subs.items():
         nested = sub._subparsers._group_actions[0].choices if sub._subparsers else {name: sub}
         for action, p in nested.items():

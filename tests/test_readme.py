@@ -37,6 +37,8 @@ SMALLER = {  # README command -> extra arguments that shrink it (later ones win)
     "bench/fit_wafer.py": ["--dies", "2", "--devices", "1"],
     "bench/registry.py": ["--names", "5", "--versions", "4"],
     "bench/sim.py": ["--epochs", "1"],
+    "ferroflow reproduce garg2025": ["--seeds", "1", "--epochs", "1", "--dataset", "digits"],
+    "--dataset mnist5k": ["--epochs", "1"],
 }
 
 

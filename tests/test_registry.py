@@ -12,6 +12,16 @@ import pytest
 from pipeline.errors import InputError
 from pipeline.publish import register_fit
 from pipeline.registry import Ref, Registry, model_name
+from tests.servers import pg_url, postgres  # noqa: F401  (fixtures)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def index(request, monkeypatch):
+    """Each index engine in turn: the embedded SQLite file, then a PostgreSQL database
+    (FERRO_REGISTRY_DB, so processes started by the test use it too)."""
+    if request.param == "postgresql":
+        monkeypatch.setenv("FERRO_REGISTRY_DB", request.getfixturevalue("pg_url"))
+    return request.param
 
 
 def _tiny(seed: float = 0.0):
@@ -26,7 +36,7 @@ def _tiny(seed: float = 0.0):
     return devices, population, meta
 
 
-def test_versions_aliases_and_identical_content(tmp_path):
+def test_versions_aliases_and_identical_content(tmp_path, index):
     reg = Registry(tmp_path / "models")
     ref1, created = reg.register("hzo-W01-20ns", *_tiny())
     assert (str(ref1), created) == ("hzo-W01-20ns@1", True)
@@ -75,6 +85,22 @@ def test_remote_fsspec_root(tmp_path):
     ref, _ = reg.register("hzo-W01-20ns", *_tiny())
     assert reg.load(ref).devices.shape[0] == 2
     assert reg.check() == []
+    with pytest.raises(ValueError, match="FERRO_REGISTRY_DB"):
+        Registry("memory://ferroflow-test/models")
+
+
+def test_postgres_index_is_shared_and_keeps_values_exact(tmp_path, pg_url):
+    one = Registry(tmp_path / "a", index=pg_url)
+    two = Registry(tmp_path / "a", index=pg_url)  # another client of the same index
+    ref, _ = one.register("hzo-W01-20ns", *_tiny(), raw_files=pd.DataFrame(
+        {"name": ["f.txt"], "sha256": ["ab" * 32]}))
+    one.add_run(ref, "run-1", "sweep", "s3://bucket/runs/1")
+    one.add_run(ref, "run-1", "sweep", "s3://bucket/runs/1b")  # a run id is recorded once
+    assert two.get("hzo-W01-20ns@latest")["pulse_width_s"] == 2e-8  # double precision
+    assert two.search(pulse_width_min=2e-8, pulse_width_max=2e-8).version.tolist() == [1]
+    lineage = two.lineage("hzo-W01-20ns")
+    assert lineage["raw_files"] == [{"file_name": "f.txt", "sha256": "ab" * 32}]
+    assert [r["path"] for r in lineage["runs"]] == ["s3://bucket/runs/1b"]
 
 
 def test_registered_sample_wafer(sample_fit, tmp_path):
@@ -104,7 +130,7 @@ def _register_many(root, tag, n, queue):
 
 
 @pytest.mark.slow
-def test_two_processes_register_at_once(tmp_path):
+def test_two_processes_register_at_once(tmp_path, index):
     root = tmp_path / "models"
     Registry(root).list()  # create the index first
     ctx = mp.get_context("spawn")
@@ -138,7 +164,7 @@ while True:
 
 
 @pytest.mark.slow
-def test_kill_during_registration_leaves_index_and_files_consistent(tmp_path):
+def test_kill_during_registration_leaves_index_and_files_consistent(tmp_path, index):
     from tests.conftest import ROOT
 
     models = tmp_path / "models"

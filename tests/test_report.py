@@ -44,7 +44,7 @@ def report(wafer):
 
 def test_every_figure_renders_and_is_not_blank(report):
     expected = {f"{kind}_{w}" for kind in ("fit", "steps", "wafer") for w in ("20ns", "200us")}
-    expected |= {"d2d", "accuracy", "pulses", "energy"}
+    expected |= {"d2d", "accuracy", "pulses", "energy", "sp_effect"}
     assert set(report.figures) == expected
     for name, path in report.figures.items():
         pixels = imread(path)[..., :3]

@@ -2,6 +2,7 @@
 dropped into the landing folder; raw data, model versions and simulation results must
 appear, each exactly once."""
 
+import json
 import os
 import shutil
 import signal
@@ -9,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -89,5 +91,55 @@ def test_served_deployments_process_a_dropped_wafer_exactly_once(tmp_path):
                 serving.kill()
                 out, _ = serving.communicate()
             print(out[-3000:])
+        server.terminate()
+        server.wait(timeout=60)
+
+
+@pytest.mark.slow
+def test_deployments_on_a_process_pool_run_on_a_worker(tmp_path):
+    """`ferroflow deploy` against a real server; a `prefect worker` (another process, as
+    on another machine) picks up a run of one of the deployments."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.server import start_local_server
+    from tests.conftest import ROOT, SAMPLE
+
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"),
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "FERRO_STORE": str(tmp_path / "store"), "FERRO_REGISTRY": str(tmp_path / "models"),
+           "FERRO_INCOMING": str(tmp_path / "incoming"), "FERRO_QUARANTINE": str(tmp_path / "q"),
+           "PREFECT_WORKER_QUERY_SECONDS": "2",
+           # flow runs start in a temp folder: they import this checkout's pipeline
+           "PYTHONPATH": str(ROOT)}
+    os.environ["PREFECT_HOME"] = env["PREFECT_HOME"]
+    server, url = start_local_server("127.0.0.1", _free_port())
+    worker = None
+    try:
+        env["PREFECT_API_URL"] = url
+        r = subprocess.run([sys.executable, "-m", "pipeline.cli", "deploy", "--pool", "lab",
+                            "--cron", "0 0 1 1 *", "--json"], env=env, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        assert len(json.loads(r.stdout)["deployments"]) == 6
+        # this process may have loaded Prefect's settings before (an earlier test): say
+        # which server to talk to explicitly
+        with temporary_settings({PREFECT_API_URL: url}), get_client(sync_client=True) as client:
+            found = {d.name: d for d in client.read_deployments()}
+            assert {d.work_pool_name for d in found.values()} == {"lab"}
+            assert found["manual"].entrypoint.startswith("flows.definitions.")
+            ingest = client.read_deployment_by_name("ingest/manual")
+            files = [str(f) for f in sorted(SAMPLE.glob("W01_X00Y0[0-1]_D1_20ns.txt"))]
+            run = client.create_flow_run_from_deployment(ingest.id, parameters={"paths": files})
+        worker = subprocess.Popen([str(Path(sys.executable).with_name("prefect")), "worker", "start",
+                                   "--pool", "lab", "--limit", "1"], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        store = MeasurementStore(tmp_path / "store")
+        _wait(lambda: store.rows() == 2 * 600, 300, "the worker's ingest run")
+        with temporary_settings({PREFECT_API_URL: url}), get_client(sync_client=True) as client:
+            _wait(lambda: client.read_flow_run(run.id).state.is_completed(), 60, "run completed")
+    finally:
+        if worker is not None:
+            worker.terminate()
+            worker.wait(timeout=60)
         server.terminate()
         server.wait(timeout=60)

@@ -1,18 +1,23 @@
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 
 import duckdb
 import pandas as pd
-import pyarrow.dataset as ds
+import pyarrow as pa
 import pytest
+from deltalake import DeltaTable, write_deltalake
+from deltalake.exceptions import DeltaError
 
+from pipeline.errors import InputError
 from pipeline.ingest import ingest, ready_files
 from pipeline.readers import read_file
 from pipeline.store import MeasurementStore, Pending
 from pipeline.validation import validate
-from tests.conftest import SAMPLE
+from tests.conftest import ROOT, SAMPLE
 from tests.helpers import edit_cell, sample_lines, write
 
 SOME = sorted(SAMPLE.glob("W01_X0[01]Y0[01]_*_20ns.txt"))  # 8 files, 2 devices x 4 dies
@@ -31,12 +36,12 @@ def test_store_reads_back_exactly_what_was_ingested(tmp_path):
     expected = expected.sort_values(["die", "device", "cycle", "pulse"]).reset_index(drop=True)
     got = store.read(wafer="W01", pulse_width_s=2e-8)
     pd.testing.assert_frame_equal(got[expected.columns], expected, check_dtype=False)
-    # the same data through the three readers the store promises
-    assert ds.dataset(store.root, format="parquet", partitioning="hive").count_rows() == len(expected)
-    assert len(pd.read_parquet(store.root)) == len(expected)
-    n = duckdb.sql(f"select count(*) from read_parquet('{store.root}/**/*.parquet', "
-                   "hive_partitioning=true) where wafer='W01'").fetchall()[0][0]
+    # the same data through the readers the store promises, all reading the Delta log
+    assert DeltaTable(str(store.root)).to_pyarrow_table().num_rows == len(expected)
+    dataset = store.dataset()
+    n = duckdb.sql("select count(*) from dataset where wafer='W01'").fetchall()[0][0]
     assert n == len(expected)
+    assert (store.root / "_delta_log").is_dir()
     assert (store.root / "wafer=W01" / "pulse_width_s=2e-08").is_dir()
 
 
@@ -101,29 +106,66 @@ def _power_cut():
     raise RuntimeError("power cut")
 
 
-def test_crash_between_parts_and_ledger_leaves_no_duplicate(tmp_path):
+def _parts_on_disk(store) -> set[str]:
+    return {p.relative_to(store.root).as_posix() for p in store.root.rglob("*.parquet")}
+
+
+def test_crash_before_commit_leaves_nothing_and_vacuum_clears_orphans(tmp_path):
     store = MeasurementStore(tmp_path / "store")
     pending = _two_pending()
     with pytest.raises(RuntimeError):
-        store.commit(pending, before_ledger=_power_cut)
-    assert store.rows() == 0 and len(store.read()) == 0  # ledger says nothing was stored
+        store.commit(pending, before_commit=_power_cut)
+    assert store.rows() == 0 and len(store.read()) == 0 and store.known_files() == set()
+    assert _parts_on_disk(store) == set()  # the failed batch deleted its part
     store.commit(pending)
-    assert len(store.read()) == 1200
-    parts = list(store.root.rglob("*.parquet"))
-    assert len(parts) == 1 and not list(store.root.rglob("*.tmp"))
+    assert len(store.read()) == 1200 and store.known_files() == {"sha-0", "sha-1"}
+    committed = set(store.data_files())
+    assert len(committed) == 1 and _parts_on_disk(store) == committed
+    orphan = store.root / "wafer=W01" / "pulse_width_s=2e-08" / "part-killed-1.parquet"
+    orphan.write_bytes(b"what a writer killed before its commit leaves")
+    assert len(store.read()) == 1200  # never read: the log does not reference it
+    store.vacuum(retention_hours=0)
+    assert _parts_on_disk(store) == committed
 
 
-def test_crash_after_ledger_before_rename_rolls_forward(tmp_path):
+def test_concurrent_batches_store_each_file_once(tmp_path):
+    """Two writers read the same version; the second commit conflicts, re-checks and
+    commits only what the first did not store."""
     store = MeasurementStore(tmp_path / "store")
-    pending = _two_pending()
-    with pytest.raises(RuntimeError):
-        store.commit(pending, before_rename=_power_cut)
-    # committed: raw readers see nothing yet (temp names are hidden), the store sees all
-    assert not [p for p in store.root.rglob("*.parquet") if not p.name.startswith(".")]
-    assert len(store.read()) == 1200
-    assert len(pd.read_parquet(store.root)) == 1200  # read() renamed the part forward
-    assert store.commit(pending).already == ("sha-0", "sha-1")
-    assert len(store.read()) == 1200 and not list(store.root.rglob("*.tmp"))
+    a, b = _two_pending()
+    with store.batch() as first, MeasurementStore(store.root).batch() as second:
+        assert first.add(a) == "stored"
+        assert second.add(a) == "stored" and second.add(b) == "stored"
+        one = first.commit()
+        two = second.commit()
+    assert one.stored == ("sha-0",) and two.stored == ("sha-1",) and two.already == ("sha-0",)
+    assert two.version == one.version + 1
+    df = store.read()
+    assert len(df) == 1200 and not df.duplicated(["die", "device", "cycle", "pulse"]).any()
+    assert set(store.data_files()) == _parts_on_disk(store)  # the conflicting part was rewritten
+
+
+def test_a_fit_can_read_the_version_it_saw(tmp_path):
+    store = MeasurementStore(tmp_path / "store")
+    assert store.version() is None
+    a, b = _two_pending()
+    first = store.commit([a]).version
+    store.commit([b])
+    assert store.version() == first + 1
+    assert len(store.read(as_of=first)) == 600 and len(store.read()) == 1200
+    with pytest.raises(InputError, match="no version 99"):
+        store.read(as_of=99)
+
+
+def test_schema_is_enforced(tmp_path):
+    store = MeasurementStore(tmp_path / "store")
+    store.commit(_two_pending()[:1])
+    with pytest.raises(DeltaError):
+        write_deltalake(str(store.root), pa.table({"wafer": ["W01"], "oops": [1.0]}), mode="append")
+    other = tmp_path / "other"
+    write_deltalake(str(other), pa.table({"x": [1]}))
+    with pytest.raises(InputError, match="another schema"):
+        MeasurementStore(other).read()
 
 
 def test_ready_files_waits_for_stable_or_marked_files(tmp_path):
@@ -140,3 +182,49 @@ def test_ingesting_nothing_is_a_clean_no_op(tmp_path):
     (tmp_path / "empty").mkdir()
     report = ingest([tmp_path / "empty"], MeasurementStore(tmp_path / "store"), tmp_path / "q")
     assert report.outcomes == [] and report.summary().startswith("0 file(s) stored")
+
+
+def _legacy_store(root, files):
+    """A store of the earlier layout: hive parts without partition columns + SQLite ledger."""
+    import sqlite3
+
+    import pyarrow.parquet as pq
+
+    root.mkdir(parents=True)
+    con = sqlite3.connect(root / "_ledger.sqlite")
+    con.executescript("CREATE TABLE files (sha256 TEXT, name TEXT, rows INTEGER, commit_id TEXT, "
+                      "ingested_at TEXT); CREATE TABLE parts (path TEXT, commit_id TEXT, wafer TEXT, "
+                      "pulse_width_s REAL, rows INTEGER);")
+    for i, f in enumerate(files):
+        table = validate(read_file(f))
+        rel = f"wafer=W01/pulse_width_s=2e-08/part-c{i}.parquet"
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        final = root / rel
+        # the last commit was cut before its rename: its part is still under the temp name
+        target = final.with_name(f".{final.name}.tmp") if i == len(files) - 1 else final
+        pq.write_table(table.drop_columns(["wafer", "pulse_width_s"]), target)
+        sha = table["source_sha256"][0].as_py()
+        con.execute("INSERT INTO files VALUES (?, ?, 600, ?, '')", (sha, f.name, f"c{i}"))
+        con.execute("INSERT INTO parts VALUES (?, ?, 'W01', 2e-08, 600)", (rel, f"c{i}"))
+    con.commit()
+    con.close()
+
+
+def test_legacy_store_converts_with_one_command(tmp_path):
+    old = tmp_path / "old"
+    _legacy_store(old, SOME[:3])
+    new = tmp_path / "new"
+    out = subprocess.run([sys.executable, "-m", "pipeline.cli", "store", "convert", str(old),
+                          "--store", str(new), "--json"], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {"files": 3, "rows": 1800, "version": 1}
+    info = subprocess.run([sys.executable, "-m", "pipeline.cli", "store", "info", "--store", str(new),
+                           "--json"], capture_output=True, text=True, cwd=ROOT)
+    assert json.loads(info.stdout) == {"store": str(new), "version": 1, "rows": 1800,
+                                       "partitions": [["W01", 2e-08]]}
+    store = MeasurementStore(new)
+    expected = pd.concat([validate(read_file(f)).to_pandas() for f in SOME[:3]])
+    got = store.read()
+    assert len(got) == 1800 and not got.duplicated(["die", "device", "cycle", "pulse"]).any()
+    assert set(got.source_sha256) == set(expected.source_sha256) == store.known_files()
+    assert ingest(SOME[:3], store, tmp_path / "q").count("duplicate") == 3

@@ -11,8 +11,10 @@ import time
 from pathlib import Path
 
 from ..errors import InputError
+from ..units import format_seconds
 from ..settings import Settings, get_settings
 from ..simulation.catalog import algorithm_info, algorithm_names
+from ..storage import is_url
 from ..units import format_seconds
 from .format import (Output, Progress, fit_table, lineage_text, narrator, sim_table,
                      strict_json, table, version_text, warn)
@@ -103,7 +105,7 @@ def fit(args) -> int:
     out = _output(args)
     result, registered = app.run_fit(_settings(args), args.wafer, args.pulse_width,
                                      workers=args.workers, stack=args.stack, engine=args.engine,
-                                     progress=Progress("fit", out.silent))
+                                     progress=Progress("fit", out.silent), as_of=args.as_of)
     if args.out:
         result.save(Path(args.out))
     bad = result.devices[result.devices["family"].isna()]
@@ -194,9 +196,22 @@ def models_lineage(args) -> int:
     return EXIT_OK
 
 
+def models_import(args) -> int:
+    from ..importer import import_model
+
+    reg = _registry(args)
+    done = [import_model(reg, path) for path in args.files]
+    human = "\n".join(f"{d.ref} ({'new' if d.created else 'unchanged'}): {d.model.family}, "
+                      f"{format_seconds(d.model.pulse_width_s)}, imported from {d.model.citation}"
+                      for d in done)
+    _output(args).result(human, [{"ref": str(d.ref), "created": d.created, "file": str(d.model.path),
+                                  "citation": d.model.citation} for d in done])
+    return EXIT_OK
+
+
 MODELS = {"list": models_list, "show": models_show, "history": models_history,
           "search": models_search, "alias": models_alias, "tag": models_tag,
-          "lineage": models_lineage}
+          "lineage": models_lineage, "import": models_import}
 
 
 # --- simulate -------------------------------------------------------------------
@@ -220,7 +235,7 @@ def _check_size(args, n_refs: int, variants) -> None:
 
     per_seed = sum(n_refs if algorithm_info(a).analog else 1 for a, _ in variants)
     try:
-        check_sweep(args.seeds * per_seed, tuple(args.hidden), "mnist" if args.mnist else "digits")
+        check_sweep(args.seeds * per_seed, tuple(args.hidden), "mnist" if args.mnist else args.dataset)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 
@@ -241,9 +256,26 @@ def simulate(args) -> int:
     cfg = TrainConfig(hidden=tuple(args.hidden), epochs=args.epochs, lr=args.lr,
                       target_accuracy=args.target, activation=args.activation)
     _, summary, runs = app.run_simulation(settings, refs, variants, tuple(range(args.seeds)),
-                                          cfg, args.mnist, say=narrator(out.silent))
+                                          cfg, args.mnist or args.dataset, say=narrator(out.silent))
     out.result(sim_table(runs), {"runs": summary.to_dict(orient="records"),
                                  "table": runs.to_dict(orient="records")})
+    return EXIT_OK
+
+
+# --- reproduce ---------------------------------------------------------------------
+def reproduce(args) -> int:
+    from ..reproduce import markdown, reproduce as run_reproduction, save
+
+    out = _output(args)
+    registry = _registry(args)
+    rep = run_reproduction(registry, seeds=args.seeds, epochs=args.epochs, dataset=args.dataset,
+                           progress=narrator(out.silent))
+    folder = save(rep, registry)
+    out.result(markdown(rep) + f"\nsaved: {folder}",
+               {"folder": str(folder), "wall_s": rep.wall_s, "settings": rep.settings,
+                "claims": [{"text": c.text, "verdict": c.verdict, "evidence": c.evidence}
+                           for c in rep.claims],
+                "explanations": rep.explanations, "table": rep.table.to_dict(orient="records")})
     return EXIT_OK
 
 
@@ -263,7 +295,7 @@ def report(args) -> int:
 def _flow_paths(args) -> dict:
     """The store and registry given on the command line, absolute, for the flows'
     parameters (None: the flows take the FERRO_* defaults)."""
-    return {name: str(Path(value).resolve()) if value else None
+    return {name: (value if is_url(value) else str(Path(value).resolve())) if value else None
             for name, value in (("store", args.store), ("registry", args.registry))}
 
 
@@ -305,6 +337,47 @@ def serve(args) -> int:
               f"{args.cron or f'{args.interval:g}s'}; Ctrl-C stops", flush=True)
         serve_all(interval=None if args.cron else args.interval, cron=args.cron, epochs=args.epochs,
                   **_flow_paths(args))
+    return EXIT_OK
+
+
+def deploy(args) -> int:
+    import os
+
+    if not os.environ.get("PREFECT_API_URL"):
+        raise InputError("ferroflow deploy needs a Prefect server that workers reach: set "
+                         "PREFECT_API_URL (e.g. http://prefect.lab:4200/api)")
+    from flows.serve import deploy_all
+
+    ids = deploy_all(args.pool, interval=None if args.cron else args.interval, cron=args.cron,
+                     epochs=args.epochs, **_flow_paths(args))
+    _output(args).result(f"{len(ids)} deployments on work pool {args.pool!r}; run them with "
+                         f"`prefect worker start --pool {args.pool}` on any machine with ferroflow",
+                         {"pool": args.pool, "deployments": [str(i) for i in ids]})
+    return EXIT_OK
+
+
+# --- store --------------------------------------------------------------------------
+def store(args) -> int:
+    from .. import app
+
+    settings, out = _settings(args), _output(args)
+    measurements = app.store(settings)
+    if args.action == "convert":
+        from ..convert import convert_legacy
+
+        if not args.old:
+            raise InputError("ferroflow store convert needs the old store folder")
+        c = convert_legacy(args.old, measurements)
+        out.result(f"converted {len(c.stored)} file(s), {c.rows} rows: {args.old} -> "
+                   f"{settings.store} (version {c.version})",
+                   {"files": len(c.stored), "rows": c.rows, "version": c.version})
+    elif args.action == "vacuum":
+        removed = measurements.vacuum(args.retention_hours)
+        out.result(f"removed {len(removed)} unreferenced file(s)", {"removed": removed})
+    else:
+        info = {"store": str(settings.store), "version": measurements.version(),
+                "rows": measurements.rows(), "partitions": [list(p) for p in measurements.partitions()]}
+        out.result(json.dumps(info, indent=1), info)
     return EXIT_OK
 
 

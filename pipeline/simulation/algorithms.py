@@ -66,8 +66,8 @@ class Analog(Algorithm):
     def __init__(self, runs, w0, cfg):
         super().__init__(runs, w0, cfg)
         specs, seeds = [r.device for r in runs], [r.seed for r in runs]
-        self.layers = [DeviceLayer(specs, tuple(w.shape[1:]), seeds, runs[0].shift, w, cfg.d2d,
-                                   cfg.weight_range) for w in w0]
+        self.layers = [DeviceLayer(specs, tuple(w.shape[1:]), seeds, runs[0].shifts(i), w, cfg.d2d,
+                                   cfg.weight_range) for i, w in enumerate(w0)]
         self.crossbars = Crossbars(self.layers)
 
     def weights(self):

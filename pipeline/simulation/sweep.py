@@ -39,7 +39,7 @@ class SweepPlan:
         """Runs that can share tensors: same algorithm, shift and model family."""
         groups: dict[tuple, list[RunSpec]] = {}
         for r in self.runs:
-            key = (r.algorithm, r.shift, r.device.family if r.device else None)
+            key = (r.algorithm, r.shift, r.shift_layers, r.device.family if r.device else None)
             groups.setdefault(key, []).append(r)
         return list(groups.values())
 
@@ -142,6 +142,7 @@ def _epoch_rows(run: RunSpec, result, k: int, cfg: TrainConfig, dataset: str) ->
             "energy_per_pulse_j": run.device.energy_per_pulse_j if run.device else 0.0,
             "wall_s": rec.wall_s / len(result.runs), "batch_runs": len(result.runs),
             "target_accuracy": cfg.target_accuracy,
+            **{key: float(v[k]) for key, v in rec.diagnostics.items()},
         })
     return pd.DataFrame(rows)
 
@@ -175,19 +176,41 @@ def summarize(epochs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def sweep_table(summary: pd.DataFrame) -> pd.DataFrame:
-    """Mean and standard deviation over seeds per (pulse width, algorithm)."""
+def mean_curve_epochs(epochs: pd.DataFrame) -> pd.DataFrame:
+    """Per (pulse width, label): the first epoch at which the test accuracy *averaged over
+    seeds* reaches the target (NaN when it never does). A mean of per-seed epochs would
+    drop the seeds that never get there and so flatter slow configurations."""
+    rows = []
+    for (pw, label), df in epochs.groupby(["pulse_width_s", "label"], dropna=False):
+        curve = df.groupby("epoch").test_accuracy.mean()
+        crossed = curve.index[curve >= df.target_accuracy.iloc[0]]
+        rows.append({"pulse_width_s": pw, "label": label,
+                     "epochs_to_target": float(crossed[0]) if len(crossed) else np.nan})
+    return pd.DataFrame(rows)
+
+
+def sweep_table(summary: pd.DataFrame, epochs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Mean and standard deviation over seeds per (pulse width, algorithm). With the
+    epoch rows, ``epochs_to_target`` is where the mean over seeds crosses the target
+    (``mean_curve_epochs``); ``epochs_to_target_sd`` is the spread of the seeds that
+    reach it, ``reached`` their number."""
     if summary.empty:
         return summary
     g = summary.groupby(["pulse_width_s", "label"], dropna=False)
     table = g.agg(seeds=("seed", "nunique"),
                   acc_mean=("final_test_accuracy", "mean"), acc_sd=("final_test_accuracy", "std"),
                   epochs_to_target=("epochs_to_target", "mean"),
+                  epochs_to_target_sd=("epochs_to_target", "std"),
                   reached=("epochs_to_target", lambda s: int(s.notna().sum())),
                   pulses_per_epoch=("pulses_per_epoch", "mean"),
                   energy_per_pulse_j=("energy_per_pulse_j", "mean"),
                   energy_j=("energy_j", "mean"), energy_to_target_j=("energy_to_target_j", "mean"))
-    return table.reset_index()
+    table = table.reset_index()
+    if epochs is not None:
+        mean_curve = mean_curve_epochs(epochs).set_index(["pulse_width_s", "label"]).epochs_to_target
+        table["epochs_to_target"] = [mean_curve.get((pw, lab), np.nan)
+                                     for pw, lab in zip(table.pulse_width_s, table.label)]
+    return table
 
 
 def simulate_refs(registry: Registry, refs: list[str], variants=DEFAULT_VARIANTS, seeds=(0,),
@@ -196,4 +219,4 @@ def simulate_refs(registry: Registry, refs: list[str], variants=DEFAULT_VARIANTS
     sweep = plan(registry, refs, variants, seeds, cfg, dataset=str(data_path) if data_path else "digits")
     epochs = run_sweep(registry, sweep, progress=progress)
     summary = summarize(epochs)
-    return epochs, summary, sweep_table(summary)
+    return epochs, summary, sweep_table(summary, epochs)

@@ -63,6 +63,7 @@ class RunSpec:
     seed: int
     device: DeviceSpec | None = None   # None for fp
     shift: bool = False
+    shift_layers: tuple[int, ...] | None = None  # with shift: only these layers (None: all)
 
     def __post_init__(self):
         analog = algorithm_info(self.algorithm).analog
@@ -73,11 +74,19 @@ class RunSpec:
 
     @property
     def label(self) -> str:
-        return self.algorithm + ("+sp-shift" if self.shift else "")
+        if not self.shift:
+            return self.algorithm
+        only = "" if self.shift_layers is None else "(l" + ",".join(map(str, self.shift_layers)) + ")"
+        return f"{self.algorithm}+sp-shift{only}"
+
+    def shifts(self, layer: int) -> bool:
+        return self.shift and (self.shift_layers is None or layer in self.shift_layers)
 
     def run_id(self, cfg: TrainConfig, dataset: str) -> str:
         doc = {"ref": self.device.ref if self.device else None, "algorithm": self.algorithm,
                "shift": self.shift, "seed": self.seed, "config": cfg.hash(), "data": dataset}
+        if self.shift_layers is not None:  # absent otherwise: earlier run ids stay valid
+            doc["shift_layers"] = list(self.shift_layers)
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -90,6 +99,7 @@ class EpochRecord:
     pulses: dict[str, np.ndarray]       # "l0_up" -> per run
     energy_j: np.ndarray
     wall_s: float
+    diagnostics: dict[str, np.ndarray] = field(default_factory=dict)  # see diagnostics.py
 
 
 @dataclass
@@ -124,7 +134,7 @@ class Batch:
 
     def __init__(self, runs: list[RunSpec], data: Dataset, cfg: TrainConfig):
         algos = {r.algorithm for r in runs}
-        if len(algos) != 1 or len({r.shift for r in runs}) != 1:
+        if len(algos) != 1 or len({(r.shift, r.shift_layers) for r in runs}) != 1:
             raise ValueError("a batch holds runs of one algorithm and one shift setting")
         self.runs, self.data, self.cfg = runs, data, cfg
         self.sizes = [data.n_features, *cfg.hidden, data.n_classes]
@@ -191,10 +201,13 @@ def train(runs: list[RunSpec], data: Dataset, cfg: TrainConfig, progress=None,
     Torch runs on ``threads`` threads meanwhile (the caller's setting is restored
     after): per-sample tensors are tiny, so more threads only add overhead.
     """
+    from .diagnostics import epoch_diagnostics, layer_offsets
+
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         batch = Batch(runs, data, cfg)
+        offsets = layer_offsets(batch)
         result = BatchResult(runs)
         for epoch in range(1, cfg.epochs + 1):
             t = time.perf_counter()
@@ -203,7 +216,7 @@ def train(runs: list[RunSpec], data: Dataset, cfg: TrainConfig, progress=None,
             tr_acc, _ = batch.evaluate(batch.x_train, batch.y_train)
             te_acc, loss = batch.evaluate(batch.x_test, batch.y_test)
             rec = EpochRecord(epoch, tr_acc, te_acc, loss, batch.algorithm.pulses(),
-                              batch.algorithm.energy(), wall)
+                              batch.algorithm.energy(), wall, epoch_diagnostics(batch, offsets))
             result.epochs.append(rec)
             if progress:
                 progress(epoch, cfg.epochs, rec)

@@ -1,0 +1,141 @@
+"""The registry index database: SQLite (embedded default) or PostgreSQL (shared).
+
+The registry writes one SQL dialect, the subset both engines speak (``?`` placeholders,
+``INSERT ... ON CONFLICT``); this module adapts placeholders and gives each engine's way
+to serialise version numbering: SQLite's ``BEGIN IMMEDIATE`` (one writer at a time),
+PostgreSQL's transaction-scoped advisory lock per model name (writers of other names go
+on). One connection per thread, autocommit outside explicit transactions.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import zlib
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+
+DDL = """
+CREATE TABLE IF NOT EXISTS versions (
+    name TEXT NOT NULL, version INTEGER NOT NULL, content_sha TEXT NOT NULL, path TEXT NOT NULL,
+    stack TEXT, wafer TEXT, pulse_width_s DOUBLE PRECISION, family TEXT, state_unit TEXT,
+    n_devices INTEGER, n_failed INTEGER, sp_norm_median DOUBLE PRECISION,
+    r2_median DOUBLE PRECISION, energy_per_pulse_j DOUBLE PRECISION, description TEXT,
+    created_at TEXT NOT NULL, fit_config_hash TEXT, code_version TEXT,
+    PRIMARY KEY (name, version));
+CREATE INDEX IF NOT EXISTS versions_sha ON versions (name, content_sha);
+CREATE INDEX IF NOT EXISTS versions_wafer ON versions (wafer, pulse_width_s);
+CREATE TABLE IF NOT EXISTS aliases (
+    name TEXT NOT NULL, alias TEXT NOT NULL, version INTEGER NOT NULL,
+    PRIMARY KEY (name, alias));
+CREATE TABLE IF NOT EXISTS tags (
+    name TEXT NOT NULL, version INTEGER NOT NULL, tag TEXT NOT NULL,
+    PRIMARY KEY (name, version, tag));
+CREATE TABLE IF NOT EXISTS raw_files (
+    name TEXT NOT NULL, version INTEGER NOT NULL, sha256 TEXT NOT NULL, file_name TEXT,
+    PRIMARY KEY (name, version, sha256));
+CREATE TABLE IF NOT EXISTS runs (
+    name TEXT NOT NULL, version INTEGER NOT NULL, run_id TEXT NOT NULL, kind TEXT,
+    path TEXT, created_at TEXT NOT NULL, PRIMARY KEY (name, version, run_id))
+"""
+
+_SCHEMA_LOCK = 0x6665_72  # advisory lock key held while PostgreSQL creates the tables
+
+
+def is_postgres(target) -> bool:
+    return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
+
+
+def open_index(target: str | Path) -> "SqliteIndex | PostgresIndex":
+    return PostgresIndex(target) if is_postgres(target) else SqliteIndex(Path(target))
+
+
+class _Index:
+    def __init__(self):
+        self._local = threading.local()
+
+    def _con(self):
+        con = getattr(self._local, "con", None)
+        if con is None:
+            con = self._local.con = self._connect()
+        return con
+
+    def close(self) -> None:
+        con = getattr(self._local, "con", None)
+        if con is not None:
+            con.close()
+            self._local.con = None
+
+    def execute(self, sql: str, args=()):
+        return self._con().execute(self._sql(sql), tuple(args))
+
+    def query(self, sql: str, args=()) -> pd.DataFrame:
+        cur = self.execute(sql, args)
+        return pd.DataFrame(cur.fetchall(), columns=[d[0] for d in cur.description])
+
+    def _sql(self, sql: str) -> str:
+        return sql
+
+
+class SqliteIndex(_Index):
+    def __init__(self, path: Path):
+        super().__init__()
+        self.path = path
+        self.where = str(path)
+
+    def _connect(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        con = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA synchronous=NORMAL")
+        con.executescript(DDL + ";")
+        return con
+
+    def executemany(self, sql: str, rows) -> None:
+        self._con().executemany(sql, rows)
+
+    @contextmanager
+    def transaction(self, lock: str):
+        """A write transaction; SQLite serialises all writers (``lock`` is not needed)."""
+        con = self._con()
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
+
+
+class PostgresIndex(_Index):
+    def __init__(self, url: str):
+        super().__init__()
+        self.url = url
+        self.where = url.split("@")[-1]  # no credentials in messages
+
+    def _connect(self):
+        import psycopg
+
+        con = psycopg.connect(self.url, autocommit=True)
+        with con.transaction():
+            con.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+            for statement in DDL.split(";"):
+                con.execute(statement)
+        return con
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("?", "%s")
+
+    def executemany(self, sql: str, rows) -> None:
+        with self._con().cursor() as cur:
+            cur.executemany(self._sql(sql), rows)
+
+    @contextmanager
+    def transaction(self, lock: str):
+        """A write transaction holding an advisory lock on ``lock`` (a model name)."""
+        con = self._con()
+        with con.transaction():
+            con.execute("SELECT pg_advisory_xact_lock(%s)", (zlib.crc32(lock.encode()),))
+            yield
