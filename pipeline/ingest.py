@@ -349,7 +349,8 @@ def _settle(outcome: FileOutcome, commit) -> FileOutcome:
     if outcome.sha256 in commit.overlaps:
         err = InputError(commit.overlaps[outcome.sha256], file=outcome.path)
         return FileOutcome.quarantined(outcome.source, err, outcome.sha256)
-    if outcome.sha256 in commit.already:
+    if outcome.sha256 in commit.already and outcome.sha256 not in commit.stored:
+        # (the same bytes twice in one batch: the first is stored, the second a duplicate)
         return FileOutcome.of(outcome.source, Outcome.DUPLICATE, 0, outcome.sha256)
     return outcome
 

@@ -574,7 +574,7 @@ def run_link_fails(tmp, one_model):
     from pipeline.simulation import run_sweep
 
     reg = one_model(tmp)
-    con = sqlite3.connect(reg.index)
+    con = sqlite3.connect(reg.db.path)  # the SQLite index (the default)
     con.execute("CREATE TRIGGER busy BEFORE INSERT ON runs BEGIN "
                 "SELECT RAISE(ABORT, 'index busy'); END")
     con.commit()
@@ -595,7 +595,7 @@ def run_unlinked_reconciled(tmp, one_model):
     run_sweep(reg, _tiny_sweep(reg))
     (done,) = (Path(reg.base) / "runs").iterdir()
     stamp = done.stat().st_mtime_ns
-    con = sqlite3.connect(reg.index)
+    con = sqlite3.connect(reg.db.path)  # the SQLite index (the default)
     con.execute("DELETE FROM runs")  # the state an earlier failed link left
     con.commit()
     run_sweep(reg, _tiny_sweep(reg))

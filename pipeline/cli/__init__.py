@@ -7,6 +7,7 @@ Exit codes: 0 success; 1 error (one line on stderr; ``--debug`` for the tracebac
 
 from __future__ import annotations
 
+import re
 import signal
 import sys
 
@@ -41,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         where = f": {shown(exc.filename)}" if exc.filename else ""
-        print(f"ferroflow {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        print(f"ferroflow {args.command}: error: {one_line(exc.strerror or str(exc))}{where}",
+              file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
@@ -51,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # unexpected: still one line, the traceback on request
         if args.debug:
             raise
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        text = one_line(str(exc))
         print(f"ferroflow {args.command}: error: {type(exc).__name__}: {text} "
               "(run again with --debug for the traceback)", file=sys.stderr)
         return EXIT_ERROR
@@ -71,3 +73,11 @@ def _terminate_cleanly() -> None:
             signal.signal(sig, stop)
         except (ValueError, OSError):  # not the main thread: leave the default
             pass
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def one_line(text: str) -> str:
+    """A library's message (some span lines and carry terminal colours) as one line."""
+    return " ".join(_ANSI.sub("", text).split())
