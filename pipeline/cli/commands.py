@@ -377,7 +377,7 @@ def store(args) -> int:
     else:
         info = {"store": str(settings.store), "version": measurements.version(),
                 "rows": measurements.rows(), "partitions": [list(p) for p in measurements.partitions()]}
-        out.result(json.dumps(info, indent=1), info)
+        out.result(strict_json(info), info)
     return EXIT_OK
 
 
