@@ -33,7 +33,6 @@ variation a simulator samples from.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -49,6 +48,7 @@ from .errors import InputError
 from .fitrecords import (ENGINES, DeviceFit, FamilyFit, FitTarget, PopulationStat, SeriesFit, SeriesInfo,
                          records_frame)
 from .traces import Series, amplitude_ranges, check_protocol, series_from_frame, step_map, traces
+from .workers import process_pool
 
 SERIES_COLUMNS = ["wafer", "die", "device", "pulse_width_s"]
 CRITERIA = ("bic", "aic")
@@ -499,7 +499,7 @@ def fit_series_list(series: list[Series], cfg: FitConfig = FitConfig(), progress
         tables = _collect(done, len(series), progress)
         trace_fits = fit_traces(series)
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with process_pool(workers) as pool:
             done = pool.map(_partition_tables, parts, [cfg] * len(parts))
             trace_fits = fit_traces(series)  # here while the workers fit
             tables = _collect(done, len(series), progress)

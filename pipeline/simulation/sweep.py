@@ -4,6 +4,10 @@ Results live under ``<registry>/runs/``: one parquet file per run with a row per
 (``<run_id>.parquet``). Each run is recorded in the registry's lineage of its model
 version (version -> runs). A run whose file already exists is not run again (its id
 hashes the model version, algorithm, shift, seed, training configuration and data set).
+
+Lineage and disk agree: a run is linked in the registry *before* its file is renamed
+into place, so a failed link leaves no final file (the run is redone next time), and a
+done run found unlinked (older versions, a crash between the two) is linked at start.
 """
 
 from __future__ import annotations
@@ -82,10 +86,12 @@ def run_sweep(registry: Registry, sweep: SweepPlan, data: Dataset | None = None,
     out_dir.mkdir(parents=True, exist_ok=True)
     frames = []
     todo = []
+    linked = _Linked(registry)
     for r in sweep.runs:
         path = out_dir / f"{r.run_id(sweep.cfg, data.name)}.parquet"
         if skip_done and path.exists():
             frames.append(pd.read_parquet(path))
+            linked.ensure(r, r.run_id(sweep.cfg, data.name), path)
         else:
             todo.append(r)
     batches = SweepPlan(tuple(todo), sweep.cfg, sweep.dataset).batches()
@@ -105,12 +111,31 @@ def run_sweep(registry: Registry, sweep: SweepPlan, data: Dataset | None = None,
             df = _epoch_rows(run, result, k, sweep.cfg, data.name)
             path = out_dir / f"{df.run_id.iloc[0]}.parquet"
             tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-            df.to_parquet(tmp, index=False)
-            os.replace(tmp, path)
-            if run.device is not None:
-                registry.add_run(run.device.ref, df.run_id.iloc[0], run.label, str(path))
+            try:
+                df.to_parquet(tmp, index=False)
+                linked.ensure(run, df.run_id.iloc[0], path)  # linked before it is final
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
             frames.append(df)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+class _Linked:
+    """The run ids each model version has in the registry, read once per version."""
+
+    def __init__(self, registry: Registry):
+        self.registry, self.ids = registry, {}
+
+    def ensure(self, run: RunSpec, run_id: str, path: Path) -> None:
+        if run.device is None:
+            return
+        ref = run.device.ref
+        if ref not in self.ids:
+            self.ids[ref] = set(self.registry.runs(ref).run_id)
+        if run_id not in self.ids[ref]:
+            self.registry.add_run(ref, run_id, run.label, str(path))
+            self.ids[ref].add(run_id)
 
 
 def _epoch_rows(run: RunSpec, result, k: int, cfg: TrainConfig, dataset: str) -> pd.DataFrame:
@@ -153,7 +178,7 @@ def summarize(epochs: pd.DataFrame) -> pd.DataFrame:
         epochs_to = int(hit.epoch.iloc[0]) if len(hit) else np.nan
         rows.append({
             "run_id": run_id, "model_ref": first.model_ref, "pulse_width_s": first.pulse_width_s,
-            "algorithm": first.algorithm, "shift": first.shift, "label": first.label,
+            "algorithm": first.algorithm, "shift": bool(first["shift"]), "label": first.label,
             "seed": first.seed, "epochs": int(last.epoch),
             "final_test_accuracy": last.test_accuracy, "best_test_accuracy": df.test_accuracy.max(),
             "epochs_to_target": epochs_to,
