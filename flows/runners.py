@@ -26,7 +26,7 @@ def task_runner(kind: str | None = None, address: str | None = None, workers: in
             return DaskTaskRunner(address=address)
         n = workers or int(os.environ.get("FERRO_DASK_WORKERS", "2"))
         return _local_dask_runner()(cluster_kwargs={"n_workers": n, "threads_per_worker": 1,
-                                                    "processes": True, "dashboard_address": None})
+                                                    "processes": True, "dashboard_address": ":0"})
     raise ValueError(f"FERRO_TASK_RUNNER must be 'threads' or 'dask', not {kind!r}")
 
 

@@ -103,8 +103,10 @@ def run_simulation(settings: Settings, refs: list[str], variants, seeds: tuple[i
 
 def run_report(settings: Settings, wafer: str, out: str | Path | None = None, say=None):
     """Write a wafer's report (figures + HTML) to ``out``, default ``<reports>/<wafer>``."""
+    from .identifiers import check_identifier
     from .report import write_report
 
+    check_identifier(wafer, "wafer")  # the default folder is named after it
     return write_report(store(settings), registry(settings), wafer,
                         Path(out) if out else settings.reports / wafer, progress=say)
 

@@ -25,7 +25,7 @@ fits it with lmfit.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from types import FunctionType, SimpleNamespace
 
 import numpy as np
@@ -117,12 +117,32 @@ def _light(cls: type) -> type:
     for name, value in guess.__globals__.items():
         if isinstance(value, type) and issubclass(value, DeviceModel) and value is not DeviceModel:
             env[name] = _light(value)
-    light.guess = FunctionType(guess.__code__, env, guess.__name__, guess.__defaults__, guess.__closure__)
+    light.guess = _remembered(FunctionType(guess.__code__, env, guess.__name__, guess.__defaults__,
+                                           guess.__closure__))
     light.parameters = _with_light_lmfit(cls.parameters)
     return light
 
 
 _LIGHT: dict[type, type] = {}
+_GUESSES: dict[tuple, tuple] = {}  # (class, id(data), ...) -> (data, starting values)
+GUESS_CACHE = 2048  # a partition of 256 series makes 5 per series (bounded memory)
+
+
+def _remembered(guess):
+    """``guess`` remembering its answer per (class, data object, attributes): families
+    start from the soft-bounds guess, so a series' one is otherwise computed once for the
+    noise weights and once more per family. Nothing edits starting values once built."""
+    def remembered(self, data):
+        key = (type(self), id(data), tuple(sorted(self.__dict__.items())))
+        hit = _GUESSES.get(key)
+        if hit is not None and hit[0] is data:
+            return hit[1]
+        if len(_GUESSES) >= GUESS_CACHE:
+            _GUESSES.clear()
+        out = guess(self, data)
+        _GUESSES[key] = (data, out)  # holding data keeps its id from being reused
+        return out
+    return remembered
 
 
 def starting_values(model: DeviceModel, data: StepMap):
@@ -236,12 +256,26 @@ def _neurosim_grad(g, up, A_p, A_d, Gmin, Gmax):  # noqa: N803
     return out
 
 
+def _lookup_grad(g, up, g_lo, g_hi, **nodes):
+    """Each node's hat weight at g (the model is linear in the node steps)."""
+    n = len(nodes) // 2
+    u = np.clip((g - g_lo) / (g_hi - g_lo), 0.0, 1.0) * (n - 1)
+    j = np.clip(np.floor(u), 0, n - 2)
+    t = u - j
+    out = {}
+    for i in range(n):
+        hat = np.where(j == i, 1 - t, 0.0) + np.where(j == i - 1, t, 0.0)
+        out[f"up_{i}"], out[f"down_{i}"] = np.where(up, hat, 0.0), np.where(up, 0.0, hat)
+    return out
+
+
 # Analytic gradients of the step map: one pass instead of one step evaluation per
 # parameter. The formulas are the
 # derivatives of the formulas in ``pipeline.devices`` (checked against differences in
 # tests/test_batchfit.py).
 GRADIENTS = {"softbounds": _softbounds_grad, "neurosim": _neurosim_grad,
-             "powstep": _powstep_grad, "beta": _beta_grad}
+             "powstep": _powstep_grad, "beta": _beta_grad,
+             "lookup": _lookup_grad}
 
 
 # Families linear in their varying parameters: one Jacobian serves the whole fit.
@@ -256,8 +290,11 @@ class Problem:
         self.linear = None
         if model.name in LINEAR:
             rows = np.arange(len(x0))
-            # forward differences are exact for a linear map (up to rounding)
-            self.linear = (x0, self._eval(x0, rows), self._differences(x0, rows, central=False))
+            # one Jacobian for the whole fit (forward differences are exact for a
+            # linear map up to rounding, where a family has no analytic one)
+            jac = (self._analytic(x0, rows) if model.name in GRADIENTS else
+                   self._differences(x0, rows, central=False))
+            self.linear = (x0, self._eval(x0, rows), jac)
 
     def _eval(self, x, rows):
         b = self.b
@@ -269,32 +306,38 @@ class Problem:
         if self.linear is None:
             return self._eval(x, rows)
         x0, r0, j0 = self.linear
-        return r0[rows] + (j0[rows] @ (x - x0[rows])[..., None])[..., 0]
+        return r0[rows] + ((x - x0[rows])[:, None, :] @ j0[rows])[:, 0]
 
     def jacobian(self, x, rows, central=False):
-        """d(weighted residual)/d(external parameters), shape (rows, N, P)."""
+        """d(weighted residual)/d(external parameters), transposed: shape (rows, P, N),
+        the layout in which stacking the columns and forming J^T J are fastest."""
         if self.linear is not None:
             return self.linear[2][rows]
-        grad = GRADIENTS.get(self.model.name)
-        if grad is None:
+        if self.model.name not in GRADIENTS:
             return self._differences(x, rows, central)
+        return self._analytic(x, rows)
+
+    def _analytic(self, x, rows):
         with np.errstate(all="ignore"):
-            parts = grad(self.b.g[rows], self.b.up[rows], **self.bounds.values(x, rows))
-        return np.stack([parts[k] for k in self.bounds.names], -1) * self.b.w[rows][..., None]
+            parts = GRADIENTS[self.model.name](self.b.g[rows], self.b.up[rows],
+                                               **self.bounds.values(x, rows))
+        jac = np.stack([parts[k] for k in self.bounds.names], 1)
+        jac *= self.b.w[rows][:, None, :]  # in place: (B, P, N) temporaries cost more than the math
+        return jac
 
     def _differences(self, x, rows, central):
         h = 1e-7 * np.maximum(np.abs(x), 1e-3)
         base = None if central else self._eval(x, rows)
-        out = np.empty((len(x), self.b.g.shape[1], x.shape[1]))
+        out = np.empty((len(x), x.shape[1], self.b.g.shape[1]))
         for j in range(x.shape[1]):
             hi = x.copy()
             hi[:, j] += h[:, j]
             if central:
                 lo = x.copy()
                 lo[:, j] -= h[:, j]
-                out[..., j] = (self._eval(hi, rows) - self._eval(lo, rows)) / (2 * h[:, j:j + 1])
+                out[:, j] = (self._eval(hi, rows) - self._eval(lo, rows)) / (2 * h[:, j:j + 1])
             else:
-                out[..., j] = (self._eval(hi, rows) - base) / h[:, j:j + 1]
+                out[:, j] = (self._eval(hi, rows) - base) / h[:, j:j + 1]
         return out
 
 
@@ -311,6 +354,17 @@ class Solution:
     x: np.ndarray            # (B, P) external values
     converged: np.ndarray    # (B,) bool
     nfev: np.ndarray         # (B,) residual evaluations
+
+
+def _scale(jac_t: np.ndarray, dxdu: np.ndarray) -> np.ndarray:
+    jac_t *= dxdu[:, :, None]  # a fresh Jacobian: scaled in place
+    return jac_t
+
+
+def _rows(index: np.ndarray, n: int):
+    """``index`` as a slice when it takes every row: gathers of whole (B, N) arrays
+    then become views."""
+    return slice(None) if len(index) == n else index
 
 
 def levenberg_marquardt(prob: Problem, x0: np.ndarray) -> Solution:
@@ -335,9 +389,10 @@ def levenberg_marquardt(prob: Problem, x0: np.ndarray) -> Solution:
         if len(fresh):
             # chain rule through the transform: dx/du = cos(u) (hi - lo) / 2
             dxdu = np.cos(u[fresh]) * (bounds.hi[fresh] - bounds.lo[fresh]) / 2
-            J = prob.jacobian(bounds.external(u[fresh], fresh), fresh) * dxdu[:, None, :]
-            Jt = J.transpose(0, 2, 1)
-            normal[fresh] = Jt @ J
+            rows = _rows(fresh, n_ser)
+            Jt = prob.jacobian(bounds.external(u[fresh], rows), rows)
+            Jt = Jt * dxdu[:, :, None] if prob.linear is not None else _scale(Jt, dxdu)
+            normal[fresh] = Jt @ Jt.transpose(0, 2, 1)
             grad_all[fresh] = (Jt @ r[fresh][..., None])[..., 0]
             nfev[fresh] += n_par
             need_jac[fresh] = False
@@ -353,7 +408,8 @@ def levenberg_marquardt(prob: Problem, x0: np.ndarray) -> Solution:
         M = A + lam[act, None, None] * (diag[:, :, None] * np.eye(n_par))
         step = -_solve(M, grad)
         u_new = u[act] + step
-        r_new = prob.residual(bounds.external(u_new, act), act)
+        rows = _rows(act, n_ser)
+        r_new = prob.residual(bounds.external(u_new, rows), rows)
         nfev[act] += 1
         cost_new = (r_new ** 2).sum(1)
         better = np.isfinite(cost_new) & (cost_new < cost[act])
@@ -375,11 +431,17 @@ def levenberg_marquardt(prob: Problem, x0: np.ndarray) -> Solution:
 
 def covariance(prob: Problem, x: np.ndarray, redchi: np.ndarray):
     """lmfit's scaled covariance per series; NaN where MINPACK would give none."""
-    jac = prob.jacobian(x, np.arange(len(x)), central=True)  # at the optimum itself
-    A = jac.transpose(0, 2, 1) @ jac
+    jac_t = prob.jacobian(x, np.arange(len(x)), central=True)  # at the optimum itself
+    A = jac_t @ jac_t.transpose(0, 2, 1)
     cov = np.full_like(A, np.nan)
-    ok = (np.abs(jac).max(1) > 0).all(1) & np.isfinite(A).all((1, 2))
-    for i in np.flatnonzero(ok):
+    ok = (np.abs(jac_t).max(2) > 0).all(1) & np.isfinite(A).all((1, 2))
+    rows = np.flatnonzero(ok)
+    try:  # all at once; one singular matrix sends the batch through the loop below
+        cov[rows] = np.linalg.inv(A[rows]) * redchi[rows, None, None]
+        return cov
+    except np.linalg.LinAlgError:
+        pass
+    for i in rows:
         try:
             cov[i] = np.linalg.inv(A[i]) * redchi[i]
         except np.linalg.LinAlgError:
@@ -572,23 +634,30 @@ def fit_steps(name: str, datas: list[StepMap], weights: list[np.ndarray], traces
     signs = wrong_sign(model, p, lo_r, hi_r, np.array([d.g.min() for d in datas]),
                        np.array([d.g.max() for d in datas]))
     bound = at_bound(bounds, sol.x)
-    var_err = np.sqrt(np.einsum("bii->bi", st["cov"]))
+    names = list(model.param_names)
+    has_cov = np.isfinite(st["cov"]).all((1, 2))
+    with np.errstate(invalid="ignore"):
+        var_err = np.sqrt(np.einsum("bii->bi", st["cov"]))
+    # lmfit gives fixed parameters a zero error when it has a covariance
+    errs = np.column_stack([var_err[:, bounds.names.index(k)] if k in bounds.names else
+                            np.where(has_cov, 0.0, np.nan) for k in names]).tolist()
+    vals = np.column_stack([p[k] for k in names]).tolist()
+    # per-row Python floats in one pass (tolist), not one float() per number
+    cols = {k: st[k].tolist() for k in ("chisqr", "redchi", "aic", "bic", "r2_steps")}
+    cols.update(r2_trace=r2_trace.tolist(), sp_g=sp.tolist(), sp_g_err=sp_err.tolist(),
+                range_lo_g=lo_r.tolist(), range_hi_g=hi_r.tolist())
+    nfev, n_points = sol.nfev.tolist(), batch.n.tolist()
     ok = sol.converged & st["finite"]
     for j, i in enumerate(keep):
         if not ok[j]:
             continue
-        has_cov = np.isfinite(st["cov"][j]).all()
-        fit = FamilyFit(
-            name, FitTarget.STEPS, int(batch.n[j]), success=True, nfev=int(sol.nfev[j]),
-            **{k: float(st[k][j]) for k in ("chisqr", "redchi", "aic", "bic", "r2_steps")},
-            r2_trace=float(r2_trace[j]), sp_g=float(sp[j]), sp_g_err=float(sp_err[j]),
-            range_lo_g=float(lo_r[j]), range_hi_g=float(hi_r[j]),
-            values={k: float(v[j]) for k, v in p.items()},
-            # lmfit gives fixed parameters a zero error when it has a covariance
-            stderr={k: float(var_err[j, bounds.names.index(k)]) if k in bounds.names else
-                    (0.0 if has_cov else float("nan")) for k in model.param_names},
-            resid=st["resid"][j, :batch.n[j]].copy())
-        out[i] = replace(fit, flag=quality_flag(bound[j], fit, r2_min, judges[i]) or signs[j])
+        fit = dict(family=name, fit_target=FitTarget.STEPS, n_points=n_points[j], success=True,
+                   nfev=nfev[j], **{k: v[j] for k, v in cols.items()},
+                   values=dict(zip(names, vals[j])), stderr=dict(zip(names, errs[j])),
+                   resid=st["resid"][j, :n_points[j]].copy())
+        # the flag from the row's numbers, so the row is built once (replace() costs)
+        flag = quality_flag(bound[j], SimpleNamespace(**fit), r2_min, judges[i]) or signs[j]
+        out[i] = FamilyFit(**fit, flag=flag)
     return out
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from enum import Enum, StrEnum
+from functools import lru_cache
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:  # pandas/numpy load on use: the CLI parser imports this module
@@ -181,14 +182,18 @@ def columns(*kinds: type) -> list[str]:
     return [f.name for k in kinds for f in fields(k) if f.metadata.get("column", True)]
 
 
+@lru_cache(maxsize=None)
+def _column_names(kind: type) -> tuple[str, ...]:
+    return tuple(columns(kind))
+
+
 def to_row(*records) -> dict:
     """One table row from records side by side; enum values are stored as their string."""
     row = {}
     for r in records:
-        for f in fields(r):
-            if f.metadata.get("column", True):
-                v = getattr(r, f.name)
-                row[f.name] = v.value if isinstance(v, Enum) else v
+        for name in _column_names(type(r)):
+            v = getattr(r, name)
+            row[name] = v.value if isinstance(v, Enum) else v
     return row
 
 

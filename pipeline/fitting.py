@@ -33,7 +33,6 @@ variation a simulator samples from.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -50,6 +49,7 @@ from .fitrecords import (ENGINES, DeviceFit, FamilyFit, FitTarget, PopulationSta
                          records_frame, state_summary)
 from .schema import StateScale, upgrade_columns
 from .traces import Series, amplitude_ranges, check_protocol, series_from_frame, step_map, traces
+from .workers import process_pool
 
 SERIES_COLUMNS = ["wafer", "die", "device", "pulse_width_s"]
 CRITERIA = ("bic", "aic")
@@ -498,26 +498,44 @@ def fit_series_list(series: list[Series], cfg: FitConfig = FitConfig(), progress
     size = max(1, min(size, -(-len(series) // workers)))
     parts = [series[i:i + size] for i in range(0, len(series), size)]
     if workers == 1 or len(parts) <= 1:
-        done = map(_fit_partition, parts, [cfg] * len(parts))
-        results = _collect(done, len(series), progress)
+        done = map(_partition_tables, parts, [cfg] * len(parts))
+        tables = _collect(done, len(series), progress)
+        trace_fits = fit_traces(series)
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            results = _collect(pool.map(_fit_partition, parts, [cfg] * len(parts)),
-                               len(series), progress)
-    fits = records_frame([(r.info, f) for r in results for f in r.fits], (SeriesInfo, FamilyFit))
-    devices = records_frame([(r.info, r.device) for r in results], (SeriesInfo, DeviceFit))
-    params = params_frame(results)
+        with process_pool(workers) as pool:
+            done = pool.map(_partition_tables, parts, [cfg] * len(parts))
+            trace_fits = fit_traces(series)  # here while the workers fit
+            tables = _collect(done, len(series), progress)
+    tables = tables or [_partition_tables([], cfg)]  # no series: empty tables, same columns
+    fits, devices, params = (_concat([t[i] for t in tables]) for i in range(3))
     return FitResult(fits=fits, params=params, devices=devices,
-                     population=population(devices, params), traces=fit_traces(series))
+                     population=population(devices, params), traces=trace_fits)
 
 
-def _collect(parts, total: int, progress) -> list[SeriesFit]:
-    results: list[SeriesFit] = []
-    for out in parts:
-        results += out
+def _partition_tables(series: list[Series], cfg: FitConfig) -> tuple[pd.DataFrame, ...]:
+    """(fits, devices, params) rows of a partition: built in the worker, so the parent
+    only concatenates (and frames travel between processes faster than records)."""
+    results = _fit_partition(series, cfg)
+    return (records_frame([(r.info, f) for r in results for f in r.fits], (SeriesInfo, FamilyFit)),
+            records_frame([(r.info, r.device) for r in results], (SeriesInfo, DeviceFit)),
+            params_frame(results))
+
+
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Partitions' rows as one table, with the column types one frame of all rows gets
+    (a column all None in one partition is object there, float or int elsewhere)."""
+    out = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    return out.infer_objects()
+
+
+def _collect(parts, total: int, progress) -> list:
+    out, done = [], 0
+    for tables in parts:
+        out.append(tables)
+        done += len(tables[1])  # one devices row per series
         if progress:
-            progress(len(results), total)
-    return results
+            progress(done, total)
+    return out
 
 
 def params_frame(results: list[SeriesFit]) -> pd.DataFrame:

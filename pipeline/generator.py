@@ -92,6 +92,7 @@ import numpy as np
 import pandas as pd
 
 from .energy import EnergyConstants, pulse_energy
+from .identifiers import check_identifier
 
 DEFAULT_PULSE_WIDTHS = (2e-8, 2e-7, 2e-6, 2e-5, 2e-4)
 INSTRUMENT = "Keysight B1500A (ferroflow generator)"
@@ -434,6 +435,7 @@ def generate_wafer(cfg: GeneratorConfig, out: Path, fmt: str = "instrument",
     """
     if fmt not in ("instrument", "tidy"):
         raise ValueError(f"unknown format {fmt!r}: use 'instrument' or 'tidy'")
+    check_identifier(cfg.wafer, "wafer")  # it names the files written into out
     if cfg.protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {cfg.protocol!r}: use one of {PROTOCOLS}")
     staircase = cfg.protocol == "staircase"

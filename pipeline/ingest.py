@@ -11,14 +11,20 @@ block, each in a commit of its own, so memory stays bounded whatever their size
 
 Landing-folder rule for files still being written: a file is picked up when it has a
 ``<name>.done`` marker beside it, or when its size and modification time have not
-changed for ``min_age_s`` seconds (default 5 s; two looks, ``min_age_s`` apart).
+changed for ``min_age_s`` seconds (default 5 s; two looks, ``min_age_s`` apart). The
+marker goes with its file, so a later file of the same name waits for its own marker.
+
+One file, one outcome: whatever goes wrong with one file (its name, its kind, reading,
+hashing, quarantining, archiving) is that file's outcome and the batch goes on. Special
+files and links leaving the folder being ingested are *skipped* without being opened;
+``processed/`` and ``quarantine/`` names are unique, so no raw file is ever overwritten
+(``pipeline.rawfiles``).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +34,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from .errors import InputError
+from .rawfiles import DONE_MARKER, Refused, consume_marker, inside, place, shown, take, walk
 from .readers import Mapping, TraceOptions, load, read_raw
 from .readers.stream import BIG_FILE_BYTES, iter_blocks, sha256_of
 from .store import MeasurementStore, Pending
@@ -35,7 +42,6 @@ from .validation import StreamValidator, validate_batch
 
 WINDOW = 32  # files read ahead at a time
 SUFFIXES = (".txt", ".csv", ".tsv", ".dat", ".parquet", ".gz")
-DONE_MARKER = ".done"
 
 
 class Outcome(StrEnum):
@@ -43,6 +49,7 @@ class Outcome(StrEnum):
     STORED = "stored"
     DUPLICATE = "duplicate"  # its bytes are stored already
     QUARANTINED = "quarantined"
+    SKIPPED = "skipped"  # not opened: a special file, an escaping link, unreadable
 
 
 @dataclass
@@ -53,10 +60,23 @@ class FileOutcome:
     sha256: str | None = None
     reason: str | None = None
     error: InputError | None = field(default=None, repr=False, compare=False)
+    source: Path | None = field(default=None, repr=False, compare=False)  # the real path
+
+    @classmethod
+    def of(cls, path: Path, status: Outcome, rows: int = 0, sha256: str | None = None,
+           error: InputError | None = None) -> "FileOutcome":
+        """``path`` shown printable (``rawfiles.shown``), the real one kept in ``source``."""
+        reason = error.one_line() if error else None
+        return cls(shown(path), status, rows, sha256, reason, error=error, source=path)
 
     @classmethod
     def quarantined(cls, path: Path, error: InputError, sha256: str | None) -> "FileOutcome":
-        return cls(str(path), Outcome.QUARANTINED, 0, sha256, error.one_line(), error=error)
+        return cls.of(path, Outcome.QUARANTINED, 0, sha256, _printable(error))
+
+    @classmethod
+    def skipped(cls, refused: Refused) -> "FileOutcome":
+        return cls.of(refused.path, Outcome.SKIPPED,
+                      error=InputError(refused.reason, file=shown(refused.path)))
 
 
 @dataclass
@@ -72,78 +92,101 @@ class IngestReport:
         return sum(o.rows for o in self.outcomes if o.status == Outcome.STORED)
 
     def summary(self) -> str:
-        return (f"{self.count(Outcome.STORED)} file(s) stored ({self.rows} rows), "
+        text = (f"{self.count(Outcome.STORED)} file(s) stored ({self.rows} rows), "
                 f"{self.count(Outcome.DUPLICATE)} already stored, "
                 f"{self.count(Outcome.QUARANTINED)} quarantined")
+        skipped = self.count(Outcome.SKIPPED)
+        return f"{text}, {skipped} skipped" if skipped else text
+
+    @property
+    def refused(self) -> int:
+        """Files not stored for a reason of their own: quarantined or skipped."""
+        return self.count(Outcome.QUARANTINED) + self.count(Outcome.SKIPPED)
 
     def to_json(self) -> dict:
         counts = {str(status): self.count(status) for status in Outcome}
         return {**counts, "rows": self.rows,
                 "partitions": sorted([w, pw] for w, pw in self.partitions),
                 "files": [{k: str(v) if k == "status" else v for k, v in asdict(o).items()
-                           if k != "error"} for o in self.outcomes]}
+                           if k not in ("error", "source")} for o in self.outcomes]}
 
 
-def discover(paths: list[str | Path]) -> list[Path]:
-    """Measurement files under ``paths`` (files or folders, recursive), sorted.
+def discover(paths: list[str | Path]) -> tuple[list[Path], list[Refused]]:
+    """Measurement files under ``paths`` (files or folders, recursive), sorted, and the
+    entries refused without being opened (``rawfiles.walk``).
 
-    Names starting with ``_`` or ``.`` are not measurements (ground truth, markers).
+    Names starting with ``_`` or ``.`` are not measurements (ground truth, markers). A
+    file named directly counts its own folder as the folder being ingested.
     """
     found: list[Path] = []
+    refused: list[Refused] = []
     for p in map(Path, paths):
-        if p.is_dir():
-            found += [f for f in sorted(p.rglob("*")) if f.is_file() and _is_measurement(f)]
-        elif p.exists():
-            found.append(p)
+        if os.path.isdir(p):
+            files, bad = walk(p, _is_measurement)
+            found += files
+            refused += bad
+        elif os.path.lexists(p):
+            take(p, p.parent, found, refused)
         else:
-            raise FileNotFoundError(f"no such file or folder: {p}")
-    return found
+            raise FileNotFoundError(f"no such file or folder: {shown(p)}")
+    return found, refused
 
 
-def _is_measurement(path: Path) -> bool:
-    return (not path.name.startswith(("_", "."))) and path.suffix.lower() in SUFFIXES
+def _is_measurement(name: str) -> bool:
+    return (not name.startswith(("_", "."))) and Path(name).suffix.lower() in SUFFIXES
 
 
 def ready_files(folder: Path, min_age_s: float = 5.0, now: float | None = None) -> list[Path]:
     """Files in the landing folder that are complete (module docstring rule)."""
     if not folder.is_dir():
         return []
-    first = {f: _signature(f) for f in discover([folder])}
-    if not first:
-        return []
-    waited = {f for f in first if f.with_name(f.name + DONE_MARKER).exists()}
+    files, refused = walk(folder, _is_measurement)
+    first = {f: _signature(f) for f in files}
+    waited = {f for f in first if _marked(f)}
     now = time.time() if now is None else now
     candidates = [f for f in first if f not in waited and first[f] and now - first[f][1] >= min_age_s]
     if candidates and min_age_s > 0:
         time.sleep(min(min_age_s, 1.0))
     stable = {f for f in candidates if _signature(f) == first[f]}
-    return sorted(waited | stable)
+    return sorted(waited | stable | {r.path for r in refused})  # refused: reported by ingest
+
+
+def _marked(path: Path) -> bool:
+    try:
+        return os.path.lexists(path.with_name(path.name + DONE_MARKER))
+    except (OSError, ValueError):  # a name one marker too long cannot have one
+        return False
 
 
 def _signature(path: Path):
     try:
         st = path.stat()
-    except FileNotFoundError:
+    except OSError:
         return None
     return (st.st_size, st.st_mtime)
 
 
 def quarantine(path: Path, reason: InputError | str, folder: Path, move: bool, sha: str | None) -> Path:
-    """Put ``path`` into ``folder`` with a ``.reason.json`` sidecar; never overwrite."""
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / path.name
-    if target.exists():
-        target = folder / f"{(sha or 'x')[:12]}-{path.name}"
+    """Put ``path`` into ``folder`` under a unique name with a ``.reason.json`` sidecar."""
+    target = place(path, folder, move)
     if move:
-        shutil.move(str(path), target)
-    else:
-        shutil.copy2(path, target)
-    err = reason if isinstance(reason, InputError) else InputError(str(reason), file=str(path))
-    sidecar = {"file": str(path), "row": err.row, "column": err.column, "reason": err.message,
+        consume_marker(path)
+    err = reason if isinstance(reason, InputError) else InputError(str(reason), file=shown(path))
+    sidecar = {"file": shown(path), "row": err.row, "column": err.column, "reason": err.message,
                "error": err.one_line(), "sha256": sha,
                "quarantined_at": datetime.now(timezone.utc).isoformat()}
-    target.with_name(target.name + ".reason.json").write_text(json.dumps(sidecar, indent=1))
+    with open(target.with_name(target.name + ".reason.json"), "x") as fh:  # never over another
+        fh.write(json.dumps(sidecar, indent=1))
     return target
+
+
+def _quarantine(outcome: FileOutcome, folder: Path, move: bool) -> None:
+    """Quarantine the outcome's file; a failure (full disk...) is noted in its reason
+    and the file stays where it is."""
+    try:
+        quarantine(outcome.source, outcome.error, folder, move, outcome.sha256)
+    except OSError as exc:
+        outcome.reason += f" (not quarantined: {exc.strerror or exc}; left in place)"
 
 
 def ingest(paths: list[str | Path], store: MeasurementStore, quarantine_dir: Path, *,
@@ -157,14 +200,14 @@ def ingest(paths: list[str | Path], store: MeasurementStore, quarantine_dir: Pat
     ``overrides`` (canonical field -> text, e.g. ``{"die": "X05Y29"}``) replace what
     every file says (``ferroflow ingest --set``).
     """
-    every = discover(paths)
+    every, refused = discover(paths)
     big = [f for f in every if _is_big(f, big_file_bytes)]
     streamed = set(big)
     files = [f for f in every if f not in streamed]
-    report = IngestReport()
+    report = IngestReport([FileOutcome.skipped(r) for r in refused])
 
     def moved(path: Path) -> bool:
-        return move_from is not None and _inside(path, move_from)
+        return move_from is not None and inside(path, move_from)
 
     known = store.known_files()  # a cheap first filter; the batch checks again at commit
     done = 0
@@ -180,8 +223,10 @@ def ingest(paths: list[str | Path], store: MeasurementStore, quarantine_dir: Pat
                     _validate_window(window, results)
                     for path, result in zip(window, results):
                         outcome = _stage(path, result, batch)
+                        if outcome.status == Outcome.QUARANTINED and not os.path.lexists(path):
+                            outcome.status = Outcome.SKIPPED  # taken meanwhile (another scan)
                         if outcome.status == Outcome.QUARANTINED:
-                            quarantine(path, outcome.error, quarantine_dir, moved(path), outcome.sha256)
+                            _quarantine(outcome, quarantine_dir, moved(path))
                             report.outcomes.append(outcome)
                         else:
                             settled.append(outcome)
@@ -196,23 +241,22 @@ def ingest(paths: list[str | Path], store: MeasurementStore, quarantine_dir: Pat
                 outcome = _settle(outcome, commit)
                 report.outcomes.append(outcome)
                 if outcome.status == Outcome.QUARANTINED:
-                    quarantine(Path(outcome.path), outcome.error, quarantine_dir,
-                               moved(Path(outcome.path)), outcome.sha256)
+                    _quarantine(outcome, quarantine_dir, moved(outcome.source))
                 else:
-                    _archive(Path(outcome.path), moved(Path(outcome.path)), processed_dir)
+                    _archive(outcome, moved(outcome.source), processed_dir)
     for path in big:
         outcome, partitions = _ingest_big(path, store, known, mapping, overrides)
         report.outcomes.append(outcome)
         report.partitions.update(partitions)
         if outcome.status == Outcome.QUARANTINED:
-            quarantine(path, outcome.error, quarantine_dir, moved(path), outcome.sha256)
+            _quarantine(outcome, quarantine_dir, moved(path))
         else:
-            _archive(path, moved(path), processed_dir)
+            _archive(outcome, moved(path), processed_dir)
         done += 1
         if progress:
             progress(done, len(every))
-    order = {str(f): i for i, f in enumerate(every)}
-    report.outcomes.sort(key=lambda o: order.get(o.path, 0))
+    order = {f: i for i, f in enumerate(every)}
+    report.outcomes.sort(key=lambda o: order.get(o.source, -1))
     return report
 
 
@@ -244,7 +288,7 @@ def _ingest_big(path: Path, store: MeasurementStore, known: set[str], mapping, o
         size = path.stat().st_size
         sha = sha256_of(path)
         if sha in known:
-            return FileOutcome(str(path), Outcome.DUPLICATE, 0, sha), ()
+            return FileOutcome.of(path, Outcome.DUPLICATE, 0, sha), ()
         checker = StreamValidator(str(path))
 
         def blocks():
@@ -253,7 +297,7 @@ def _ingest_big(path: Path, store: MeasurementStore, known: set[str], mapping, o
             checker.finish()
 
         with store.batch() as batch:
-            status = batch.add_blocks(path.name, sha, blocks())
+            status = batch.add_blocks(shown(path.name), sha, blocks())
             _check_unchanged(path, size)
             commit = batch.commit()
     except InputError as exc:
@@ -261,7 +305,7 @@ def _ingest_big(path: Path, store: MeasurementStore, known: set[str], mapping, o
     except OSError as exc:
         err = InputError(f"cannot read file ({exc.strerror})", file=str(path))
         return FileOutcome.quarantined(path, err, sha), ()
-    return _settle(FileOutcome(str(path), Outcome(status), commit.rows, sha), commit), commit.partitions
+    return _settle(FileOutcome.of(path, Outcome(status), commit.rows, sha), commit), commit.partitions
 
 
 def _read_ahead(files: list[Path], pool: ThreadPoolExecutor, prepare):
@@ -287,14 +331,14 @@ def _stage(path: Path, result, batch) -> FileOutcome:
     if isinstance(result, InputError):
         return FileOutcome.quarantined(path, result, getattr(result, "sha256", None))
     if isinstance(result, str):  # SHA-256 of a file already stored
-        return FileOutcome(str(path), Outcome.DUPLICATE, 0, result)
+        return FileOutcome.of(path, Outcome.DUPLICATE, 0, result)
     status = batch.add(result)
     if status == "overlap":
         err = InputError(batch.overlap_reason(result.sha256), file=str(path))
         return FileOutcome.quarantined(path, err, result.sha256)
     outcome = Outcome(status)  # the batch answers stored or duplicate
     rows = result.table.num_rows if outcome == Outcome.STORED else 0
-    return FileOutcome(str(path), outcome, rows, result.sha256)
+    return FileOutcome.of(path, outcome, rows, result.sha256)
 
 
 def _settle(outcome: FileOutcome, commit) -> FileOutcome:
@@ -304,9 +348,10 @@ def _settle(outcome: FileOutcome, commit) -> FileOutcome:
         return outcome
     if outcome.sha256 in commit.overlaps:
         err = InputError(commit.overlaps[outcome.sha256], file=outcome.path)
-        return FileOutcome.quarantined(Path(outcome.path), err, outcome.sha256)
-    if outcome.sha256 in commit.already:
-        return FileOutcome(outcome.path, Outcome.DUPLICATE, 0, outcome.sha256)
+        return FileOutcome.quarantined(outcome.source, err, outcome.sha256)
+    if outcome.sha256 in commit.already and outcome.sha256 not in commit.stored:
+        # (the same bytes twice in one batch: the first is stored, the second a duplicate)
+        return FileOutcome.of(outcome.source, Outcome.DUPLICATE, 0, outcome.sha256)
     return outcome
 
 
@@ -325,44 +370,60 @@ def _prepare(path: Path, known: set[str], mapping, trace, overrides=None):
     the InputError."""
     try:
         raw = load(path)
-    except InputError as exc:
-        return exc
-    except OSError as exc:
-        return InputError(f"cannot read file ({exc.strerror})", file=str(path))
+    except (OSError, ValueError, MemoryError) as exc:
+        return _as_input_error(exc, path)
     if raw.sha256 in known:
         return raw.sha256
+    raw = replace(raw, path=Path(shown(path)))  # readers name it in errors and lineage
     try:
         table = read_raw(raw, mapping, trace, overrides)
         _check_unchanged(path, raw.size_on_disk)
-    except InputError as exc:
-        err = exc.located(str(path))
+    except (OSError, ValueError, MemoryError) as exc:
+        err = _as_input_error(exc, path)
         err.sha256 = raw.sha256
         return err
-    return Pending(path.name, raw.sha256, table)
+    return Pending(shown(path.name), raw.sha256, table)
+
+
+def _as_input_error(exc: Exception, path: Path) -> InputError:
+    """Any failure reading one file as that file's one-line error."""
+    if isinstance(exc, InputError):
+        return exc.located(str(path))
+    if isinstance(exc, OSError):
+        return InputError(f"cannot read file ({exc.strerror or exc})", file=str(path))
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return InputError(f"cannot read file ({type(exc).__name__}: {text})", file=str(path))
+
+
+def _printable(err: InputError) -> InputError:
+    """The same error with its file name made printable (``rawfiles.shown``)."""
+    if not err.file:
+        return err
+    out = InputError(err.message, file=shown(err.file), row=err.row, column=err.column)
+    out.sha256 = getattr(err, "sha256", None)
+    return out
 
 
 def _check_unchanged(path: Path, size_read: int) -> None:
     try:
         size = path.stat().st_size
-    except FileNotFoundError:
+    except OSError:
         raise InputError("file disappeared while being read", file=str(path)) from None
     if size != size_read:
         raise InputError("file changed while being read (size differs); it will be "
                          "picked up again once complete", file=str(path))
 
 
-def _archive(path: Path, move: bool, processed_dir: Path | None) -> None:
-    if move and processed_dir is not None and path.exists():
-        processed_dir.mkdir(parents=True, exist_ok=True)
-        target = processed_dir / path.name
-        if target.exists():
-            target.unlink()
-        os.replace(path, target)
-
-
-def _inside(path: Path, folder: Path) -> bool:
+def _archive(outcome: FileOutcome, move: bool, processed_dir: Path | None) -> None:
+    """Move a stored (or already stored) landing file to ``processed/`` under a unique
+    name, with its marker consumed; a failure leaves it in place (the next scan finds it
+    stored) and is noted in the outcome."""
+    path = outcome.source
+    if not (move and processed_dir is not None and os.path.lexists(path)):
+        return
     try:
-        path.resolve().relative_to(folder.resolve())
-        return True
-    except ValueError:
-        return False
+        place(path, processed_dir, move=True)
+        consume_marker(path)
+    except OSError as exc:
+        note = f"{shown(path)}: stored, but not moved to {shown(processed_dir)} ({exc.strerror or exc})"
+        outcome.reason = note

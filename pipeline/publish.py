@@ -24,8 +24,22 @@ class Registered:
     pulse_width_s: float
 
 
-def version_tables(result: FitResult, wafer: str, pulse_width_s: float):
-    """(devices, population, meta) of one wafer and pulse width, in the registry's format."""
+def _pivots(result: FitResult, fam: str, cache: dict | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Values and standard errors of one family's fits, one row per series (over every
+    wafer and pulse width: pivoted once per family when ``cache`` is kept across calls)."""
+    if cache is not None and fam in cache:
+        return cache[fam]
+    params = result.params[result.params.family == fam]
+    out = (params.pivot_table(index=SERIES_COLUMNS, columns="param", values="value").add_prefix("p_"),
+           params.pivot_table(index=SERIES_COLUMNS, columns="param", values="stderr").add_prefix("e_"))
+    if cache is not None:
+        cache[fam] = out
+    return out
+
+
+def version_tables(result: FitResult, wafer: str, pulse_width_s: float, cache: dict | None = None):
+    """(devices, population, meta) of one wafer and pulse width, in the registry's format.
+    ``cache``: a dict kept across the calls for one ``result``."""
     devs = result.devices[(result.devices.wafer == wafer) & (result.devices.pulse_width_s == pulse_width_s)]
     pop = result.population[(result.population.wafer == wafer)
                             & (result.population.pulse_width_s == pulse_width_s)]
@@ -34,9 +48,7 @@ def version_tables(result: FitResult, wafer: str, pulse_width_s: float):
         return None
     key = SERIES_COLUMNS
     fits = result.fits[(result.fits.family == fam)][key + list(FamilyFit.REGISTRY_COLUMNS)]
-    params = result.params[result.params.family == fam]
-    values = params.pivot_table(index=key, columns="param", values="value").add_prefix("p_")
-    errors = params.pivot_table(index=key, columns="param", values="stderr").add_prefix("e_")
+    values, errors = _pivots(result, fam, cache)
     rows = (devs[key + list(DeviceFit.REGISTRY_COLUMNS)].rename(columns={"family": "chosen_family"})
             .merge(fits, on=key).merge(values.reset_index(), on=key).merge(errors.reset_index(), on=key))
     ok = rows["chosen_family"].notna() & (rows["flag"] == "")
@@ -80,9 +92,9 @@ def register_fit(registry: Registry, result: FitResult, *, store: MeasurementSto
 
     ``store_version`` is the measurement-store version the fit read (recorded so the
     model can be refitted from exactly that data: ``ferroflow fit --as-of``)."""
-    out = []
+    out, cache = [], {}
     for (wafer, pw), _ in result.devices.groupby(["wafer", "pulse_width_s"], sort=True):
-        tables = version_tables(result, wafer, pw)
+        tables = version_tables(result, wafer, pw, cache)
         if tables is None:
             continue
         devices, population, meta = tables

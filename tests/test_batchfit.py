@@ -142,3 +142,44 @@ def test_batch_engine_reports_progress_per_partition(both_engines):
 def test_unknown_engine_is_refused():
     with pytest.raises(ValueError, match="engine"):
         FitConfig(engine="torch")
+
+
+def test_partition_tables_equal_one_table_of_all_rows(sample_frame, monkeypatch):
+    """Workers build their partitions' tables; concatenated they are the tables built
+    from every series' records at once (values and column types)."""
+    import pandas as pd
+
+    from pipeline import fitting
+    from pipeline.fitrecords import DeviceFit, FamilyFit, SeriesInfo, records_frame
+
+    series = series_from_frame(sample_frame)[:30]
+    cfg = FitConfig(workers=1)
+    whole = fitting._fit_partition(series, cfg)
+    monkeypatch.setattr(fitting, "PARTITION", 7)
+    got = fitting.fit_series_list(series, cfg)
+    pd.testing.assert_frame_equal(got.fits, records_frame(
+        [(r.info, f) for r in whole for f in r.fits], (SeriesInfo, FamilyFit)))
+    pd.testing.assert_frame_equal(got.devices, records_frame(
+        [(r.info, r.device) for r in whole], (SeriesInfo, DeviceFit)))
+    pd.testing.assert_frame_equal(got.params, fitting.params_frame(whole))
+
+
+def test_no_series_gives_empty_tables_with_their_columns():
+    from pipeline.fitting import fit_series_list
+
+    out = fit_series_list([], FitConfig(workers=1))
+    assert len(out.fits) == len(out.devices) == len(out.params) == 0
+    assert "family" in out.fits.columns and "param" in out.params.columns
+
+
+@pytest.mark.parametrize("name", ("softbounds", "neurosim", "powstep", "beta", "lookup"))
+def test_remembered_starting_values_equal_the_family_guess(problems, name):
+    """Light guesses are remembered per data object and equal lmfit's Parameters."""
+    model = family(name)
+    data = problems[0][0]
+    first, again = batchfit.starting_values(model, data), batchfit.starting_values(model, data)
+    assert first is again
+    other = Data(data.g.copy(), data.dg.copy(), data.up.copy())  # equal, not the same object
+    assert batchfit.starting_values(model, other) is not first
+    for k, p in model.guess(data).items():
+        assert (first[k].value, first[k].min, first[k].max, first[k].vary) == (p.value, p.min, p.max, p.vary)

@@ -271,6 +271,13 @@ def test_staircase_model_version_records_protocol_and_amplitudes(tmp_path, issue
     meta = Registry(tmp_path / "models").load(ref).meta
     assert meta["protocol"] == "staircase"
     assert meta["amplitude_up_v"] == [-1.25, -0.05] and meta["amplitude_down_v"] == [0.05, 1.0]
+    sim = ferroflow("simulate", ref, "--algorithm", "analog-sgd", "--shift-symmetry-point", "off",
+                    "--epochs", "1", "--hidden", "8")
+    assert sim.returncode == 0, sim.stderr
+    [note] = [line for line in sim.stderr.splitlines() if "staircase model" in line]
+    assert note == (f"{ref}: staircase model: one step is one staircase update, pooled over write "
+                    "amplitudes (up -1.25..-0.05 V, down 0.05..1 V); training assumes every pulse "
+                    "steps like that pooled map, whatever its amplitude")
 
 
 def test_fit_of_an_all_flagged_wafer_lists_flags_and_exits_1(tmp_path):

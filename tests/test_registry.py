@@ -214,3 +214,19 @@ def test_models_cli(sample_fit, tmp_path, monkeypatch):
     assert [f["name"] for f in found] == ["hzo-W01-20ns"]
     missing = cli("show", "hzo-W01-2us@9")
     assert missing.returncode == 1 and "no model version hzo-W01-2us@9" in missing.stderr
+
+
+def test_version_tables_pivot_each_family_once_with_the_same_rows(sample_fit):
+    """register_fit keeps one cache of per-family pivots across pulse widths; the tables
+    equal those built without it."""
+    from pipeline.publish import version_tables
+
+    cache = {}
+    for (wafer, pw), _ in sample_fit.devices.groupby(["wafer", "pulse_width_s"], sort=True):
+        plain, cached = version_tables(sample_fit, wafer, pw), version_tables(sample_fit, wafer, pw, cache)
+        assert (plain is None) == (cached is None)
+        if plain is not None:
+            pd.testing.assert_frame_equal(plain[0], cached[0])
+            pd.testing.assert_frame_equal(plain[1], cached[1])
+            assert plain[2] == cached[2]
+    assert set(cache) <= set(sample_fit.devices.family.dropna())

@@ -7,10 +7,13 @@ Exit codes: 0 success; 1 error (one line on stderr; ``--debug`` for the tracebac
 
 from __future__ import annotations
 
+import re
+import signal
 import sys
 
 from ..errors import InputError
-from .commands import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE
+from ..rawfiles import shown
+from .commands import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, UsageError
 from .parser import build_parser
 
 __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_PARTIAL"]
@@ -19,8 +22,12 @@ __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _terminate_cleanly()
     try:
         return args.func(args)
+    except UsageError as exc:
+        print(f"ferroflow {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyError as exc:
         if args.debug:
             raise
@@ -31,12 +38,46 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"ferroflow {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except OSError as exc:  # the file system said no: which file, and why
+        if args.debug:
+            raise
+        where = f": {shown(exc.filename)}" if exc.filename else ""
+        print(f"ferroflow {args.command}: error: {one_line(exc.strerror or str(exc))}{where}",
+              file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
+    except Terminated as exc:
+        print(f"ferroflow {args.command}: stopped by signal {exc.args[0]}", file=sys.stderr)
+        return 128 + exc.args[0]
     except Exception as exc:  # unexpected: still one line, the traceback on request
         if args.debug:
             raise
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        text = one_line(str(exc))
         print(f"ferroflow {args.command}: error: {type(exc).__name__}: {text} "
               "(run again with --debug for the traceback)", file=sys.stderr)
         return EXIT_ERROR
+
+
+class Terminated(BaseException):
+    """SIGTERM/SIGHUP as an exception, so that ``finally`` blocks and context managers
+    (temp files, locks, process pools) clean up as for Ctrl-C."""
+
+
+def _terminate_cleanly() -> None:
+    def stop(signum, frame):
+        raise Terminated(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        try:
+            signal.signal(sig, stop)
+        except (ValueError, OSError):  # not the main thread: leave the default
+            pass
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def one_line(text: str) -> str:
+    """A library's message (some span lines and carry terminal colours) as one line."""
+    return " ".join(_ANSI.sub("", text).split())

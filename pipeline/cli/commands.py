@@ -7,7 +7,6 @@ the Prefect flows, imported inside them: the library itself never imports ``flow
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -17,10 +16,14 @@ from ..settings import Settings, get_settings
 from ..simulation.catalog import algorithm_info, algorithm_names
 from ..storage import is_url
 from ..units import format_seconds
-from .format import (Output, Progress, fit_table, lineage_text, narrator, sim_table, table,
-                     version_text, warn)
+from .format import (Output, Progress, fit_table, lineage_text, narrator, sim_table,
+                     strict_json, table, version_text, warn)
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
+
+
+class UsageError(InputError):
+    """Arguments that cannot work together or cannot fit: exit 2 before work starts."""
 
 
 def _settings(args) -> Settings:
@@ -87,10 +90,12 @@ def ingest(args) -> int:
                                 progress=Progress("ingest", out.silent))
     if not out.silent:
         for o in report.outcomes:
-            if o.status == Outcome.QUARANTINED:
-                warn(f"quarantined: {o.reason}")
+            if o.status in (Outcome.QUARANTINED, Outcome.SKIPPED):
+                warn(f"{o.status}: {o.reason}")
+            elif o.reason:  # stored, but something after it failed (archiving)
+                warn(f"warning: {o.reason}")
     out.result(f"ingest: {report.summary()} -> {settings.store}", report.to_json())
-    return EXIT_PARTIAL if report.count(Outcome.QUARANTINED) else EXIT_OK
+    return EXIT_PARTIAL if report.refused else EXIT_OK
 
 
 # --- fit ----------------------------------------------------------------------
@@ -224,6 +229,17 @@ def _variants(args):
     return tuple(dict.fromkeys(out))
 
 
+def _check_size(args, n_refs: int, variants) -> None:
+    """Refuse a sweep that cannot fit in memory, with the estimate, before any work."""
+    from ..simulation.budget import check_sweep
+
+    per_seed = sum(n_refs if algorithm_info(a).analog else 1 for a, _ in variants)
+    try:
+        check_sweep(args.seeds * per_seed, tuple(args.hidden), "mnist" if args.mnist else args.dataset)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def simulate(args) -> int:
     from .. import app
     from ..simulation import TrainConfig
@@ -235,9 +251,11 @@ def simulate(args) -> int:
         refs = args.refs
     else:
         raise InputError("give model refs (NAME, NAME@3, NAME@alias) or --wafer for a sweep")
+    variants = _variants(args)
+    _check_size(args, len(refs), variants)
     cfg = TrainConfig(hidden=tuple(args.hidden), epochs=args.epochs, lr=args.lr,
                       target_accuracy=args.target, activation=args.activation)
-    _, summary, runs = app.run_simulation(settings, refs, _variants(args), tuple(range(args.seeds)),
+    _, summary, runs = app.run_simulation(settings, refs, variants, tuple(range(args.seeds)),
                                           cfg, args.mnist or args.dataset, say=narrator(out.silent))
     out.result(sim_table(runs), {"runs": summary.to_dict(orient="records"),
                                  "table": runs.to_dict(orient="records")})
@@ -300,7 +318,7 @@ def run(args) -> int:
         result = f(wafer=args.wafer, epochs=args.epochs, seeds=args.seeds, **paths)
     else:
         result = f(ref=args.ref, epochs=args.epochs, seeds=args.seeds, **paths)
-    _output(args).result(json.dumps(result, indent=1, default=str), {"result": result})
+    _output(args).result(strict_json(result), {"result": result})
     return EXIT_OK
 
 
@@ -359,14 +377,13 @@ def store(args) -> int:
     else:
         info = {"store": str(settings.store), "version": measurements.version(),
                 "rows": measurements.rows(), "partitions": [list(p) for p in measurements.partitions()]}
-        out.result(json.dumps(info, indent=1), info)
+        out.result(strict_json(info), info)
     return EXIT_OK
 
 
 # --- demo ---------------------------------------------------------------------
 def demo(args) -> int:
     from .. import app
-    from ..ingest import Outcome
     from ..simulation import DEFAULT_VARIANTS, TrainConfig
 
     settings = _settings(args)
@@ -388,4 +405,4 @@ def demo(args) -> int:
     t0 = time.monotonic()
     rep = app.run_report(settings, "W01", say=narrator(args.quiet))
     print(f"[demo] report: {rep.html} ({len(rep.figures)} figures, {time.monotonic() - t0:.1f}s)")
-    return EXIT_PARTIAL if ingested.count(Outcome.QUARANTINED) else EXIT_OK
+    return EXIT_PARTIAL if ingested.refused else EXIT_OK

@@ -4,9 +4,12 @@ progress on stderr."""
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass
+from datetime import date, datetime
+from enum import Enum
 
 from ..units import format_seconds
 
@@ -24,9 +27,47 @@ class Output:
 
     def result(self, human: str, machine) -> None:
         if self.json:
-            print(json.dumps(machine, indent=1, default=str))
+            print(strict_json(machine))
         elif not self.quiet:
             print(human)
+
+
+def strict_json(value) -> str:
+    """Strict JSON (RFC 8259): NaN and infinities become null, numpy scalars plain
+    numbers; anything callable is a bug, not a value, and raises."""
+    return json.dumps(_plain(value), indent=1, allow_nan=False)
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, (str, bool)):
+        return value
+    if hasattr(value, "item") and not hasattr(value, "__len__"):  # numpy scalar
+        value = value.item()
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if _missing(value):
+        return None
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return _plain(value.value)
+    if callable(value):
+        raise TypeError(f"{value!r} is not a value: a field holds a method, not its result")
+    return str(value)  # paths, refs: their text
+
+
+def _missing(value) -> bool:
+    """pandas' NA and NaT (and numpy's NaT) are missing values."""
+    try:
+        return bool(value != value) or type(value).__name__ in ("NAType", "NaTType")
+    except (TypeError, ValueError):
+        return type(value).__name__ in ("NAType", "NaTType")
 
 
 class Progress:

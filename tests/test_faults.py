@@ -1,0 +1,716 @@
+"""Faults from the outside world, one kind per case, through the real entry points.
+
+Each kind ends with a clear one-line error (file, row and column where there is one),
+nothing lost and nothing wrong stored; the good files beside a bad one are stored.
+The table is ``FAULTS``: short id -> the function that provokes and checks the fault.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import resource
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipeline.rawfiles import NAME_MAX
+from pipeline.store import MeasurementStore
+from tests.conftest import ROOT, SAMPLE
+from tests.helpers import GOOD, write
+
+OTHER = SAMPLE / "W01_X00Y00_D2_20ns.txt"  # a second good file (other device)
+BAD = "not a measurement\n"
+
+
+# --- helpers --------------------------------------------------------------------------
+def cli(*args, timeout=120, preexec=None, check_one_line=True):
+    r = subprocess.run([sys.executable, "-m", "pipeline.cli", *map(os.fsdecode, args)],
+                       capture_output=True, text=True, errors="strict", cwd=ROOT,
+                       timeout=timeout, preexec_fn=preexec)
+    assert "Traceback" not in r.stderr, r.stderr
+    if check_one_line and r.returncode == 1:
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    return r
+
+
+def landing() -> Path:
+    folder = Path(os.environ["FERRO_INCOMING"])
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def deliver(name: str | bytes, content: bytes | str | Path) -> Path:
+    """A file in the landing folder; ``name`` may be any bytes."""
+    path = landing() / os.fsdecode(name)
+    if isinstance(content, Path):
+        content = content.read_bytes()
+    return write(path, content)
+
+
+def scan(*extra, **kw):
+    return cli("ingest", "--incoming", "--min-age", "0", *extra, **kw)
+
+
+def processed() -> Path:
+    return landing().parent / "processed"
+
+
+def quarantined() -> list[Path]:
+    q = Path(os.environ["FERRO_QUARANTINE"])
+    return sorted(p for p in q.iterdir() if not p.name.endswith(".reason.json")) if q.exists() else []
+
+
+def stored_files() -> int:
+    store = MeasurementStore(Path(os.environ["FERRO_STORE"]))
+    return len(store.ingested_files())
+
+
+def outcome_lines(stderr: str, status: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith(f"{status}: ")]
+
+
+def assert_good_stored_bad_refused(r, status: str, good: int = 1):
+    assert r.returncode == 3, r.stderr
+    assert stored_files() == good
+    lines = outcome_lines(r.stderr, status)
+    assert lines and all(line.isprintable() for line in lines), r.stderr
+    return lines
+
+
+def usage_error(*args, words: str):
+    r = cli(*args, check_one_line=False)
+    assert r.returncode == 2, r.stderr
+    assert words in r.stderr.strip().splitlines()[-1], r.stderr
+    return r
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+# --- names ------------------------------------------------------------------------------
+def name_not_utf8():
+    deliver(b"bad\xff\xfe.txt", BAD)
+    deliver(GOOD.name, GOOD)
+    r = scan()
+    (line,) = assert_good_stored_bad_refused(r, "quarantined")
+    assert "bad\\xff\\xfe.txt, row 1:" in line
+    assert [os.fsencode(p.name) for p in quarantined()] == [b"bad\xff\xfe.txt"]
+
+
+def name_not_utf8_good_file():
+    deliver(b"W01_\xe9_D1.txt", GOOD)
+    r = scan("--json")
+    assert r.returncode == 0, r.stderr
+    (f,) = json.loads(r.stdout)["files"]
+    assert f["status"] == "stored" and f["path"].endswith("W01_\\xe9_D1.txt")
+    assert MeasurementStore(Path(os.environ["FERRO_STORE"])).ingested_files().name.tolist() \
+        == ["W01_\\xe9_D1.txt"]
+
+
+def name_240_chars_bad():
+    deliver("L" * 240 + ".txt", BAD)
+    deliver(GOOD.name, GOOD)
+    r = scan()
+    assert_good_stored_bad_refused(r, "quarantined")
+    (q,) = quarantined()
+    assert len(os.fsencode(q.name + ".reason.json")) <= NAME_MAX
+    assert json.loads(q.with_name(q.name + ".reason.json").read_text())["reason"]
+
+
+def name_255_bytes_good():
+    name = "G" * (NAME_MAX - 4) + ".txt"
+    deliver(name, GOOD)
+    r = scan()
+    assert r.returncode == 0, r.stderr
+    (p,) = processed().iterdir()
+    assert len(os.fsencode(p.name)) <= NAME_MAX and p.read_bytes() == GOOD.read_bytes()
+
+
+def name_newline():
+    deliver("two\nlines.txt", BAD)
+    r = scan()
+    (line,) = assert_good_stored_bad_refused(r, "quarantined", good=0)
+    assert "two\\nlines.txt" in line
+
+
+def name_bidi_override():
+    deliver("evil\u202etxt.exe.txt", BAD)
+    r = scan()
+    (line,) = assert_good_stored_bad_refused(r, "quarantined", good=0)
+    assert "\u202e" not in r.stderr and "\\u202e" in line
+
+
+def name_leading_dash():
+    deliver("--debug.txt", BAD)
+    deliver(GOOD.name, GOOD)
+    r = scan()
+    (line,) = assert_good_stored_bad_refused(r, "quarantined")
+    assert "--debug.txt" in line
+
+
+def name_same_twice_processed():
+    deliver("run.txt", GOOD)
+    assert scan().returncode == 0
+    deliver("run.txt", OTHER)  # the next delivery, same name, other device
+    assert scan().returncode == 0
+    kept = sorted(p.read_bytes() for p in processed().iterdir())
+    assert kept == sorted([GOOD.read_bytes(), OTHER.read_bytes()])  # both raw files kept
+    assert stored_files() == 2
+
+
+def name_same_twice_quarantine():
+    deliver("bad.txt", BAD)
+    scan()
+    deliver("bad.txt", "another bad delivery\n")
+    scan()
+    got = sorted(p.read_text() for p in quarantined())
+    assert got == sorted([BAD, "another bad delivery\n"])
+    assert all(p.with_name(p.name + ".reason.json").exists() for p in quarantined())
+
+
+def name_duplicate_delivery():
+    deliver("a.txt", GOOD)
+    scan()
+    deliver("a.txt", GOOD)  # the very same bytes again
+    r = scan("--json")
+    assert json.loads(r.stdout)["duplicate"] == 1
+    assert len(list(processed().iterdir())) == 2 and stored_files() == 1
+
+
+# --- markers ----------------------------------------------------------------------------
+def marker_consumed():
+    deliver("m.txt", GOOD)
+    deliver("m.txt.done", "")
+    assert scan().returncode == 0
+    assert not (landing() / "m.txt.done").exists()
+    partial = "\n".join(GOOD.read_text().split("\n")[:60])  # still being written
+    deliver("m.txt", partial)
+    r = cli("ingest", "--incoming", "--min-age", "60")
+    assert r.returncode == 0 and (landing() / "m.txt").exists()  # waits: no marker of its own
+    assert stored_files() == 1
+
+
+def marker_with_bad_file():
+    deliver("q.txt", BAD)
+    deliver("q.txt.done", "")
+    scan()
+    assert not (landing() / "q.txt.done").exists() and len(quarantined()) == 1
+
+
+# --- special files and links ---------------------------------------------------------------
+def fifo_in_landing():
+    os.mkfifo(landing() / "pipe.csv")
+    deliver(GOOD.name, GOOD)
+    r = scan(timeout=60)  # a FIFO opened for reading would block forever
+    (line,) = assert_good_stored_bad_refused(r, "skipped")
+    assert "pipe.csv: not a regular file (FIFO)" in line
+    assert quarantined() == [] and (landing() / "pipe.csv").exists()
+
+
+def fifo_named_explicitly(tmp):
+    os.mkfifo(tmp / "pipe.txt")
+    r = cli("ingest", tmp / "pipe.txt", GOOD, timeout=60)
+    assert_good_stored_bad_refused(r, "skipped")
+
+
+def socket_in_landing():
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(landing() / "s.csv"))
+    try:
+        deliver(GOOD.name, GOOD)
+        (line,) = assert_good_stored_bad_refused(scan(timeout=60), "skipped")
+        assert "(socket)" in line
+    finally:
+        s.close()
+
+
+def char_device(tmp):
+    r = cli("ingest", "/dev/zero", GOOD, timeout=60)  # endless bytes if ever read
+    (line,) = assert_good_stored_bad_refused(r, "skipped")
+    assert "/dev/zero: not a regular file (character device)" in line
+
+
+def symlink_leaving_folder(tmp):
+    secret = write(tmp / "secret" / "W01_X09Y09_D1_20ns.txt", GOOD.read_bytes())
+    os.symlink(secret, landing() / "link.txt")
+    deliver(OTHER.name, OTHER)
+    (line,) = assert_good_stored_bad_refused(scan(), "skipped")
+    assert "symbolic link leaving" in line and secret.exists()
+    assert quarantined() == [] and not any(p.name == "link.txt" for p in processed().iterdir())
+
+
+def symlink_inside_folder():
+    deliver(GOOD.name, GOOD)
+    os.symlink(GOOD.name, landing() / "alias.txt")
+    r = scan("--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["stored"] == 1 and stored_files() == 1
+
+
+def symlink_dir_loop(tmp):
+    folder = write(tmp / "data" / GOOD.name, GOOD.read_bytes()).parent
+    os.symlink("..", folder / "loop")
+    r = cli("ingest", folder, timeout=60)
+    assert r.returncode == 0 and stored_files() == 1
+
+
+def symlink_dangling():
+    os.symlink("nowhere.txt", landing() / "dangling.txt")
+    deliver(GOOD.name, GOOD)
+    (line,) = assert_good_stored_bad_refused(scan(), "skipped")
+    assert "dangling.txt" in line
+
+
+# --- compressed input -----------------------------------------------------------------------
+PEAK = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(r.returncode)")
+
+
+def gzip_bomb(tmp):
+    co = zlib.compressobj(9, zlib.DEFLATED, 31)
+    chunk = b"0" * (1 << 20)
+    with open(tmp / "bomb.txt.gz", "wb") as fh:  # 1 GiB inflated, 1 MiB on disk
+        for _ in range(1024):
+            fh.write(co.compress(chunk))
+        fh.write(co.flush())
+    r = subprocess.run([sys.executable, "-c", PEAK, sys.executable, "-m", "pipeline.cli", "ingest",
+                        tmp / "bomb.txt.gz", GOOD], capture_output=True, text=True, cwd=ROOT,
+                       timeout=300)
+    (line,) = assert_good_stored_bad_refused(r, "quarantined")
+    assert "expands beyond 256 MiB" in line
+    peak_mib = int(r.stdout.split()[-1]) / 1024  # ru_maxrss is in KiB on Linux
+    assert peak_mib < 512, peak_mib  # 428 measured: the 256 MiB cap over a 126 MiB process
+
+
+def gzip_truncated(tmp):
+    data = gzip.compress(GOOD.read_bytes())
+    write(tmp / "cut.txt.gz", data[: len(data) // 2])
+    (line,) = assert_good_stored_bad_refused(cli("ingest", tmp / "cut.txt.gz", OTHER), "quarantined")
+    assert "corrupt gzip file" in line
+
+
+def gzip_concatenated(tmp):
+    text = GOOD.read_bytes()
+    half = text.index(b"\n", len(text) // 2) + 1
+    write(tmp / "two.txt.gz", gzip.compress(text[:half]) + gzip.compress(text[half:]))
+    r = cli("ingest", tmp / "two.txt.gz")
+    assert r.returncode == 0, r.stderr
+    assert stored_files() == 1
+
+
+# --- full disk, broken folders -----------------------------------------------------------------
+def _fsize(limit: int):
+    return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+def full_disk_quarantine_copy(tmp):
+    big_bad = write(tmp / "bad.txt", BAD * 120_000)  # 2.2 MB; the store's ledger fits in 1 MiB
+    r = cli("ingest", big_bad, preexec=_fsize(1 << 20))
+    (line,) = outcome_lines(r.stderr, "quarantined")
+    assert r.returncode == 3 and "not quarantined: File too large; left in place" in line
+    assert quarantined() == [] and big_bad.read_text() == BAD * 120_000  # no half copy
+
+
+def full_disk_store(tmp):
+    deliver(GOOD.name, GOOD)
+    r = scan(preexec=_fsize(4096))
+    assert r.returncode == 1  # one line (cli checks); the store's own wording
+    assert (landing() / GOOD.name).read_bytes() == GOOD.read_bytes()  # raw file kept
+    assert scan().returncode == 0 and stored_files() == 1  # and taken once there is room
+
+
+def processed_not_a_folder():
+    write(processed(), "a file where the folder should be")
+    deliver(GOOD.name, GOOD)
+    r = scan()
+    assert r.returncode == 0 and stored_files() == 1
+    assert "stored, but not moved to" in r.stderr
+    assert (landing() / GOOD.name).exists()  # kept; the next scan sees it stored
+    again = scan("--json")
+    assert json.loads(again.stdout)["duplicate"] == 1
+
+
+def quarantine_not_a_folder():
+    write(Path(os.environ["FERRO_QUARANTINE"]), "a file where the folder should be")
+    deliver("bad.txt", BAD)
+    deliver(GOOD.name, GOOD)
+    r = scan()
+    (line,) = assert_good_stored_bad_refused(r, "quarantined")
+    assert "not quarantined" in line and (landing() / "bad.txt").read_text() == BAD
+
+
+def landing_missing():
+    os.rmdir(landing())
+    r = scan("--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["stored"] == 0
+
+
+def empty_file():
+    deliver("empty.txt", "")
+    deliver(GOOD.name, GOOD)
+    (line,) = assert_good_stored_bad_refused(scan(), "quarantined")
+    assert "empty.txt: file is empty" in line
+
+
+def binary_file():
+    deliver("image.dat", b"\x89PNG\r\n\x1a\n\x00\x00\x00")
+    deliver(GOOD.name, GOOD)
+    (line,) = assert_good_stored_bad_refused(scan(), "quarantined")
+    assert "binary file" in line
+
+
+def concurrent_scans():
+    names = sorted(SAMPLE.glob("W01_X0[0-1]Y0[0-4]_D1_20ns.txt"))  # 10 files
+    for f in names:
+        deliver(f.name, f)
+    cmd = [sys.executable, "-m", "pipeline.cli", "ingest", "--incoming", "--min-age", "0", "--json"]
+    procs = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode in (0, 3) for p in procs), outs
+    assert all("Traceback" not in err for _, err in outs)
+    assert stored_files() == len(names)
+    assert sorted(p.name for p in processed().iterdir()) == [f.name for f in names]
+    assert quarantined() == [] and list(landing().iterdir()) == []
+
+
+# --- arguments (usage errors, exit 2, before any work) -------------------------------------------
+ARGUMENTS = {
+    "seeds-zero": (["simulate", "m@1", "--seeds", "0"], "must be a positive integer"),
+    "seeds-negative": (["simulate", "m@1", "--seeds", "-3"], "must be a positive integer"),
+    "seeds-not-integer": (["simulate", "m@1", "--seeds", "3.5"], "not an integer"),
+    "seeds-huge": (["simulate", "m@1", "--seeds", "100000"], "GiB (estimate)"),
+    "lr-nan": (["simulate", "m@1", "--lr", "nan"], "must be a finite number"),
+    "lr-inf": (["simulate", "m@1", "--lr", "inf"], "must be a finite number"),
+    "lr-zero": (["simulate", "m@1", "--lr", "0"], "must be a positive number"),
+    "epochs-zero": (["simulate", "m@1", "--epochs", "0"], "must be a positive integer"),
+    "hidden-zero": (["simulate", "m@1", "--hidden", "32", "0"], "must be a positive integer"),
+    "hidden-huge": (["simulate", "m@1", "--hidden", "1000000", "--mnist", "x"], "GiB (estimate)"),
+    "target-above-one": (["simulate", "m@1", "--target", "1.5"], "must be in (0, 1]"),
+    "fit-workers-negative": (["fit", "--wafer", "W01", "--workers", "-1"], "must be 0 or a positive"),
+    "fit-pulse-width-negative": (["fit", "--wafer", "W01", "--pulse-width=-1e-9"],
+                                 "must be a positive number"),
+    "ingest-min-age-nan": (["ingest", "--incoming", "--min-age", "nan"], "must be a finite number"),
+    "ingest-pulse-width-zero": (["ingest", "x.csv", "--pulse-width", "0"], "must be a positive number"),
+    "generate-dies-zero": (["generate", "--out", "x", "--dies", "0"], "must be a positive integer"),
+    "run-seeds-zero": (["run", "fit", "--seeds", "0"], "must be a positive integer"),
+    "serve-port-zero": (["serve", "--port", "0"], "must be a port number"),
+    "serve-interval-negative": (["serve", "--interval", "-5"], "must be a positive number"),
+    "search-max-failed-negative": (["models", "search", "--max-failed", "-1"], "must be 0 or a positive"),
+}
+
+
+def _argument_kind(args, words):
+    def check():
+        usage_error(*args, words=words)
+    return check
+
+
+# --- output -------------------------------------------------------------------------------
+def json_strict_values():
+    import numpy as np
+
+    from pipeline.cli.format import strict_json
+
+    text = strict_json({"a": float("nan"), "b": np.float64("inf"), "c": pd.NA, "d": pd.NaT,
+                        "e": np.int64(3), "f": [np.nan, 1.5], "g": pd.Timestamp("2026-01-01")})
+    assert json.loads(text) == {"a": None, "b": None, "c": None, "d": None, "e": 3,
+                                "f": [None, 1.5], "g": "2026-01-01T00:00:00"}
+    with pytest.raises(TypeError, match="method"):
+        strict_json({"shift": pd.Series([1]).shift})
+
+
+def summary_shift_is_a_value():
+    from pipeline.simulation.sweep import summarize
+
+    rows = [{"run_id": "r", "model_ref": "m@1", "pulse_width_s": 2e-8, "algorithm": "analog-sgd",
+             "shift": True, "label": "analog-sgd+sp-shift", "seed": 0, "epoch": e,
+             "test_accuracy": 0.5, "target_accuracy": 0.9, "pulses_total": 10.0 * e,
+             "energy_j": 1e-9 * e, "energy_per_pulse_j": 1e-12} for e in (1, 2)]
+    s = summarize(pd.DataFrame(rows))
+    assert s["shift"].tolist() == [True]
+    json.loads(json.dumps(s.to_dict(orient="records")))  # no method text, no NaN needed
+
+
+def json_ingest_report():
+    deliver(b"\xff.txt", BAD)
+    r = scan("--json")
+    doc = json.loads(r.stdout, parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
+    assert doc["quarantined"] == 1 and doc["files"][0]["path"].endswith("\\xff.txt")
+
+
+# --- paths -----------------------------------------------------------------------------------
+def report_wafer_traversal(tmp):
+    r = cli("report", "--wafer", "../../escape")
+    assert r.returncode == 1 and "wafer '../../escape'" in r.stderr
+    assert not (tmp / "escape").exists() and not (tmp.parent / "escape").exists()
+
+
+# --- kills ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def fit_store(tmp_path_factory):
+    """The sample wafer, stored once for the kill kinds."""
+    from pipeline.ingest import ingest
+
+    root = tmp_path_factory.mktemp("fit_store")
+    ingest([SAMPLE], MeasurementStore(root / "store"), root / "q")
+    return root / "store"
+
+
+def _fit_with_workers(store: Path, registry: Path) -> tuple[subprocess.Popen, list[int]]:
+    p = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "fit", "--wafer", "W01",
+                          "--workers", "2", "--store", str(store), "--registry", str(registry)],
+                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and p.poll() is None:
+        workers = children(p.pid)
+        if len(workers) >= 2:
+            return p, workers
+        time.sleep(0.2)
+    p.kill()
+    pytest.fail(f"fit started no pool workers: {p.communicate()}")
+
+
+def _gone(pids, within=10.0) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if not any(alive(pid) for pid in pids):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def kill_fit_sigkill(tmp, fit_store):
+    p, workers = _fit_with_workers(fit_store, tmp / "models")
+    p.send_signal(signal.SIGKILL)
+    try:
+        assert _gone(workers), "pool workers outlived a killed fit"
+    finally:
+        for pid in workers:  # never leave them running, whatever the outcome
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        p.communicate(timeout=30)
+
+
+def kill_fit_sigterm(tmp, fit_store):
+    p, workers = _fit_with_workers(fit_store, tmp / "models")
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 128 + signal.SIGTERM and err.strip().splitlines()[-1].endswith(
+        "stopped by signal 15"), err
+    assert "Traceback" not in err and _gone(workers)
+    left = [f for f in (tmp / "models").rglob("*") if ".tmp" in f.name]
+    assert left == [], left
+
+
+def kill_ingest_sigterm():
+    names = sorted(SAMPLE.glob("W01_X0*_D1_*.txt"))
+    for f in names:
+        deliver(f.name, f)
+    p = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "ingest", "--incoming",
+                          "--min-age", "0"], cwd=ROOT, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    while p.poll() is None and not processed().exists():
+        time.sleep(0.05)  # stop it once it has begun to archive
+    p.send_signal(signal.SIGTERM)
+    p.communicate(timeout=120)
+    here = [f.name for f in landing().iterdir() if f.suffix == ".txt"]
+    moved = [f.name for f in processed().iterdir()] if processed().exists() else []
+    assert sorted(here + moved) == [f.name for f in names]  # every raw file is somewhere
+    assert set(moved) <= set(MeasurementStore(Path(os.environ["FERRO_STORE"]))
+                             .ingested_files().name)  # archived only once stored
+    assert scan().returncode == 0
+    assert stored_files() == len(names)
+
+
+# --- lineage --------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def one_model(sample_fit):
+    from pipeline.publish import register_fit
+    from pipeline.registry import Registry
+
+    def make(root: Path):
+        reg = Registry(root / "models")
+        register_fit(reg, sample_fit)
+        return reg
+    return make
+
+
+def _tiny_sweep(reg):
+    from pipeline.simulation import TrainConfig, plan
+
+    return plan(reg, ["hzo-W01-20ns"], (("analog-sgd", False),), seeds=(0,),
+                cfg=TrainConfig(epochs=1, hidden=(8,)))
+
+
+def run_link_fails(tmp, one_model):
+    from pipeline.simulation import run_sweep
+
+    reg = one_model(tmp)
+    con = sqlite3.connect(reg.db.path)  # the SQLite index (the default)
+    con.execute("CREATE TRIGGER busy BEFORE INSERT ON runs BEGIN "
+                "SELECT RAISE(ABORT, 'index busy'); END")
+    con.commit()
+    with pytest.raises(sqlite3.DatabaseError, match="index busy"):
+        run_sweep(reg, _tiny_sweep(reg))
+    runs = Path(reg.base) / "runs"
+    assert list(runs.iterdir()) == []  # neither a final file nor a temp one
+    con.execute("DROP TRIGGER busy")
+    con.commit()
+    run_sweep(reg, _tiny_sweep(reg))
+    assert len(list(runs.iterdir())) == len(reg.runs("hzo-W01-20ns")) == 1
+
+
+def run_unlinked_reconciled(tmp, one_model):
+    from pipeline.simulation import run_sweep
+
+    reg = one_model(tmp)
+    run_sweep(reg, _tiny_sweep(reg))
+    (done,) = (Path(reg.base) / "runs").iterdir()
+    stamp = done.stat().st_mtime_ns
+    con = sqlite3.connect(reg.db.path)  # the SQLite index (the default)
+    con.execute("DELETE FROM runs")  # the state an earlier failed link left
+    con.commit()
+    run_sweep(reg, _tiny_sweep(reg))
+    assert done.stat().st_mtime_ns == stamp  # read back, not rerun
+    assert reg.runs("hzo-W01-20ns").path.tolist() == [str(done)]
+
+
+def missing_path(tmp):
+    r = cli("ingest", tmp / "nothere.txt")
+    assert r.returncode == 1 and r.stderr.strip().endswith(f"no such file or folder: {tmp}/nothere.txt")
+
+
+def model_ref_traversal():
+    r = cli("models", "show", "../../etc/passwd")
+    assert r.returncode == 1 and "contains a path separator" in r.stderr
+
+
+def alias_traversal():
+    r = cli("models", "alias", "hzo-W01-20ns@1", "../evil")
+    assert r.returncode == 1 and "alias '../evil' contains a path separator" in r.stderr
+
+
+def generate_wafer_traversal(tmp):
+    r = cli("generate", "--wafer", "../escape", "--out", tmp / "out", "--dies", "1")
+    assert r.returncode == 1 and "wafer '../escape' contains a path separator" in r.stderr
+    assert not any(tmp.glob("escape*")) and not (tmp / "out").exists()
+
+
+def generate_out_is_a_file(tmp):
+    write(tmp / "taken", "a file")
+    r = cli("generate", "--out", tmp / "taken", "--dies", "1")
+    assert r.returncode == 1 and r.stderr.strip().endswith(f"error: File exists: {tmp}/taken")
+    assert (tmp / "taken").read_text() == "a file"
+
+
+def json_empty_registry():
+    r = cli("models", "list", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout) == []
+
+
+FAULTS = {
+    "name-not-utf8": name_not_utf8,
+    "name-not-utf8-good": name_not_utf8_good_file,
+    "name-240-chars": name_240_chars_bad,
+    "name-255-bytes": name_255_bytes_good,
+    "name-newline": name_newline,
+    "name-bidi": name_bidi_override,
+    "name-leading-dash": name_leading_dash,
+    "same-name-processed": name_same_twice_processed,
+    "same-name-quarantine": name_same_twice_quarantine,
+    "same-bytes-again": name_duplicate_delivery,
+    "marker-consumed": marker_consumed,
+    "marker-bad-file": marker_with_bad_file,
+    "fifo-landing": fifo_in_landing,
+    "fifo-explicit": fifo_named_explicitly,
+    "socket": socket_in_landing,
+    "char-device": char_device,
+    "symlink-escape": symlink_leaving_folder,
+    "symlink-inside": symlink_inside_folder,
+    "symlink-loop": symlink_dir_loop,
+    "symlink-dangling": symlink_dangling,
+    "gzip-bomb": gzip_bomb,
+    "gzip-truncated": gzip_truncated,
+    "gzip-multi-member": gzip_concatenated,
+    "full-disk-quarantine": full_disk_quarantine_copy,
+    "full-disk-store": full_disk_store,
+    "processed-not-folder": processed_not_a_folder,
+    "quarantine-not-folder": quarantine_not_a_folder,
+    "landing-missing": landing_missing,
+    "empty-file": empty_file,
+    "binary-file": binary_file,
+    "concurrent-scans": concurrent_scans,
+    "kill-ingest-sigterm": kill_ingest_sigterm,
+    **{f"arg-{k}": _argument_kind(*v) for k, v in ARGUMENTS.items()},
+    "json-strict": json_strict_values,
+    "json-shift": summary_shift_is_a_value,
+    "json-ingest": json_ingest_report,
+    "report-traversal": report_wafer_traversal,
+    "missing-path": missing_path,
+    "model-ref-traversal": model_ref_traversal,
+    "alias-traversal": alias_traversal,
+    "generate-wafer-traversal": generate_wafer_traversal,
+    "generate-out-is-file": generate_out_is_a_file,
+    "json-empty-registry": json_empty_registry,
+}
+SLOW = {  # need the sample wafer stored or fitted first
+    "kill-fit-sigkill": kill_fit_sigkill,
+    "kill-fit-sigterm": kill_fit_sigterm,
+    "run-link-fails": run_link_fails,
+    "run-unlinked": run_unlinked_reconciled,
+}
+
+
+@pytest.mark.parametrize("kind", list(FAULTS))
+def test_fault(kind, tmp_path):
+    fn = FAULTS[kind]
+    if fn.__code__.co_argcount:
+        fn(tmp_path)
+    else:
+        fn()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", list(SLOW))
+def test_slow_fault(kind, tmp_path, request):
+    fn = SLOW[kind]
+    fixture = fn.__code__.co_varnames[1]
+    fn(tmp_path, request.getfixturevalue(fixture))
+
+
+def test_readme_lists_every_fault_kind():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### Fault catalogue", 1)[1].split("\n#", 1)[0]
+    listed = set()
+    for cell in (row.split("|")[2] for row in section.splitlines() if row.startswith("| ")):
+        listed |= {i.strip() for i in cell.split(",")} - {"Ids", "---"}
+    kinds = {k for k in {*FAULTS, *SLOW} if not k.startswith("arg-")} | {"arg-*"}
+    assert listed == kinds
