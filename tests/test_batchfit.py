@@ -179,7 +179,7 @@ def test_remembered_starting_values_equal_the_family_guess(problems, name):
     data = problems[0][0]
     first, again = batchfit.starting_values(model, data), batchfit.starting_values(model, data)
     assert first is again
-    other = Data(data.g.copy(), data.dg.copy(), data.up.copy())  # equal, not the same object
+    other = StepMap(data.g.copy(), data.dg.copy(), data.up.copy())  # equal, not the same object
     assert batchfit.starting_values(model, other) is not first
     for k, p in model.guess(data).items():
         assert (first[k].value, first[k].min, first[k].max, first[k].vary) == (p.value, p.min, p.max, p.vary)
