@@ -37,7 +37,7 @@ def step(g, k, b):
 def naive(series) -> list[tuple[float, float, bool]]:
     model = lmfit.Model(step)
     out = []
-    for _, _, g, _, _ in trace_states(series):
+    for _, _, g, _ in trace_states(series):
         r = model.fit(np.diff(g), model.make_params(k=0.1, b=0.5), g=g[:-1])
         out.append((r.params["k"].value, r.params["b"].value, r.success))
     return out

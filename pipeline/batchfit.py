@@ -30,7 +30,7 @@ from types import FunctionType, SimpleNamespace
 
 import numpy as np
 
-from .devices import Data, DeviceModel, family, geometric
+from .devices import StepMap, DeviceModel, family, geometric
 from .devices.neurosim import P_MAX
 from .fitrecords import FamilyFit, FitTarget
 
@@ -54,7 +54,7 @@ class StepBatch:
     n: np.ndarray      # (B,) real points per series
 
     @classmethod
-    def build(cls, datas: list[Data], weights: list[np.ndarray]) -> "StepBatch":
+    def build(cls, datas: list[StepMap], weights: list[np.ndarray]) -> "StepBatch":
         n = np.array([len(d.g) for d in datas])
         shape = (len(datas), int(n.max()))
         g, dg, w = np.zeros(shape), np.zeros(shape), np.zeros(shape)
@@ -145,7 +145,7 @@ def _remembered(guess):
     return remembered
 
 
-def starting_values(model: DeviceModel, data: Data):
+def starting_values(model: DeviceModel, data: StepMap):
     """``model.guess(data)``: the same names, values, bounds and vary flags, built as
     StartValues where the family's guess allows it."""
     try:
@@ -601,7 +601,7 @@ def at_bound(bounds: Bounds, x: np.ndarray) -> list[str | None]:
     return [bounds.names[int(np.argmax(h))] if h.any() else None for h in hit]
 
 
-def fit_steps(name: str, datas: list[Data], weights: list[np.ndarray], tracesets: list,
+def fit_steps(name: str, datas: list[StepMap], weights: list[np.ndarray], tracesets: list,
               r2_min: float, judges: list[str] | None = None) -> list[FamilyFit | None]:
     """``fitting.fit_family`` on the step map for many series of one family at once.
 

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import InputError
-from .schema import conform
+from .schema import conform, upgrade_columns
 from .store import Commit, MeasurementStore
 
 LEGACY_LEDGER = "_ledger.sqlite"
@@ -31,7 +31,7 @@ def convert_legacy(old: str | Path, new: MeasurementStore) -> Commit:
             n = table.num_rows
             table = table.append_column("wafer", pa.repeat(pa.scalar(wafer), n)) \
                          .append_column("pulse_width_s", pa.repeat(pa.scalar(float(pw)), n))
-            batch.adopt(conform(table))
+            batch.adopt(conform(upgrade_columns(table)))  # parts may predate the unit rule
         return batch.commit()
 
 

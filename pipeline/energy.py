@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .schema import StateScale
+
 EPS0 = 8.8541878128e-12  # F/m
 
 
@@ -33,12 +35,12 @@ def capacitance_f(area_m2: float, c: EnergyConstants = EnergyConstants()) -> flo
     return EPS0 * c.eps_r * area_m2 / c.thickness_m
 
 
-def pulse_energy(amplitude_v, conductance_s, pulse_width_s, switched_fraction=0.0,
+def pulse_energy(amplitude_v, conductance_siemens, pulse_width_s, switched_fraction=0.0,
                  area_m2: float | None = None, c: EnergyConstants = EnergyConstants()):
     """Energy in joules of pulses (numpy broadcasting over the arguments)."""
     area = c.area_m2 if area_m2 is None else area_m2
     v = np.abs(np.asarray(amplitude_v, dtype=float))
-    return (v ** 2 * np.asarray(conductance_s) * pulse_width_s + capacitance_f(area, c) * v ** 2
+    return (v ** 2 * np.asarray(conductance_siemens) * pulse_width_s + capacitance_f(area, c) * v ** 2
             + 2 * c.pr_c_per_m2 * area * v * np.abs(switched_fraction))
 
 
@@ -65,7 +67,7 @@ def energy_per_pulse(energy_j, amplitude_v, state, pulse_width_s, state_unit: st
     amp = np.asarray(amplitude_v, dtype=float)
     if state_unit != "S" or not np.isfinite(amp).all():
         return PulseEnergy(float("nan"), "unavailable (no amplitude, or state not in S)", len(g))
-    span = g.max() - g.min()
-    switched = np.abs(np.diff(g, prepend=g[0])) / span if span > 0 else 0.0
+    scale = StateScale.of(g, state_unit)
+    switched = np.abs(scale.g_step(np.diff(g, prepend=g[0]))) if scale.span > 0 else 0.0
     return PulseEnergy(float(np.mean(pulse_energy(amp, g, pulse_width_s, switched, area_m2,
                                                   constants))), "formula", len(g))

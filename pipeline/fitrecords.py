@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # pandas/numpy load on use: the CLI parser imports this modul
     import numpy as np
     import pandas as pd
 
+    from .schema import StateScale
 
 NAN = float("nan")
 _HIDDEN = {"column": False}
@@ -99,20 +100,20 @@ class DeviceFit:
     r2_steps: float = NAN
     sp_g: float = NAN
     sp_g_err: float = NAN
-    sp_conductance_s: float = NAN
-    sp_conductance_err_s: float = NAN
+    sp_state: float = NAN
+    sp_state_err: float = NAN
     sp_norm: float = NAN
     sp_norm_err: float = NAN
-    gmin_s: float = NAN
-    gmax_s: float = NAN
+    gmin_state: float = NAN
+    gmax_state: float = NAN
     dynamic_range: float = NAN
     mean_step_up: float = NAN
     mean_step_down: float = NAN
     asymmetry: float = NAN
     flag: str = ""
     c2c_rel: float = NAN
-    c2c_abs_s: float = NAN
-    read_noise_s: float = NAN
+    c2c_abs_state: float = NAN
+    read_noise_state: float = NAN
     fit_target: FitTarget | None = None
     # the measurement protocol (``traces.protocol``) and write amplitudes per direction
     protocol: str = "identical"
@@ -123,12 +124,25 @@ class DeviceFit:
 
     # what a registered version keeps per device, in this order
     REGISTRY_COLUMNS: ClassVar[tuple[str, ...]] = (
-        "die_x", "die_y", "state_unit", "family", "c2c_rel", "c2c_abs_s", "read_noise_s",
+        "die_x", "die_y", "state_unit", "family", "c2c_rel", "c2c_abs_state", "read_noise_state",
         "energy_per_pulse_j", "energy_source", "norm_lo", "norm_span", "fit_target")
+    # ... and, after the chosen family's parameters, its symmetry point and state range
+    REGISTRY_STATE_COLUMNS: ClassVar[tuple[str, ...]] = (
+        "sp_norm", "sp_norm_err", "sp_state", "gmin_state", "gmax_state")
     # summarised across devices in the population table (besides the model parameters)
     POPULATION_METRICS: ClassVar[tuple[str, ...]] = (
-        "sp_g", "sp_norm", "sp_conductance_s", "c2c_rel", "c2c_abs_s", "read_noise_s",
-        "energy_per_pulse_j", "gmin_s", "gmax_s", "norm_lo", "norm_span")
+        "sp_g", "sp_norm", "sp_state", "c2c_rel", "c2c_abs_state", "read_noise_state",
+        "energy_per_pulse_j", "gmin_state", "gmax_state", "norm_lo", "norm_span")
+
+
+def state_summary(scale: StateScale, sp_g, sp_g_err, range_lo_g, range_hi_g) -> dict:
+    """A fit's symmetry point and state range in the series' state unit (``_state``), and
+    the symmetry point as a share of the model's state range (``sp_norm``). Works on
+    numbers or on table columns (``scale`` then holds columns too)."""
+    width = range_hi_g - range_lo_g
+    return {"sp_state": scale.state(sp_g), "sp_state_err": scale.state_step(sp_g_err),
+            "sp_norm": (sp_g - range_lo_g) / width, "sp_norm_err": sp_g_err / width,
+            "gmin_state": scale.state(range_lo_g), "gmax_state": scale.state(range_hi_g)}
 
 
 @dataclass(frozen=True)

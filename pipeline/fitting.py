@@ -42,11 +42,12 @@ import pandas as pd
 from scipy.optimize import nnls
 
 from .batchfit import fit_steps, quality_flag, starting_values, wrong_sign
-from .devices import FAMILIES, Data, family
+from .devices import FAMILIES, StepMap, family
 from .energy import energy_per_pulse
 from .errors import InputError
 from .fitrecords import (ENGINES, DeviceFit, FamilyFit, FitTarget, PopulationStat, SeriesFit, SeriesInfo,
-                         records_frame)
+                         records_frame, state_summary)
+from .schema import StateScale, upgrade_columns
 from .traces import Series, amplitude_ranges, check_protocol, series_from_frame, step_map, traces
 from .workers import process_pool
 
@@ -108,7 +109,9 @@ class FitResult:
 
     @classmethod
     def load(cls, folder: Path) -> "FitResult":
-        return cls(**{n: pd.read_parquet(Path(folder) / f"{n}.parquet") for n in cls.TABLES})
+        """Tables saved by ``save``, legacy column names upgraded (``schema.LEGACY_COLUMNS``)."""
+        return cls(**{n: upgrade_columns(pd.read_parquet(Path(folder) / f"{n}.parquet"))
+                      for n in cls.TABLES})
 
 
 # --- one family on one series ----------------------------------------------------------
@@ -156,7 +159,7 @@ def _sp_uncertainty(model, result: lmfit.model.ModelResult) -> float:
     return float(np.sqrt(var)) if np.isfinite(var) and var >= 0 else float("nan")
 
 
-def noise_weights(data: Data) -> tuple[np.ndarray, FitTarget]:
+def noise_weights(data: StepMap) -> tuple[np.ndarray, FitTarget]:
     """Weights 1/sigma_i from a two-part noise model fitted to soft-bounds residuals:
     ``sigma_i^2 = (a * step_i)^2 + b^2`` (multiplicative c2c noise plus additive read
     noise, DOMAIN.md section 3). Every family is fitted with the same weights, so their
@@ -185,12 +188,12 @@ class TraceSet:
     mask: np.ndarray         # valid entries of ``states``
 
     @classmethod
-    def build(cls, trs, lo: float, span: float) -> "TraceSet":
+    def build(cls, trs, scale: StateScale) -> "TraceSet":
         trs = [t for t in trs if len(t.states) >= 2]
         n = max((len(t.states) for t in trs), default=0)
         states = np.full((len(trs), n), np.nan)
         for i, t in enumerate(trs):
-            states[i, :len(t.states)] = (t.states - lo) / span
+            states[i, :len(t.states)] = scale.g(t.states)
         return cls(np.array([t.up for t in trs], bool), states, np.isfinite(states))
 
     def simulate(self, model, p: dict, start: np.ndarray) -> np.ndarray:
@@ -203,7 +206,7 @@ def _model_values(model, values: dict) -> dict:
     return {k: values[k] for k in model.param_names}
 
 
-def _run_fit(model, params, data: Data, ts: TraceSet, target: FitTarget, weights):
+def _run_fit(model, params, data: StepMap, ts: TraceSet, target: FitTarget, weights):
     """lmfit on the step map (``steps``) or on the trajectories (``trajectory``: each
     trace re-simulated from a fitted start state; right when read noise swamps steps)."""
     if target is FitTarget.STEPS:
@@ -239,7 +242,7 @@ def _run_fit(model, params, data: Data, ts: TraceSet, target: FitTarget, weights
                                                       max_nfev=TRAJECTORY_MAX_NFEV)
 
 
-def smooth_start(model, reference: Data) -> lmfit.Parameters:
+def smooth_start(model, reference: StepMap) -> lmfit.Parameters:
     """Starting values for a trajectory fit: the family fitted to a noise-free step map
     (``reference``, from the soft-bounds trajectory fit). Guesses taken from a step map
     that is mostly read noise send trajectory fits to poor local minima."""
@@ -252,9 +255,9 @@ def smooth_start(model, reference: Data) -> lmfit.Parameters:
         return params
 
 
-def fit_family(name: str, data: Data, ts: TraceSet, cfg: FitConfig,
+def fit_family(name: str, data: StepMap, ts: TraceSet, cfg: FitConfig,
                weights: np.ndarray | None = None, target: FitTarget = FitTarget.STEPS,
-               reference: Data | None = None, judge: str = "r2_trace") -> FamilyFit:
+               reference: StepMap | None = None, judge: str = "r2_trace") -> FamilyFit:
     model = family(name)
     params = model.guess(data) if reference is None else smooth_start(model, reference)
     n_var = sum(p.vary for p in params.values())
@@ -288,7 +291,7 @@ def fit_family(name: str, data: Data, ts: TraceSet, cfg: FitConfig,
     return replace(fit, flag=_flag(result, fit, cfg, judge) or _wrong_sign(model, p, lo_r, hi_r, data))
 
 
-def _wrong_sign(model, p: dict, lo: float, hi: float, data: Data) -> str:
+def _wrong_sign(model, p: dict, lo: float, hi: float, data: StepMap) -> str:
     """Up steps must raise and down steps lower the state over the measured range."""
     one = lambda v: np.array([float(v)])  # noqa: E731 (a batch of one series)
     return wrong_sign(model, {k: one(v) for k, v in p.items()}, one(lo), one(hi),
@@ -310,19 +313,25 @@ def noise_model(resid: np.ndarray, pred: np.ndarray) -> tuple[float, float]:
     return float(coef[0]), float(coef[1])
 
 
-def _noise(resid: np.ndarray, pred: np.ndarray, span: float) -> dict:
+def _noise(resid: np.ndarray, pred: np.ndarray, scale: StateScale) -> dict:
     """c2c and read noise from the residual variance model (module docstring)."""
     a2, b2 = noise_model(resid, pred)
     c2c_abs = np.sqrt(max(float(np.mean(resid ** 2)) - b2, 0.0))
-    return {"c2c_rel": float(np.sqrt(a2)), "c2c_abs_s": float(c2c_abs * span),
+    return {"c2c_rel": float(np.sqrt(a2)), "c2c_abs_state": float(scale.state_step(c2c_abs)),
             # a read error enters two consecutive steps: b^2 = 2 sigma_read^2
-            "read_noise_s": float(np.sqrt(b2 / 2) * span)}
+            "read_noise_state": float(scale.state_step(np.sqrt(b2 / 2)))}
 
 
-def _read_noise(best: FamilyFit, span: float) -> float:
+def _read_noise(best: FamilyFit, scale: StateScale) -> float:
     """Read-noise dominated series: c2c is not resolvable (reported as NaN); the read
     noise is the spread of the reads around the fitted trajectories."""
-    return float(np.sqrt(best.chisqr / max(best.n_points - 1, 1)) * span)
+    return float(scale.state_step(np.sqrt(best.chisqr / max(best.n_points - 1, 1))))
+
+
+def _dynamic_range(scale: StateScale, r_lo: float, r_hi: float) -> float:
+    """Gmax / Gmin of the model's state range: conductances only."""
+    gmin = scale.state(r_lo)
+    return scale.state(r_hi) / gmin if scale.unit == "S" and gmin > 0 else np.nan
 
 
 @dataclass(frozen=True)
@@ -331,12 +340,11 @@ class _Prepared:
 
     info: SeriesInfo
     device: DeviceFit
-    data: Data
+    data: StepMap
     ts: TraceSet
     weights: np.ndarray
     target: FitTarget
-    lo: float
-    span: float
+    scale: StateScale
     judge: str  # the R^2 a fit must reach: "r2_trace", or "r2_steps" for staircases
 
 
@@ -344,26 +352,25 @@ def _prepare(s: Series, cfg: FitConfig) -> _Prepared | SeriesFit:
     """Normalise one series for fitting; a series that cannot be fitted comes back as
     its (flagged) SeriesFit."""
     info = SeriesInfo(*s.key, die_x=s.die_x, die_y=s.die_y, state_unit=s.state_unit)
-    lo, hi = float(np.min(s.state)), float(np.max(s.state))
-    span = hi - lo
+    scale = StateScale.of(s.state, s.state_unit)
     pulsed = s.pulsed  # reads without a pulse cost no write energy
     energy = energy_per_pulse(s.energy_j[pulsed] if s.energy_j is not None else [np.nan],
                               s.amplitude[pulsed], s.state[pulsed], s.pulse_width_s,
                               s.state_unit, s.area_m2)
     protocol = amplitude_ranges(s)
     device = DeviceFit(n_pulses=int(pulsed.sum()), energy_per_pulse_j=energy.energy_j,
-                       energy_source=energy.source, norm_lo=lo, norm_span=span, **protocol)
+                       energy_source=energy.source, norm_lo=scale.lo, norm_span=scale.span, **protocol)
     sm = step_map(s)
-    problem = _series_problem(s, span, sm)
+    problem = _series_problem(s, scale.span, sm)
     if problem:
         return SeriesFit(info, tuple(FamilyFit(f, flag=problem) for f in cfg.families),
                          replace(device, flag=problem))
-    data = Data(g=(sm.g - lo) / span, dg=sm.dg / span, up=sm.up)
+    data = sm.normalised(scale)
     weights, target = noise_weights(data)
     # A staircase is fitted as its makers do (each step one update) and judged on its steps.
     judge = "r2_steps" if protocol["protocol"] == "staircase" else "r2_trace"
-    return _Prepared(info, device, data, TraceSet.build(traces(s), lo, span), weights, target, lo,
-                     span, judge)
+    return _Prepared(info, device, data, TraceSet.build(traces(s), scale), weights, target, scale,
+                     judge)
 
 
 def fit_series(s: Series, cfg: FitConfig = FitConfig()) -> SeriesFit:
@@ -376,8 +383,7 @@ def fit_series(s: Series, cfg: FitConfig = FitConfig()) -> SeriesFit:
 
 def _choose(prep: _Prepared, rows: list[FamilyFit], cfg: FitConfig) -> SeriesFit:
     """Rank the families' fits, pick the best and derive the device row from it."""
-    info, device, data, target, lo, span = (prep.info, prep.device, prep.data, prep.target,
-                                            prep.lo, prep.span)
+    info, device, data, target, scale = prep.info, prep.device, prep.data, prep.target, prep.scale
     ok = [r for r in rows if r.success and not r.flag]
     # Ties (soft bounds and NeuroSim are one step map in two parametrisations) go to
     # the family listed first.
@@ -402,22 +408,19 @@ def _choose(prep: _Prepared, rows: list[FamilyFit], cfg: FitConfig) -> SeriesFit
         device, family=best.family, runner_up=second.family if second else None,
         criterion=crit, delta_criterion=getattr(second, crit) - getattr(best, crit) if second else np.nan,
         r2_trace=best.r2_trace, r2_steps=best.r2_steps, sp_g=best.sp_g, sp_g_err=best.sp_g_err,
-        sp_conductance_s=lo + span * best.sp_g, sp_conductance_err_s=span * best.sp_g_err,
-        sp_norm=(best.sp_g - r_lo) / (r_hi - r_lo), sp_norm_err=best.sp_g_err / (r_hi - r_lo),
-        gmin_s=lo + span * r_lo, gmax_s=lo + span * r_hi,
-        dynamic_range=(lo + span * r_hi) / (lo + span * r_lo) if info.state_unit == "S" and lo + span * r_lo > 0
-        else np.nan,
-        mean_step_up=up_mean * span, mean_step_down=down_mean * span,
+        **state_summary(scale, best.sp_g, best.sp_g_err, r_lo, r_hi),
+        dynamic_range=_dynamic_range(scale, r_lo, r_hi),
+        mean_step_up=scale.state_step(up_mean), mean_step_down=scale.state_step(down_mean),
         asymmetry=(sb.values["k_d"] / sb.values["k_p"]) if sb and sb.values["k_p"] > 0 else np.nan,
         flag="",
-        **(_noise(best.resid, pred, span) if target is FitTarget.STEPS else
-           {"c2c_rel": np.nan, "c2c_abs_s": np.nan, "read_noise_s": _read_noise(best, span)}),
+        **(_noise(best.resid, pred, scale) if target is FitTarget.STEPS else
+           {"c2c_rel": np.nan, "c2c_abs_state": np.nan, "read_noise_state": _read_noise(best, scale)}),
         fit_target=target,
     )
     return SeriesFit(info, fits, device)
 
 
-def _fit_all(data: Data, ts: TraceSet, cfg: FitConfig, weights, target: FitTarget,
+def _fit_all(data: StepMap, ts: TraceSet, cfg: FitConfig, weights, target: FitTarget,
              judge: str = "r2_trace") -> list[FamilyFit]:
     if target is FitTarget.STEPS:
         return [fit_family(f, data, ts, cfg, weights, target, judge=judge) for f in cfg.families]
@@ -428,7 +431,7 @@ def _fit_all(data: Data, ts: TraceSet, cfg: FitConfig, weights, target: FitTarge
     if first.values:
         both = np.r_[grid, grid]
         up = np.r_[np.ones(64, bool), np.zeros(64, bool)]
-        ref = Data(both, family("softbounds").step(both, up, **first.values), up)
+        ref = StepMap(both, family("softbounds").step(both, up, **first.values), up, scale=data.scale)
     rows = {"softbounds": first}
     for f in cfg.families:
         if f not in rows:
@@ -570,14 +573,15 @@ def population(devices: pd.DataFrame, params: pd.DataFrame) -> pd.DataFrame:
 
 # --- trace-level soft-bounds fits (vectorised) -----------------------------------------
 def trace_states(series: list[Series], min_reads: int = 4):
-    """(series, trace, normalised reads incl. the one before the trace, lo, span) for
+    """(series, trace, normalised reads incl. the one before the trace, scale) for
     every trace with at least ``min_reads`` reads: what a trace fit sees."""
     for s in series:
-        lo, span = float(np.min(s.state)), float(np.ptp(s.state)) or 1.0
+        scale = StateScale.of(s.state, s.state_unit)
+        scale = scale if scale.span else replace(scale, span=1.0)  # constant: any span will do
         for t in traces(s):
             states = t.states if np.isnan(t.state_before) else np.r_[t.state_before, t.states]
             if len(states) >= min_reads:
-                yield s, t, (states - lo) / span, lo, span
+                yield s, t, scale.g(states), scale
 
 
 def fit_traces(series: list[Series]) -> pd.DataFrame:
@@ -589,9 +593,10 @@ def fit_traces(series: list[Series]) -> pd.DataFrame:
     lmfit from generic starting values converges to the same parameters.
     """
     rows, gs, dgs, ids = [], [], [], []
-    for s, t, g, lo, span in trace_states(series):
+    for s, t, g, scale in trace_states(series):
         rows.append({**dict(zip(SERIES_COLUMNS, s.key)), "cycle": t.cycle,
-                     "direction": "up" if t.up else "down", "norm_lo": lo, "norm_span": span})
+                     "direction": "up" if t.up else "down", "norm_lo": scale.lo,
+                     "norm_span": scale.span})
         gs.append(g[:-1])
         dgs.append(np.diff(g))
         ids.append(np.full(len(g) - 1, len(rows) - 1))

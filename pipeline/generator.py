@@ -114,7 +114,7 @@ class GeneratorConfig:
     pulses_down: int = 100
     amplitude_v: float = 2.5
     read_voltage_v: float = 0.1
-    gmin_s: float = 0.4e-6
+    gmin_siemens: float = 0.4e-6
     on_off_ratio: float = 2.65
     area_m2: float = 10e-12
     thickness_m: float = 10e-9
@@ -147,7 +147,7 @@ class GeneratorConfig:
         """Defaults of the B2912B staircase junction (module docstring), then ``changes``."""
         base = dict(protocol="staircase", pulse_widths_s=(5e-4,), cycles=10, amplitude_v=1.0,
                     ln_tau_m_ref=math.log(1e-3), v_activation_v=0.5, v_imprint_v=0.1,
-                    d2d_imprint_v=0.02, gradient_imprint_v=0.04, gmin_s=65e-9,
+                    d2d_imprint_v=0.02, gradient_imprint_v=0.04, gmin_siemens=65e-9,
                     on_off_ratio=2.0, area_m2=8300e-12, devices_per_die=1)
         return cls(**{**base, **changes})
 
@@ -159,8 +159,8 @@ class Device:
     die_x: int
     die_y: int
     device: str
-    gmin_s: float
-    gmax_s: float
+    gmin_siemens: float
+    gmax_siemens: float
     ln_tau_inf: float
     v_imprint_v: float
 
@@ -197,11 +197,11 @@ def make_devices(cfg: GeneratorConfig, rng: np.random.Generator) -> list[Device]
             die_tau = rng.normal(0, cfg.d2d_ln_tau)
             die_imp = rng.normal(0, cfg.d2d_imprint_v)
             for d in range(cfg.devices_per_die):
-                gmin = cfg.gmin_s * (1 + cfg.gradient_gmin * r2) * math.exp(rng.normal(0, cfg.d2d_gmin))
+                gmin = cfg.gmin_siemens * (1 + cfg.gradient_gmin * r2) * math.exp(rng.normal(0, cfg.d2d_gmin))
                 ratio = cfg.on_off_ratio * math.exp(rng.normal(0, cfg.d2d_ratio))
                 devices.append(Device(
                     wafer=cfg.wafer, die=die_name(x, y), die_x=x, die_y=y, device=f"D{d + 1}",
-                    gmin_s=gmin, gmax_s=gmin * ratio,
+                    gmin_siemens=gmin, gmax_siemens=gmin * ratio,
                     ln_tau_inf=ln_tau_inf0 + cfg.gradient_ln_tau * u + die_tau
                     + rng.normal(0, cfg.d2d_ln_tau / 2),
                     v_imprint_v=cfg.v_imprint_v + cfg.gradient_imprint_v * v + die_imp
@@ -222,8 +222,8 @@ def simulate_series(cfg: GeneratorConfig, dev: Device, pulse_width_s: float,
     up = np.tile(np.r_[np.ones(cfg.pulses_up, bool), np.zeros(cfg.pulses_down, bool)], cfg.cycles)
     noise = 1 + cfg.sigma_c2c * rng.standard_normal(n)
     s, ds = evolve(np.where(up, p_up, p_down), up, noise, 0.02)  # start depressed
-    span = dev.gmax_s - dev.gmin_s
-    g_true = dev.gmin_s + span * s
+    span = dev.gmax_siemens - dev.gmin_siemens
+    g_true = dev.gmin_siemens + span * s
     g_read = g_true * (1 + cfg.sigma_read * rng.standard_normal(n))
     amplitude = np.where(up, cfg.amplitude_v, -cfg.amplitude_v)
     energy = pulse_energy(amplitude, g_true, pulse_width_s, ds, cfg.area_m2,
@@ -240,9 +240,9 @@ def simulate_series(cfg: GeneratorConfig, dev: Device, pulse_width_s: float,
     truth = {
         "wafer": dev.wafer, "die": dev.die, "device": dev.device,
         "die_x": dev.die_x, "die_y": dev.die_y, "pulse_width_s": pulse_width_s,
-        "gmin_s": dev.gmin_s, "gmax_s": dev.gmax_s,
+        "gmin_siemens": dev.gmin_siemens, "gmax_siemens": dev.gmax_siemens,
         "p_up": p_up, "p_down": p_down,
-        "sp_norm": sp, "sp_conductance_s": dev.gmin_s + span * sp,
+        "sp_norm": sp, "sp_siemens": dev.gmin_siemens + span * sp,
         "sigma_c2c": cfg.sigma_c2c, "sigma_read": cfg.sigma_read,
         "energy_mean_j": float(np.mean(energy)),
         "v_imprint_v": dev.v_imprint_v, "ln_tau_inf": dev.ln_tau_inf,
@@ -325,8 +325,8 @@ def simulate_staircase(cfg: GeneratorConfig, dev: Device, pulse_width_s: float,
     n = len(amplitude)
     noise = 1 + cfg.sigma_c2c * rng.standard_normal(n)
     s, _ = evolve(np.tile(p, cfg.cycles), np.tile(up, cfg.cycles), noise, 0.5)
-    span = dev.gmax_s - dev.gmin_s
-    g_true = dev.gmin_s + span * s
+    span = dev.gmax_siemens - dev.gmin_siemens
+    g_true = dev.gmin_siemens + span * s
     g_pos = g_true * (1 + cfg.sigma_read * rng.standard_normal(n))
     g_neg = g_true * cfg.read_asymmetry * (1 + cfg.sigma_read * rng.standard_normal(n))
     table = pd.DataFrame({
@@ -338,8 +338,8 @@ def simulate_staircase(cfg: GeneratorConfig, dev: Device, pulse_width_s: float,
     truth = {
         "wafer": dev.wafer, "die": dev.die, "device": staircase_device(dev),
         "die_x": dev.die_x, "die_y": dev.die_y, "pulse_width_s": pulse_width_s,
-        "protocol": "staircase", "gmin_s": dev.gmin_s, "gmax_s": dev.gmax_s,
-        "sp_norm": sp, "sp_conductance_s": dev.gmin_s + span * sp, **truth,
+        "protocol": "staircase", "gmin_siemens": dev.gmin_siemens, "gmax_siemens": dev.gmax_siemens,
+        "sp_norm": sp, "sp_siemens": dev.gmin_siemens + span * sp, **truth,
         "sigma_c2c": cfg.sigma_c2c, "sigma_read": cfg.sigma_read,
         "v_imprint_v": dev.v_imprint_v, "ln_tau_inf": dev.ln_tau_inf,
     }
@@ -379,7 +379,7 @@ def _tidy_staircase(cfg: GeneratorConfig, dev: Device, pulse_width_s: float, tab
         "wafer": dev.wafer, "die": dev.die, "device": staircase_device(dev),
         "pulse_width_s": pulse_width_s, "pulse_amplitude_v": amp,
         "cycle": (table["cycle"].to_numpy() - 1) // per_loop + 1, "pulse": table["cycle"],
-        "conductance_s": 1 / table["R_pos_ohm"],
+        "conductance_state": 1 / table["R_pos_ohm"],
         "direction": np.where(amp > 0, "down", np.where(amp < 0, "up", "read")),
         "read_voltage_v": cfg.read_voltage_v, "die_x": dev.die_x, "die_y": dev.die_y,
         "device_area_m2": cfg.area_m2, "measured_at": when.isoformat(),
@@ -415,7 +415,7 @@ def _tidy(cfg: GeneratorConfig, dev: Device, pulse_width_s: float, table: pd.Dat
         "wafer": dev.wafer, "die": dev.die, "device": dev.device,
         "pulse_width_s": pulse_width_s, "pulse_amplitude_v": table["V_write_V"],
         "cycle": table["Cycle"], "pulse": table["Pulse"],
-        "conductance_s": table["I_read_A"] / cfg.read_voltage_v,
+        "conductance_state": table["I_read_A"] / cfg.read_voltage_v,
         "direction": np.where(table["V_write_V"] > 0, "up", "down"),
         "read_voltage_v": cfg.read_voltage_v, "energy_j": table["E_pulse_pJ"] * 1e-12,
         "die_x": dev.die_x, "die_y": dev.die_y, "device_area_m2": cfg.area_m2,

@@ -17,9 +17,9 @@ citation. Example (``pipeline/published/`` ships three)::
     A_p = 0.249
     ...
     [bounds]
-    dynamic_range = 2.65              # or gmin_s = ..., gmax_s = ...
+    dynamic_range = 2.65              # or gmin_state = ..., gmax_state = ...
     [energy]
-    energy_per_pulse_j = 3e-12        # or amplitude_v, area_m2, conductance_s, ...
+    energy_per_pulse_j = 3e-12        # or amplitude_v, area_m2, conductance_state, ...
     [variability]
     c2c_rel = 0.0
     [variability.d2d]                 # relative spread (sd / median) per parameter
@@ -46,12 +46,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .devices import Data, DeviceModel, family as get_family
+from .devices import DeviceModel, StepMap, family as get_family
 from .energy import EnergyConstants, pulse_energy
 from .errors import InputError
 from .fitrecords import DeviceFit, FamilyFit
 from .publish import DEFAULT_STACK
 from .registry import Ref, Registry, model_name
+from .schema import upgrade_columns
 
 PUBLISHED = "published"  # package folder of the shipped parameter files
 # the parameters that set a family's state range, in normalised units
@@ -59,7 +60,7 @@ RANGE_PARAMS = {"beta": ("g_min", "g_max"), "softbounds": ("b_lo", "b_hi"),
                 "powstep": ("b_lo", "b_hi"), "lookup": ("g_lo", "g_hi"), "neurosim": ("Gmin", "Gmax")}
 _TOP_KEYS = {"citation", "source", "stack", "wafer", "family", "pulse_width_s", "description",
              "parameters", "bounds", "energy", "variability"}
-_ENERGY_INPUTS = {"amplitude_v", "conductance_s", "area_m2", "switched_fraction", "eps_r",
+_ENERGY_INPUTS = {"amplitude_v", "conductance_state", "area_m2", "switched_fraction", "eps_r",
                   "thickness_m", "pr_c_per_m2"}
 
 
@@ -163,9 +164,11 @@ def read_published(path: str | Path) -> Published:
     except ValueError as exc:
         raise f.error("family", str(exc)) from None
     params = _parameters(f, f.table(doc, "parameters"), model)
-    gmin, gmax, unit = _bounds(f, f.table(doc, "bounds"))
+    # legacy-name: files written before the unit rule name bounds gmin_s, gmax_s, energy conductance_s
+    gmin, gmax, unit = _bounds(f, upgrade_columns(f.table(doc, "bounds")))
     pw = f.number(doc, "pulse_width_s", positive=True)
-    energy, source = _energy(f, f.table(doc, "energy", required=False), pw, gmin, gmax, unit)
+    energy, source = _energy(f, upgrade_columns(f.table(doc, "energy", required=False)), pw, gmin, gmax,
+                             unit)
     var = f.table(doc, "variability", required=False)
     f.unknown(var, {"c2c_rel", "d2d"}, "variability.")
     c2c = f.number(var, "c2c_rel", "variability.", required=False, default=0.0)
@@ -210,14 +213,14 @@ def _parameters(f: _File, table: dict, model: DeviceModel) -> dict[str, float]:
 
 
 def _bounds(f: _File, table: dict) -> tuple[float, float, str]:
-    f.unknown(table, {"gmin_s", "gmax_s", "dynamic_range"}, "bounds.")
-    if "gmin_s" in table or "gmax_s" in table:
-        gmin = f.number(table, "gmin_s", "bounds.", positive=True)
-        gmax = f.number(table, "gmax_s", "bounds.", positive=True)
+    f.unknown(table, {"gmin_state", "gmax_state", "dynamic_range"}, "bounds.")
+    if "gmin_state" in table or "gmax_state" in table:
+        gmin = f.number(table, "gmin_state", "bounds.", positive=True)
+        gmax = f.number(table, "gmax_state", "bounds.", positive=True)
         if gmax <= gmin:
-            raise f.error("bounds.gmax_s", f"must exceed bounds.gmin_s ({gmax:g} <= {gmin:g})")
+            raise f.error("bounds.gmax_state", f"must exceed bounds.gmin_state ({gmax:g} <= {gmin:g})")
         if "dynamic_range" in table and not np.isclose(table["dynamic_range"], gmax / gmin, rtol=1e-3):
-            raise f.error("bounds.dynamic_range", f"contradicts gmax_s / gmin_s = {gmax / gmin:.4g}")
+            raise f.error("bounds.dynamic_range", f"contradicts gmax_state / gmin_state = {gmax / gmin:.4g}")
         return gmin, gmax, "S"
     ratio = f.number(table, "dynamic_range", "bounds.")
     if ratio <= 1:
@@ -232,12 +235,12 @@ def _energy(f: _File, table: dict, pw: float, gmin: float, gmax: float, unit: st
     if not table:
         return math.nan, "unavailable (not published)"
     amp = f.number(table, "amplitude_v", "energy.", positive=True)
-    if "conductance_s" in table:
-        g = f.number(table, "conductance_s", "energy.", positive=True)
+    if "conductance_state" in table:
+        g = f.number(table, "conductance_state", "energy.", positive=True)
     elif unit == "S":
         g = (gmin + gmax) / 2
     else:
-        raise f.error("energy.conductance_s", "missing (bounds give no conductance in siemens)")
+        raise f.error("energy.conductance_state", "missing (bounds give no conductance in siemens)")
     c = EnergyConstants(**{k: f.number(table, k, "energy.", positive=True)
                            for k in ("eps_r", "thickness_m", "pr_c_per_m2") if k in table})
     area = f.number(table, "area_m2", "energy.", positive=True, required=False, default=c.area_m2)
@@ -262,7 +265,7 @@ def _check_model(f: _File, model: DeviceModel, p: dict[str, float]) -> None:
         raise f.error("parameters", f"down steps not negative near g = {grid[np.argmax(down >= 0)]:.3f}")
     both = np.r_[grid, grid]
     is_up = np.r_[np.ones(len(grid), bool), np.zeros(len(grid), bool)]
-    limits = model.guess(Data(both, np.r_[up, down], is_up))  # the bounds a fit would allow
+    limits = model.guess(StepMap(both, np.r_[up, down], is_up))  # the bounds a fit would allow
     for name, value in p.items():
         lim = limits[name] if name in limits else None
         if lim is not None and not (lim.min <= value <= lim.max):
@@ -282,7 +285,7 @@ def version_tables(m: Published):
     span_state = m.gmax - m.gmin  # normalised [0, 1] maps onto [Gmin, Gmax]
     row = {"wafer": m.wafer, "die": PUBLISHED, "device": PUBLISHED, "pulse_width_s": m.pulse_width_s,
            "die_x": np.nan, "die_y": np.nan, "state_unit": m.state_unit, "chosen_family": m.family,
-           "c2c_rel": m.c2c_rel, "c2c_abs_s": np.nan, "read_noise_s": np.nan,
+           "c2c_rel": m.c2c_rel, "c2c_abs_state": np.nan, "read_noise_state": np.nan,
            "energy_per_pulse_j": m.energy_per_pulse_j, "energy_source": m.energy_source,
            "norm_lo": m.gmin, "norm_span": span_state, "fit_target": "published",
            "n_points": 0, "chisqr": np.nan, "redchi": np.nan, "aic": np.nan, "bic": np.nan,
@@ -303,7 +306,7 @@ def version_tables(m: Published):
     extra = {"sp_g": sp, "sp_norm": row["sp_norm"], "c2c_rel": m.c2c_rel,
              "energy_per_pulse_j": m.energy_per_pulse_j, "norm_lo": m.gmin, "norm_span": span_state}
     if m.state_unit == "S":
-        extra.update(sp_conductance_s=row["sp_state"], gmin_s=row["gmin_state"], gmax_s=row["gmax_state"])
+        extra.update(sp_state=row["sp_state"], gmin_state=row["gmin_state"], gmax_state=row["gmax_state"])
     pop = []
     for name, value in {**m.params, **extra}.items():
         spread = abs(value) * m.d2d_rel.get(name, 0.0)

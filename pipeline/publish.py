@@ -7,9 +7,10 @@ from dataclasses import dataclass
 import pandas as pd
 
 from .devices import family as get_family
-from .fitrecords import DeviceFit, FamilyFit
+from .fitrecords import DeviceFit, FamilyFit, state_summary
 from .fitting import SERIES_COLUMNS, FitConfig, FitResult
 from .registry import Ref, Registry, model_name
+from .schema import StateScale
 from .store import MeasurementStore
 
 DEFAULT_STACK = "hzo"
@@ -52,13 +53,12 @@ def version_tables(result: FitResult, wafer: str, pulse_width_s: float, cache: d
             .merge(fits, on=key).merge(values.reset_index(), on=key).merge(errors.reset_index(), on=key))
     ok = rows["chosen_family"].notna() & (rows["flag"] == "")
     rows = rows[ok].reset_index(drop=True)
-    span = rows["range_hi_g"] - rows["range_lo_g"]
-    rows["sp_norm"] = (rows["sp_g"] - rows["range_lo_g"]) / span
-    rows["sp_norm_err"] = rows["sp_g_err"] / span
-    rows["sp_state"] = rows["norm_lo"] + rows["norm_span"] * rows["sp_g"]
-    rows["gmin_state"] = rows["norm_lo"] + rows["norm_span"] * rows["range_lo_g"]
-    rows["gmax_state"] = rows["norm_lo"] + rows["norm_span"] * rows["range_hi_g"]
     state_unit = str(devs["state_unit"].iloc[0])
+    # from the population family's fit: a device's own chosen family (``devices``) may differ
+    summary = state_summary(StateScale(rows["norm_lo"], rows["norm_span"], state_unit),
+                            rows["sp_g"], rows["sp_g_err"], rows["range_lo_g"], rows["range_hi_g"])
+    for name in DeviceFit.REGISTRY_STATE_COLUMNS:
+        rows[name] = summary[name]
     energy = rows["energy_per_pulse_j"]
     meta = {
         "wafer": wafer, "pulse_width_s": float(pulse_width_s), "family": fam,

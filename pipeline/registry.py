@@ -47,6 +47,7 @@ from . import __version__
 from .errors import InputError
 from .identifiers import check_identifier
 from .registry_index import open_index
+from .schema import upgrade_columns
 
 LATEST = "latest"
 META_KEY = b"ferroflow"
@@ -258,10 +259,11 @@ class Registry:
         with self.fs.open(path, "rb") as fh:
             table = pq.read_table(fh)
         doc = json.loads(table.schema.metadata[META_KEY])
-        population = pd.DataFrame(doc.pop("population"))
+        # versions registered before the unit rule carry legacy column and metric names
+        population = upgrade_columns(pd.DataFrame(doc.pop("population")))
         return ModelVersion(name=info["name"], version=info["version"], family=doc["family"],
                             pulse_width_s=float(doc["pulse_width_s"]), state_unit=doc["state_unit"],
-                            devices=table.to_pandas(), population=population, meta=doc)
+                            devices=upgrade_columns(table.to_pandas()), population=population, meta=doc)
 
     def list(self) -> pd.DataFrame:
         return self._query(

@@ -48,12 +48,17 @@ from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundErr
 from deltalake.transaction import AddAction, CommitProperties, Transaction
 
 from .errors import InputError
-from .schema import COLUMNS, PARTITION, SCHEMA
+from .schema import COLUMNS, LEGACY_COLUMNS, PARTITION, SCHEMA, upgrade_columns
 from .storage import arrow_fs, delta_options, is_url, location
 
 APP_ID = "ferroflow-store"   # the application transaction every ferroflow commit carries
 COMMIT_KEY = "ferroflow.commit"
 _DATA_SCHEMA = pa.schema([f for f in SCHEMA if f.name not in PARTITION])
+# tables created before the unit rule keep their column names (today's name -> that name):
+# they are read upgraded and written with the names they have
+_LEGACY_NAME = {new: old for old, new in LEGACY_COLUMNS.items() if new in COLUMNS}
+_LEGACY_SCHEMA = pa.schema([f.with_name(_LEGACY_NAME.get(f.name, f.name)) for f in SCHEMA])
+_LEGACY_DATA_SCHEMA = pa.schema([f for f in _LEGACY_SCHEMA if f.name not in PARTITION])
 _TEXT_COLUMNS = [f.name for f in _DATA_SCHEMA if pa.types.is_string(f.type)]
 _SERIES = ["wafer", "die", "device", "pulse_width_s"]
 _LEDGER_COLUMNS = ["path", "sha256", "name", *_SERIES, "rows", "cycle_min", "cycle_max"]
@@ -199,12 +204,13 @@ class MeasurementStore:
 
     # --- reading ------------------------------------------------------------
     def dataset(self, as_of: int | None = None) -> ds.Dataset:
-        """The committed rows (at version ``as_of``) as a pyarrow dataset."""
+        """The committed rows (at version ``as_of``) as a pyarrow dataset; a table created
+        before the unit rule has its legacy column names here (``read`` upgrades them)."""
         dt = self.table(as_of)
         if dt is None:
             return ds.dataset(SCHEMA.empty_table())
         return dt.to_pyarrow_dataset(filesystem=pafs.SubTreeFileSystem(self.base, self.fs),
-                                     schema=SCHEMA)
+                                     schema=_LEGACY_SCHEMA if _is_legacy(dt) else SCHEMA)
 
     def read(self, wafer: str | None = None, pulse_width_s: float | None = None,
              columns: list[str] | None = None, as_of: int | None = None) -> pd.DataFrame:
@@ -217,7 +223,9 @@ class MeasurementStore:
             e = ds.field("pulse_width_s") == float(pulse_width_s)
             expr = e if expr is None else expr & e
         cols = columns or list(COLUMNS)
-        df = dset.to_table(filter=expr, columns=cols).to_pandas()
+        if LEGACY_COLUMNS.keys() & set(dset.schema.names):
+            cols = [_LEGACY_NAME.get(c, c) for c in cols]
+        df = upgrade_columns(dset.to_table(filter=expr, columns=cols)).to_pandas()
         sort = [c for c in ("wafer", "die", "device", "pulse_width_s", "cycle", "pulse") if c in df]
         return df.sort_values(sort, kind="stable").reset_index(drop=True)
 
@@ -254,9 +262,13 @@ class MeasurementStore:
         return out.sort_values("name").reset_index(drop=True)
 
 
+def _is_legacy(dt: DeltaTable) -> bool:
+    return bool(LEGACY_COLUMNS.keys() & set(pa.schema(dt.schema().to_arrow()).names))
+
+
 def _check_schema(dt: DeltaTable, uri: str) -> None:
     got = pa.schema(dt.schema().to_arrow())
-    want = {f.name: f.type for f in SCHEMA}
+    want = {f.name: f.type for f in (_LEGACY_SCHEMA if _is_legacy(dt) else SCHEMA)}
     have = {f.name: f.type for f in got}
     if have != want:
         diff = sorted(set(have.items()) ^ set(want.items()), key=str)
@@ -346,9 +358,11 @@ class Batch:
         self._rows: dict[tuple[str, float], int] = {}
         self._serial = 0
         self._done = False
+        self._legacy = False  # the table has the column names from before the unit rule
 
     def __enter__(self) -> "Batch":
         self._dt = self.store._writable()
+        self._legacy = _is_legacy(self._dt)
         ledger = self.store.ledger(self._dt)
         self._known = set(ledger["sha256"])
         self._stored = _span_index(ledger)
@@ -445,7 +459,8 @@ class Batch:
         full = f"{self.store.base}/{rel}"
         self.store.fs.create_dir(full.rsplit("/", 1)[0], recursive=True)
         # Dictionary-encode only the text columns: on floats it costs time, saves nothing.
-        writer = pq.ParquetWriter(full, _DATA_SCHEMA, filesystem=self.store.fs, compression="zstd",
+        schema = _LEGACY_DATA_SCHEMA if self._legacy else _DATA_SCHEMA
+        writer = pq.ParquetWriter(full, schema, filesystem=self.store.fs, compression="zstd",
                                   use_dictionary=_TEXT_COLUMNS)
         return writer, rel
 
@@ -457,6 +472,8 @@ class Batch:
         if key not in self._writers:
             self._writers[key], self._parts[key] = self._new_part(key)
         table = pa.concat_tables(tables)
+        if self._legacy:
+            table = table.rename_columns([_LEGACY_NAME.get(n, n) for n in table.column_names])
         self._writers[key].write_table(table)
         self._rows[key] = self._rows.get(key, 0) + table.num_rows
 

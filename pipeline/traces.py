@@ -25,12 +25,12 @@ import numpy as np
 import pandas as pd
 
 from .errors import InputError
-from .schema import READ
+from .schema import READ, StateScale
 
 SERIES_KEY = ["wafer", "die", "device", "pulse_width_s"]
 MIN_RUN = 5  # identical pulses needed for a trace
 # the canonical columns series_from_frame reads: all a fit needs from the store
-FRAME_COLUMNS = [*SERIES_KEY, "cycle", "pulse", "conductance_s", "direction", "pulse_amplitude_v",
+FRAME_COLUMNS = [*SERIES_KEY, "cycle", "pulse", "conductance_state", "direction", "pulse_amplitude_v",
                  "state_unit", "energy_j", "die_x", "die_y", "device_area_m2"]
 
 
@@ -72,11 +72,29 @@ class Trace:
 
 @dataclass(frozen=True)
 class StepMap:
-    g: np.ndarray            # state before the pulse
-    dg: np.ndarray           # step caused by the pulse
-    up: np.ndarray           # bool
-    amplitude: np.ndarray
-    index: np.ndarray        # position of the pulse in the series
+    """Pairs (state before a pulse, step it caused): what the model families fit.
+
+    ``scale`` None: ``g`` and ``dg`` are in the series' state unit (``step_map``);
+    otherwise they are normalised and ``scale.state(g)`` is the state (``normalised``).
+    """
+
+    g: np.ndarray                       # state before the pulse
+    dg: np.ndarray                      # step caused by the pulse
+    up: np.ndarray                      # bool
+    amplitude: np.ndarray | None = None
+    index: np.ndarray | None = None     # position of the pulse in the series
+    scale: StateScale | None = None
+
+    def normalised(self, scale: StateScale) -> "StepMap":
+        """The same steps in the normalised g of ``scale``."""
+        return StepMap(scale.g(self.g), scale.g_step(self.dg), self.up, self.amplitude,
+                       self.index, scale)
+
+    def select(self, mask: np.ndarray) -> "StepMap":
+        def pick(a):
+            return None if a is None else a[mask]
+        return StepMap(self.g[mask], self.dg[mask], self.up[mask], pick(self.amplitude),
+                       pick(self.index), self.scale)
 
 
 def series_from_frame(df: pd.DataFrame) -> list[Series]:
@@ -99,7 +117,7 @@ def series_from_frame(df: pd.DataFrame) -> list[Series]:
     def column(name, dtype=None):
         return df[name].to_numpy(dtype)[order] if name in df else None
 
-    state, amp, energy = column("conductance_s", float), column("pulse_amplitude_v", float), column("energy_j", float)
+    state, amp, energy = column("conductance_state", float), column("pulse_amplitude_v", float), column("energy_j", float)
     up = (df["direction"] == "up").to_numpy(bool)[order]
     cycle = column("cycle")
     area = (pd.to_numeric(df["device_area_m2"], errors="coerce").to_numpy(float)[order]
@@ -193,8 +211,7 @@ def step_map(s: Series, by_amplitude: bool = False) -> StepMap | dict[float, Ste
                  amplitude=s.amplitude[idx], index=idx)
     if not by_amplitude:
         return sm
-    return {float(a): StepMap(sm.g[m], sm.dg[m], sm.up[m], sm.amplitude[m], sm.index[m])
-            for a in np.unique(sm.amplitude) for m in [sm.amplitude == a]}
+    return {float(a): sm.select(sm.amplitude == a) for a in np.unique(sm.amplitude)}
 
 
 def _first_finite(values: np.ndarray | None, a: int, b: int) -> float | None:

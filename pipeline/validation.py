@@ -6,7 +6,7 @@ Rules (each has a test with a file that breaks it):
 - required columns present and not null (``pulse_amplitude_v`` may be null when the
   row's ``direction`` is given: some trace files do not record the amplitude);
 - ``wafer``, ``die``, ``device`` are safe identifiers (``pipeline.identifiers``);
-- numbers finite; ``pulse_width_s`` > 0; ``conductance_s`` > 0 where ``state_unit`` is
+- numbers finite; ``pulse_width_s`` > 0; ``conductance_state`` > 0 where ``state_unit`` is
   ``S``; ``state_unit`` and ``direction`` from their allowed sets (``direction`` may be
   ``read``: a read without a pulse, whose write amplitude must be zero or missing);
 - plausible ranges (``PLAUSIBLE``): outside them a value is a unit mistake, not data;
@@ -37,7 +37,7 @@ PLAUSIBLE = {
     "pulse": (0, 10**9),
 }
 CONDUCTANCE_MAX_S = 10.0
-FLOAT_COLUMNS = ("pulse_width_s", "pulse_amplitude_v", "conductance_s", "read_voltage_v",
+FLOAT_COLUMNS = ("pulse_width_s", "pulse_amplitude_v", "conductance_state", "read_voltage_v",
                  "energy_j", "device_area_m2")
 
 
@@ -142,7 +142,7 @@ def _numbers_ok(col, name: str, all_siemens: bool) -> bool:
     lo, hi = PLAUSIBLE.get(name, (-np.inf, np.inf))
     if name == "pulse_width_s":
         lo = max(lo, np.nextafter(0, 1))
-    if name == "conductance_s":
+    if name == "conductance_state":
         if not all_siemens:
             return False
         lo, hi = np.nextafter(0, 1), CONDUCTANCE_MAX_S
@@ -159,7 +159,7 @@ def _locate_bad_number(table, col, name: str, siemens: np.ndarray, file: str) ->
         i = _first(v <= 0)
         if i is not None:
             _fail(table, i, name, f"pulse width must be > 0 s, found {v[i]:g}", file)
-    if name == "conductance_s":
+    if name == "conductance_state":
         i = _first(siemens & (v <= 0))
         if i is not None:
             _fail(table, i, name, f"conductance must be > 0 S, found {v[i]:g}", file)

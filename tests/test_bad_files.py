@@ -31,7 +31,7 @@ def _header(lines, key, value):
 
 def _canonical(drop: str | None = None) -> str:
     cols = ["wafer", "die", "device", "pulse_width_s", "pulse_amplitude_v", "cycle", "pulse",
-            "conductance_s"]
+            "conductance_state"]
     rows = [["W01", "X00Y00", "Q1", "2e-08", "2.5", "1", str(p), f"{4e-7 + p * 1e-9:g}"]
             for p in range(1, 4)]
     keep = [i for i, c in enumerate(cols) if c != drop]
@@ -52,7 +52,7 @@ pulse = { column = "Pulse" }
 cycle = { column = "Cycle" }
 pulse_amplitude_v = { column = "V_write_V", unit = "V" }
 pulse_width_s = { column = "t_write_ns", unit = "ns" }
-conductance_s = { divide = ["I_read_A", "read_voltage_v"], units = ["A", "V"] }
+conductance_state = { divide = ["I_read_A", "read_voltage_v"], units = ["A", "V"] }
 """
 
 
@@ -77,12 +77,12 @@ CATALOGUE = {
                                 "required column 'device' is missing", None),
     "non-numeric value": (lambda l: edit_cell(l, L, 3, "abc"), "bad.txt", L, "I_read_A",
                           "not a number", None),
-    "NaN": (lambda l: edit_cell(l, L, 3, "nan"), "bad.txt", L, "conductance_s",
+    "NaN": (lambda l: edit_cell(l, L, 3, "nan"), "bad.txt", L, "conductance_state",
             "not a finite number", None),
     "inf": (lambda l: edit_cell(l, L, 4, "inf"), "bad.txt", L, "energy_j", "not a finite number", None),
-    "zero conductance": (lambda l: edit_cell(l, L, 3, "0"), "bad.txt", L, "conductance_s",
+    "zero conductance": (lambda l: edit_cell(l, L, 3, "0"), "bad.txt", L, "conductance_state",
                          "must be > 0", None),
-    "negative conductance": (lambda l: edit_cell(l, L, 3, "-4e-08"), "bad.txt", L, "conductance_s",
+    "negative conductance": (lambda l: edit_cell(l, L, 3, "-4e-08"), "bad.txt", L, "conductance_state",
                              "must be > 0", None),
     "zero pulse width": (lambda l: _header(l, "Pulse duration_ns", "0"), "bad.txt", 11,
                          "pulse_width_s", "must be > 0", None),

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 
 from pipeline import batchfit
-from pipeline.devices import Data, family
+from pipeline.devices import StepMap, family
 from pipeline.fitrecords import FitTarget
 from pipeline.fitting import FitConfig, TraceSet, fit_family, noise_weights
+from pipeline.schema import StateScale
 from pipeline.traces import series_from_frame, step_map, traces
 
 SMOOTH = ("softbounds", "neurosim", "lookup")  # one minimum: both engines find it
@@ -17,12 +18,11 @@ def problems(sample_frame):
     """Normalised step maps, weights and traces of the first 40 sample series."""
     out = []
     for s in series_from_frame(sample_frame)[:40]:
-        lo, span = float(np.min(s.state)), float(np.ptp(s.state))
-        sm = step_map(s)
-        data = Data(g=(sm.g - lo) / span, dg=sm.dg / span, up=sm.up)
+        scale = StateScale.of(s.state, s.state_unit)
+        data = step_map(s).normalised(scale)
         weights, target = noise_weights(data)
         assert target is FitTarget.STEPS
-        out.append((data, weights, TraceSet.build(traces(s), lo, span)))
+        out.append((data, weights, TraceSet.build(traces(s), scale)))
     return out
 
 
@@ -80,7 +80,7 @@ def test_analytic_gradients_match_differences(problems, name):
 
 def test_too_few_points_is_left_to_lmfit(problems):
     data, weights, ts = problems[0]
-    short = Data(data.g[:5], data.dg[:5], data.up[:5])
+    short = StepMap(data.g[:5], data.dg[:5], data.up[:5])
     rows = batchfit.fit_steps("softbounds", [short, data], [weights[:5], weights], [ts, ts], 0.9)
     assert rows[0] is None and rows[1] is not None
 
@@ -179,7 +179,7 @@ def test_remembered_starting_values_equal_the_family_guess(problems, name):
     data = problems[0][0]
     first, again = batchfit.starting_values(model, data), batchfit.starting_values(model, data)
     assert first is again
-    other = Data(data.g.copy(), data.dg.copy(), data.up.copy())  # equal, not the same object
+    other = StepMap(data.g.copy(), data.dg.copy(), data.up.copy())  # equal, not the same object
     assert batchfit.starting_values(model, other) is not first
     for k, p in model.guess(data).items():
         assert (first[k].value, first[k].min, first[k].max, first[k].vary) == (p.value, p.min, p.max, p.vary)

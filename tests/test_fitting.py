@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.devices import FAMILIES, Data, family
+from pipeline.devices import FAMILIES, StepMap, family
 from pipeline.fitrecords import (DeviceFit, FamilyFit, FitTarget, PopulationStat, SeriesInfo,
                                  columns)
 from pipeline.fitting import FitConfig, fit_frame, fit_series, fit_traces
@@ -35,7 +35,7 @@ def test_noise_estimates_recover_generator_values(sample_fit, truth):
     d = sample_fit.devices.merge(truth, on=KEY, suffixes=("", "_true"))
     by_pw = d.groupby("pulse_width_s").c2c_rel.median()
     assert by_pw.between(0.14, 0.26).all(), by_pw  # truth: 0.2 relative to the step
-    read_rel = (d.read_noise_s / d.sp_conductance_s).median()
+    read_rel = (d.read_noise_state / d.sp_state).median()
     assert 0.0015 < read_rel < 0.003  # truth: 0.2 % of G
 
 
@@ -89,8 +89,8 @@ def test_real_gong_trace_fits_with_every_family(gong_path):
     dev = result.devices.iloc[0]
     assert dev.flag == "" and dev.family in FAMILIES
     assert dev.r2_trace > 0.9
-    lo, hi = df.conductance_s.min(), df.conductance_s.max()
-    assert lo < dev.sp_conductance_s < hi
+    lo, hi = df.conductance_state.min(), df.conductance_state.max()
+    assert lo < dev.sp_state < hi
     assert dev.sp_g_err > 0
     assert dev.mean_step_up > 0 > dev.mean_step_down
 
@@ -181,7 +181,7 @@ def test_guess_bounds_come_from_the_declared_parameters():
     rng = np.random.default_rng(0)
     g = rng.uniform(0, 1, 100)
     up = rng.uniform(size=100) < 0.5
-    data = Data(g, np.where(up, 0.03 * (1 - g), -0.04 * g), up)
+    data = StepMap(g, np.where(up, 0.03 * (1 - g), -0.04 * g), up)
     for name, model in FAMILIES.items():
         params = model.guess(data)
         assert tuple(params) == model.param_names

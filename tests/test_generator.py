@@ -54,7 +54,7 @@ def test_physics_trends_in_ground_truth():
     # d2d: a wafer-scale gradient in switching speed across x, plus spread.
     fast = truth[truth.pulse_width_s == 2e-6].groupby("die_x").p_up.median()
     assert fast.iloc[0] > fast.iloc[-1] * 1.1
-    assert truth.gmax_s.std() > 0
+    assert truth.gmax_siemens.std() > 0
 
 
 def test_tidy_format_holds_same_values(tmp_path):
@@ -65,5 +65,5 @@ def test_tidy_format_holds_same_values(tmp_path):
 
     a = read_file(next((tmp_path / "i").glob("*.txt"))).to_pandas()
     b = read_file(next((tmp_path / "t").glob("*.csv"))).to_pandas()
-    np.testing.assert_allclose(a.conductance_s, b.conductance_s, rtol=1e-5)
+    np.testing.assert_allclose(a.conductance_state, b.conductance_state, rtol=1e-5)
     assert (a.direction == b.direction).all()

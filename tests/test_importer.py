@@ -92,7 +92,7 @@ def test_imported_version_reads_like_a_fitted_one(tmp_path):
 def test_every_family_imports_and_simulates(tmp_path, family, one_thread):
     from pipeline.simulation import RunSpec, TrainConfig, load_dataset, train
 
-    bounds = "gmin_s = 1e-6\ngmax_s = 3e-6"
+    bounds = "gmin_state = 1e-6\ngmax_state = 3e-6"
     energy = "amplitude_v = 3.0\narea_m2 = 1e-10"
     variability = "c2c_rel = 0.02\n[variability.d2d]\n" + FAMILY_PARAMS[family].split("\n")[0].split(" =")[0] + " = 0.1"
     path = write(tmp_path, toml(family, FAMILY_PARAMS[family], bounds, energy, variability=variability))
@@ -124,8 +124,8 @@ def test_every_family_imports_and_simulates(tmp_path, family, one_thread):
     (toml(params=FAMILY_PARAMS["beta"] + "\nk_p = 1"), "parameters.k_p", "unknown key"),
     (toml(family="spline"), "family", "unknown model family"),
     (toml(bounds="dynamic_range = 0.5"), "bounds.dynamic_range", "must exceed 1"),
-    (toml(bounds="gmin_s = 2e-6\ngmax_s = 1e-6"), "bounds.gmax_s", "must exceed"),
-    (toml(energy="amplitude_v = 3.0"), "energy.conductance_s", "missing"),
+    (toml(bounds="gmin_state = 2e-6\ngmax_state = 1e-6"), "bounds.gmax_state", "must exceed"),
+    (toml(energy="amplitude_v = 3.0"), "energy.conductance_state", "missing"),
     (toml(energy='energy_per_pulse_j = "3 pJ"'), "energy.energy_per_pulse_j", "must be a number"),
     (toml(variability="c2c_rel = -0.1"), "variability.c2c_rel", ">= 0"),
     (toml(extra='wafer2 = "x"'), "wafer2", "unknown key"),

@@ -56,7 +56,7 @@ CELL = st.one_of(st.integers(-5, 5), st.floats(allow_nan=True, allow_infinity=Tr
 @given(st.lists(st.fixed_dictionaries({
     "wafer": st.sampled_from(["W1", "../x", "", "W\x00"]), "die": st.just("X01Y02"),
     "device": st.just("D1"), "pulse_width_s": CELL, "pulse_amplitude_v": CELL,
-    "cycle": CELL, "pulse": CELL, "conductance_s": CELL}), min_size=1, max_size=8))
+    "cycle": CELL, "pulse": CELL, "conductance_state": CELL}), min_size=1, max_size=8))
 def test_arbitrary_tidy_tables(rows):
     header = ",".join(rows[0].keys())
     body = "\n".join(",".join("" if v is None else str(v) for v in r.values()) for r in rows)

@@ -19,7 +19,7 @@ def test_instrument_export_to_canonical():
     assert t.device_area_m2.iloc[0] == pytest.approx(10e-12)
     # G = I_read / V_read; the first data line of the file is 11.
     first = sample_lines()[10].split("\t")
-    assert t.conductance_s.iloc[0] == pytest.approx(float(first[3]) / 0.1)
+    assert t.conductance_state.iloc[0] == pytest.approx(float(first[3]) / 0.1)
     assert t.energy_j.iloc[0] == pytest.approx(float(first[4]) * 1e-12)
     assert t.source_row.iloc[0] == 11 and t.source_file.iloc[0] == GOOD.name
     assert set(t.direction) == {"up", "down"}
@@ -36,7 +36,7 @@ def test_canonical_csv_and_parquet_roundtrip(tmp_path):
     a = validate(read_file(tmp_path / "tidy.csv")).to_pandas()
     b = validate(read_file(tmp_path / "tidy.parquet")).to_pandas()
     for other in (a, b):
-        np.testing.assert_allclose(other.conductance_s, df.conductance_s)
+        np.testing.assert_allclose(other.conductance_state, df.conductance_state)
         assert (other.cycle.to_numpy() == df.cycle.to_numpy()).all()
     assert a.source_row.iloc[0] == 2  # line 1 is the CSV header
 
@@ -45,12 +45,12 @@ def test_real_gong_trace_is_carried_as_normalized_state(gong_path):
     t = validate(read_file(gong_path, trace=TraceOptions("GONG", "R1", 1e-6))).to_pandas()
     assert len(t) == 2000
     assert t.state_unit.unique().tolist() == ["normalized"]
-    assert (t.conductance_s < 0).any()  # real data: negative normalised states exist
+    assert (t.conductance_state < 0).any()  # real data: negative normalised states exist
     assert t.pulse_amplitude_v.isna().all()  # unknown, not invented
     assert (t.direction.iloc[:1000] == "up").all() and (t.direction.iloc[1000:] == "down").all()
     assert (t.cycle.iloc[:1000] == 1).all() and (t.cycle.iloc[1000:] == 2).all()
-    assert t.conductance_s.iloc[0] == pytest.approx(-0.84444)
-    assert t.conductance_s.iloc[1000] == pytest.approx(0.76667)
+    assert t.conductance_state.iloc[0] == pytest.approx(-0.84444)
+    assert t.conductance_state.iloc[1000] == pytest.approx(0.76667)
 
 
 def test_two_column_trace_without_device_info_is_a_clear_error(gong_path):
@@ -73,7 +73,7 @@ pulse_width_s = { key = "Width", unit = "us" }
 pulse = { column = "n" }
 cycle = { column = "cyc" }
 pulse_amplitude_v = { column = "Vw", unit = "mV" }
-conductance_s = { reciprocal = "R", unit = "kohm" }
+conductance_state = { reciprocal = "R", unit = "kohm" }
 """
 
 
@@ -85,7 +85,7 @@ def test_own_lab_format_through_a_mapping(tmp_path):
     assert t.die.iloc[0] == "X03Y05" and t.die_x.iloc[0] == 3 and t.die_y.iloc[0] == 5
     assert t.pulse_width_s.iloc[0] == pytest.approx(2e-6)
     assert t.pulse_amplitude_v.tolist() == pytest.approx([-2.0, -2.0, 2.0])
-    assert t.conductance_s.tolist() == pytest.approx([2e-6, 2.5e-6, 1 / 450e3])
+    assert t.conductance_state.tolist() == pytest.approx([2e-6, 2.5e-6, 1 / 450e3])
     # this junction lowers G under positive pulses: the mapping flips the convention
     assert t.direction.tolist() == ["up", "up", "down"]
 
@@ -106,4 +106,4 @@ def test_gzip_file_reads_like_plain(tmp_path):
 
     gz = write(tmp_path / "a.txt.gz", gzip.compress(GOOD.read_bytes()))
     a, b = read_file(GOOD).to_pandas(), read_file(gz).to_pandas()
-    assert (a.conductance_s == b.conductance_s).all()
+    assert (a.conductance_state == b.conductance_state).all()

@@ -21,6 +21,8 @@ from tests.helpers import write
 from tests.test_cli import ferroflow
 
 # The mapping of issue 14, verbatim: it must ingest a B2912B staircase export unchanged.
+# legacy-names-begin
+# It predates the unit rule: `conductance_s` is read as the legacy alias of conductance_state.
 ISSUE_MAPPING = """\
 [format]
 delimiter = "\\t"
@@ -38,6 +40,7 @@ cycle = { derive = "loops" }
 pulse_amplitude_v = { column = "V_write", unit = "V" }
 conductance_s = { reciprocal = "R_pos_ohm", unit = "ohm" }
 """
+# legacy-names-end
 
 
 def _staircase(tmp_path, **changes):
@@ -87,7 +90,7 @@ def test_issue_mapping_ingests_the_staircase_export_unchanged(tmp_path, issue_ma
     assert (reads["pulse"].to_numpy() == 1 + 46 * np.arange(10)).all()  # each loop starts with its read
     assert (t.loc[t["pulse_amplitude_v"] > 0, "direction"] == "down").all()
     raw = pd.read_csv(wafer.files[0], sep="\t", skiprows=13)
-    np.testing.assert_allclose(t["conductance_s"], 1 / raw["R_pos_ohm"])
+    np.testing.assert_allclose(t["conductance_state"], 1 / raw["R_pos_ohm"])
     assert (t["source_row"] == np.arange(15, 475)).all()
 
 
@@ -165,7 +168,7 @@ def test_zero_amplitude_is_refused_unless_declared_a_read(tmp_path, issue_mappin
             __import__("tomllib").loads(refusing))))
     frame = pd.DataFrame({"wafer": "W", "die": "X00Y00", "device": "D1", "pulse_width_s": 1e-6,
                           "pulse_amplitude_v": [0.0, 1.0, 1.0, 0.3], "cycle": 1,
-                          "pulse": [1, 2, 3, 4], "conductance_s": 1e-6,
+                          "pulse": [1, 2, 3, 4], "conductance_state": 1e-6,
                           "direction": ["read", "up", "up", "read"]})
     frame.to_csv(tmp_path / "reads.csv", index=False)
     with pytest.raises(InputError, match="row 5, column 'pulse_amplitude_v': a read without a pulse"):
@@ -176,7 +179,7 @@ def _tidy(path, pulses, directions, cycles):
     n = len(pulses)
     pd.DataFrame({"wafer": "W", "die": "X00Y00", "device": "D1", "pulse_width_s": 1e-6,
                   "pulse_amplitude_v": [1.0 if d == "up" else -1.0 for d in directions],
-                  "cycle": cycles, "pulse": pulses, "conductance_s": np.linspace(1e-6, 2e-6, n),
+                  "cycle": cycles, "pulse": pulses, "conductance_state": np.linspace(1e-6, 2e-6, n),
                   "direction": directions}).to_csv(path, index=False)
     return path
 
@@ -203,7 +206,7 @@ def test_digitised_traces_round_pulses_and_average_duplicates(tmp_path):
     opts = TraceOptions(wafer="PAPER", device="D1", pulse_width_s=1e-6, state_unit="S", direction="up")
     t = validate(read_file(up, trace=opts)).to_pandas()
     assert t["pulse"].tolist() == [1, 2, 3, 4]
-    np.testing.assert_allclose(t["conductance_s"], [1.0e-6, 1.2e-6, 1.4e-6, 1.5e-6])
+    np.testing.assert_allclose(t["conductance_state"], [1.0e-6, 1.2e-6, 1.4e-6, 1.5e-6])
     assert t["source_row"].tolist() == [2, 3, 5, 6] and set(t["direction"]) == {"up"}
     bad = _digitised(tmp_path / "bad.csv", [1, 2, "x"], [1, 2, 3], header=None)
     with pytest.raises(InputError, match="bad.csv, row 3, column 'pulse': not a number"):
@@ -240,7 +243,7 @@ def test_published_device_from_digitised_ltp_ltd_is_fitted(tmp_path):
     assert df.groupby(["cycle", "direction"]).size().to_dict() == {(1, "up"): 40, (2, "down"): 25}
     device = fit_frame(df, FitConfig(workers=1)).devices.iloc[0]
     sp_true = 1e-6 + 1e-6 * k_p / (k_p + k_d)
-    assert device["family"] and abs(device["sp_conductance_s"] - sp_true) < 0.02e-6
+    assert device["family"] and abs(device["sp_state"] - sp_true) < 0.02e-6
     assert ferroflow("ingest", "--ltp", files[0]).returncode == 1  # no device named
 
 
@@ -339,10 +342,10 @@ def test_staircase_symmetry_point_is_recovered(tmp_path, issue_mapping):
     m = load_mapping(issue_mapping)
     df = pa.concat_tables([validate(read_file(f, mapping=m)) for f in wafer.files]).to_pandas()
     d = fit_frame(df, FitConfig(workers=1)).devices.merge(
-        wafer.ground_truth[["device", "sp_conductance_s"]], on="device", suffixes=("", "_true"))
+        wafer.ground_truth[["device", "sp_siemens"]], on="device")
     fitted = d[d["family"].notna()]
     assert len(fitted) >= 4
-    err = (fitted["sp_conductance_s"] - fitted["sp_conductance_s_true"]) / fitted["norm_span"]
+    err = (fitted["sp_state"] - fitted["sp_siemens"]) / fitted["norm_span"]
     assert err.abs().max() < 0.08
 
 

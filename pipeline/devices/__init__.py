@@ -3,7 +3,7 @@
 ``FAMILIES`` lists them in the order model selection prefers on a tie.
 """
 
-from .base import Data, DeviceModel, ParamSpec
+from .base import DeviceModel, ParamSpec, StepMap
 from .beta import Beta
 from .lookup import Lookup
 from .neurosim import NeuroSim
@@ -21,4 +21,4 @@ def family(name: str) -> DeviceModel:
         raise ValueError(f"unknown model family {name!r}; known: {', '.join(FAMILIES)}") from None
 
 
-__all__ = ["FAMILIES", "family", "Data", "DeviceModel", "ParamSpec"]
+__all__ = ["FAMILIES", "family", "StepMap", "DeviceModel", "ParamSpec"]

@@ -9,23 +9,14 @@ from __future__ import annotations
 
 import inspect
 import math
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import lmfit
 import numpy as np
 from scipy.optimize import brentq
 
+from ..traces import StepMap
 from . import geometric
-
-
-@dataclass(frozen=True)
-class Data:
-    """A step map in normalised units."""
-
-    g: np.ndarray
-    dg: np.ndarray
-    up: np.ndarray  # bool
 
 
 class ParamSpec(NamedTuple):
@@ -43,7 +34,7 @@ class ParamSpec(NamedTuple):
     fitted: bool = True
 
 
-def bounds_into_data(data: Data, low: str, high: str) -> dict:
+def bounds_into_data(data: StepMap, low: str, high: str) -> dict:
     """``narrow`` bounds for a family's pair of state bounds that may sit inside the data:
     the low one stays below the largest read, the high one above the smallest."""
     return {low: (None, float(data.g.max()) - 1e-3), high: (float(data.g.min()) + 1e-3, None)}
@@ -62,7 +53,7 @@ class DeviceModel:
     def step(self, g, up, **p) -> np.ndarray:
         raise NotImplementedError
 
-    def guess(self, data: Data) -> lmfit.Parameters:
+    def guess(self, data: StepMap) -> lmfit.Parameters:
         raise NotImplementedError
 
     def state_range(self, p: dict) -> tuple[float, float]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import lmfit
 
-from .base import Data, DeviceModel, ParamSpec, bounds_into_data
+from .base import StepMap, DeviceModel, ParamSpec, bounds_into_data
 from .xp import ops_for
 from .softbounds import SoftBounds
 
@@ -39,7 +39,7 @@ class Beta(DeviceModel):
         down = -A_d * w ** (alpha_d - 1) * (1 - w) ** (beta_d - 1)
         return xp.where(up, upstep, down)
 
-    def guess(self, data: Data) -> lmfit.Parameters:
+    def guess(self, data: StepMap) -> lmfit.Parameters:
         sb = SoftBounds().guess(data)
         lo = min(sb["b_lo"].value, float(data.g.min()) - 1e-3)
         hi = max(sb["b_hi"].value, float(data.g.max()) + 1e-3)

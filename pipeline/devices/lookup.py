@@ -12,7 +12,7 @@ from __future__ import annotations
 import lmfit
 import numpy as np
 
-from .base import Data, DeviceModel, ParamSpec
+from .base import StepMap, DeviceModel, ParamSpec
 from .xp import ops_for
 
 N_NODES = 8
@@ -59,7 +59,7 @@ class Lookup(DeviceModel):
 
         return xp.where(up, interp("up"), interp("down"))
 
-    def guess(self, data: Data) -> lmfit.Parameters:
+    def guess(self, data: StepMap) -> lmfit.Parameters:
         lo, hi = float(data.g.min()), float(data.g.max())
         nodes = np.linspace(lo, hi, self.n)
         start = {"g_lo": lo, "g_hi": hi if hi > lo else lo + 1.0}

@@ -20,7 +20,7 @@ from __future__ import annotations
 import lmfit
 import numpy as np
 
-from .base import Data, DeviceModel, ParamSpec
+from .base import StepMap, DeviceModel, ParamSpec
 from .xp import NP, ops_for
 from .softbounds import SoftBounds
 
@@ -51,7 +51,7 @@ class NeuroSim(DeviceModel):
         kp, kd, hi, lo = self._pieces(A_p, A_d, Gmin, Gmax, xp)
         return xp.where(up, kp * (hi - g), -kd * (g - lo))
 
-    def guess(self, data: Data) -> lmfit.Parameters:
+    def guess(self, data: StepMap) -> lmfit.Parameters:
         sb = SoftBounds().guess(data)
         kp, kd = max(sb["k_p"].value, 1e-4), max(sb["k_d"].value, 1e-4)
         A_p, A_d = -1 / np.log(1 - kp), -1 / np.log(1 - kd)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import lmfit
 
-from .base import Data, DeviceModel, ParamSpec, bounds_into_data
+from .base import StepMap, DeviceModel, ParamSpec, bounds_into_data
 from .xp import ops_for
 from .softbounds import SoftBounds
 
@@ -34,7 +34,7 @@ class PowStep(DeviceModel):
         w = xp.clip((b_hi - g) / (b_hi - b_lo), 0.0, 1.0)
         return xp.where(up, a_p * w ** gamma_p, -a_d * (1 - w) ** gamma_d)
 
-    def guess(self, data: Data) -> lmfit.Parameters:
+    def guess(self, data: StepMap) -> lmfit.Parameters:
         sb = SoftBounds().guess(data)
         hi, lo = sb["b_hi"].value, sb["b_lo"].value
         if not hi > lo:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import lmfit
 import numpy as np
 
-from .base import Data, DeviceModel, ParamSpec
+from .base import StepMap, DeviceModel, ParamSpec
 from .xp import ops_for
 
 
@@ -43,7 +43,7 @@ class SoftBounds(DeviceModel):
     def step(self, g, up, k_p, k_d, b_hi, b_lo):
         return ops_for(g).where(up, k_p * (b_hi - g), -k_d * (g - b_lo))
 
-    def guess(self, data: Data) -> lmfit.Parameters:
+    def guess(self, data: StepMap) -> lmfit.Parameters:
         values = {}
         for is_up, (k, b) in ((True, ("k_p", "b_hi")), (False, ("k_d", "b_lo"))):
             m = data.up == is_up

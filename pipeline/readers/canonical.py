@@ -1,4 +1,5 @@
-"""Tidy CSV or parquet files that already use the canonical column names."""
+"""Tidy CSV or parquet files that already use the canonical column names (or their
+legacy names, ``schema.LEGACY_COLUMNS``, which are upgraded on reading)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import InputError
-from ..schema import COLUMNS, LINEAGE
+from ..schema import COLUMNS, LINEAGE, upgrade_columns, upgrade_name
 from .common import RawFile, decode, derive_direction, die_position, finish, parse_table, sniff_delimiter
 from .instrument import INTEGER_FIELDS, _integral
 
@@ -15,8 +16,9 @@ NUMERIC = tuple(c for c, t in COLUMNS.items()
 
 
 def looks_like(first_line: str) -> bool:
-    names = {c.strip().strip('"') for c in first_line.replace(";", ",").replace("\t", ",").split(",")}
-    return {"wafer", "conductance_s"} <= names
+    names = {upgrade_name(c.strip().strip('"'))
+             for c in first_line.replace(";", ",").replace("\t", ",").split(",")}
+    return {"wafer", "conductance_state"} <= names
 
 
 def header_row(first: str) -> tuple[str, list[str], tuple[str, ...]]:
@@ -24,7 +26,8 @@ def header_row(first: str) -> tuple[str, list[str], tuple[str, ...]]:
     first = first.rstrip("\r")
     delimiter = sniff_delimiter(first)
     names = [c.strip() for c in first.split(delimiter)]
-    return delimiter, names, tuple(c for c in NUMERIC if c in names)
+    as_named = {upgrade_name(c): c for c in names}  # the file's own name of each column
+    return delimiter, names, tuple(as_named[c] for c in NUMERIC if c in as_named)
 
 
 def read_canonical(raw: RawFile) -> pa.Table:
@@ -44,6 +47,7 @@ def read_canonical(raw: RawFile) -> pa.Table:
 
 def convert(table: pa.Table, raw: RawFile, first_data: int) -> pa.Table:
     """Parsed canonical-named rows (file lines from ``first_data`` on) -> canonical table."""
+    table = upgrade_columns(table)
     fields = {c: table.column(c) for c in table.column_names if c in COLUMNS and c not in LINEAGE}
     for name in INTEGER_FIELDS & fields.keys():
         fields[name] = _integral(fields[name], name, first_data, raw.name)

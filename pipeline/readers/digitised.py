@@ -49,7 +49,7 @@ def read_digitised(raw: RawFile, opts: TraceOptions) -> pa.Table:
         "wafer": opts.wafer, "die": opts.die, "device": opts.device,
         "pulse_width_s": float(opts.pulse_width_s), "pulse_amplitude_v": amp,
         "cycle": pa.array(np.full(n, CYCLE[opts.direction], np.int32)),
-        "pulse": pa.array(pulse.astype(np.int32)), "conductance_s": pa.array(state),
+        "pulse": pa.array(pulse.astype(np.int32)), "conductance_state": pa.array(state),
         "direction": pa.array([opts.direction] * n), "state_unit": opts.state_unit,
     }
     out = finish(fields, n, raw, 1)

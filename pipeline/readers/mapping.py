@@ -14,8 +14,8 @@ A mapping is a small TOML file (see ``pipeline/mappings/ferroflow_b1500.toml``):
     [columns]                    # canonical field <- table column
     pulse = { column = "Pulse" }
     pulse_amplitude_v = { column = "V_write", unit = "V" }
-    conductance_s = { divide = ["I_read_A", "read_voltage_v"], units = ["A", "V"] }
-    # or: conductance_s = { reciprocal = "R_ohm", unit = "ohm" }
+    conductance_state = { divide = ["I_read_A", "read_voltage_v"], units = ["A", "V"] }
+    # or: conductance_state = { reciprocal = "R_ohm", unit = "ohm" }
 
 Computed fields use two operations only, ``divide`` and ``reciprocal``; operands are
 table columns or canonical fields mapped from the header. No expression is evaluated.
@@ -39,7 +39,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..errors import MappingError
-from ..schema import COLUMNS, STATE_UNITS
+from ..schema import COLUMNS, STATE_UNITS, upgrade_columns
 from ..units import factor
 
 MAPPINGS_DIR = Path(__file__).resolve().parents[1] / "mappings"
@@ -168,8 +168,9 @@ def parse_mapping(doc: dict, name: str = "mapping") -> Mapping:
     zero = fmt.get("zero_amplitude", "refuse")
     if zero not in ZERO_AMPLITUDE:
         raise MappingError(f"{name}: zero_amplitude must be one of {ZERO_AMPLITUDE}")
-    header = tuple(_rule(t, s, "header") for t, s in doc.get("header", {}).items())
-    columns = tuple(_rule(t, s, "columns") for t, s in doc.get("columns", {}).items())
+    # mapping files written before the unit rule name legacy canonical columns
+    header = tuple(_rule(t, s, "header") for t, s in upgrade_columns(doc.get("header", {})).items())
+    columns = tuple(_rule(t, s, "columns") for t, s in upgrade_columns(doc.get("columns", {})).items())
     return Mapping(name=name, delimiter=delimiter, positive_is_up=positive == "up",
                    state_unit=state_unit, header=header, columns=columns, source=name,
                    zero_amplitude=zero)

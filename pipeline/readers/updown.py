@@ -66,7 +66,7 @@ def read_updown(raw: RawFile, opts: TraceOptions | None) -> pa.Table:
         # trace, cycle 2 the down trace, so no step is taken across the seam.
         "cycle": pa.array(np.repeat(np.array([1, 2], np.int32), n)),
         "pulse": pa.array(np.tile(np.arange(1, n + 1, dtype=np.int32), 2)),
-        "conductance_s": pa.array(state),
+        "conductance_state": pa.array(state),
         "direction": pa.array(["up"] * n + ["down"] * n),
         "state_unit": opts.state_unit,
     }
