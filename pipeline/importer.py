@@ -19,7 +19,7 @@ citation. Example (``pipeline/published/`` ships three)::
     [bounds]
     dynamic_range = 2.65              # or gmin_state = ..., gmax_state = ...
     [energy]
-    energy_per_pulse_j = 3e-12        # or amplitude_v, area_m2, conductance_state, ...
+    energy_per_pulse_j = 3e-12        # or amplitude_v, area_m2, conductance_siemens, ...
     [variability]
     c2c_rel = 0.0
     [variability.d2d]                 # relative spread (sd / median) per parameter
@@ -60,7 +60,7 @@ RANGE_PARAMS = {"beta": ("g_min", "g_max"), "softbounds": ("b_lo", "b_hi"),
                 "powstep": ("b_lo", "b_hi"), "lookup": ("g_lo", "g_hi"), "neurosim": ("Gmin", "Gmax")}
 _TOP_KEYS = {"citation", "source", "stack", "wafer", "family", "pulse_width_s", "description",
              "parameters", "bounds", "energy", "variability"}
-_ENERGY_INPUTS = {"amplitude_v", "conductance_state", "area_m2", "switched_fraction", "eps_r",
+_ENERGY_INPUTS = {"amplitude_v", "conductance_siemens", "area_m2", "switched_fraction", "eps_r",
                   "thickness_m", "pr_c_per_m2"}
 
 
@@ -167,8 +167,11 @@ def read_published(path: str | Path) -> Published:
     # legacy-name: files written before the unit rule name bounds gmin_s, gmax_s, energy conductance_s
     gmin, gmax, unit = _bounds(f, upgrade_columns(f.table(doc, "bounds")))
     pw = f.number(doc, "pulse_width_s", positive=True)
-    energy, source = _energy(f, upgrade_columns(f.table(doc, "energy", required=False)), pw, gmin, gmax,
-                             unit)
+    energy_table = f.table(doc, "energy", required=False)
+    if "conductance_s" in energy_table and "conductance_siemens" not in energy_table:  # legacy-name
+        energy_table = {("conductance_siemens" if k == "conductance_s" else k): v  # legacy-name
+                        for k, v in energy_table.items()}
+    energy, source = _energy(f, energy_table, pw, gmin, gmax, unit)
     var = f.table(doc, "variability", required=False)
     f.unknown(var, {"c2c_rel", "d2d"}, "variability.")
     c2c = f.number(var, "c2c_rel", "variability.", required=False, default=0.0)
@@ -235,12 +238,12 @@ def _energy(f: _File, table: dict, pw: float, gmin: float, gmax: float, unit: st
     if not table:
         return math.nan, "unavailable (not published)"
     amp = f.number(table, "amplitude_v", "energy.", positive=True)
-    if "conductance_state" in table:
-        g = f.number(table, "conductance_state", "energy.", positive=True)
+    if "conductance_siemens" in table:  # the energy formula takes siemens, whatever the state unit
+        g = f.number(table, "conductance_siemens", "energy.", positive=True)
     elif unit == "S":
         g = (gmin + gmax) / 2
     else:
-        raise f.error("energy.conductance_state", "missing (bounds give no conductance in siemens)")
+        raise f.error("energy.conductance_siemens", "missing (bounds give no conductance in siemens)")
     c = EnergyConstants(**{k: f.number(table, k, "energy.", positive=True)
                            for k in ("eps_r", "thickness_m", "pr_c_per_m2") if k in table})
     area = f.number(table, "area_m2", "energy.", positive=True, required=False, default=c.area_m2)

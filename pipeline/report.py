@@ -41,6 +41,7 @@ from .devices import family as get_family
 from .errors import InputError
 from .registry import ModelVersion, Registry
 from .reproduce import explanations, run_table
+from .schema import StateScale
 from .simulation.sweep import mean_curve_epochs, summarize, sweep_table
 from .store import MeasurementStore
 from .traces import protocol, series_from_frame, step_map, traces
@@ -141,11 +142,11 @@ def _params(v: ModelVersion, die: str, device: str) -> tuple[dict, pd.Series]:
 def fit_figure(v: ModelVersion, s) -> Figure:
     model = get_family(v.family)
     p, row = _params(v, s.die, s.device)
-    lo, span = float(row["norm_lo"]), float(row["norm_span"])
+    norm = StateScale.of_row(row)
     fig = Figure(figsize=(9, 4.2), layout="constrained")
     ax = fig.add_subplot()
     x = np.arange(1, len(s.state) + 1)
-    scale, unit = _state_scale(v.state_unit, s.state)
+    scale, unit = _display_scale(v.state_unit, s.state)
     up, down = s.up & s.pulsed, ~s.up & s.pulsed  # reads without a pulse are neither
     ax.plot(x[up], s.state[up] * scale, ".", ms=3, color=UP, label="measured, up pulse")
     ax.plot(x[down], s.state[down] * scale, ".", ms=3, color=DOWN, label="measured, down pulse")
@@ -153,8 +154,8 @@ def fit_figure(v: ModelVersion, s) -> Figure:
         n = len(tr.states)
         g0 = tr.state_before if np.isfinite(tr.state_before) else tr.states[0]
         first = 0 if np.isfinite(tr.state_before) else 1
-        pred = model.run(p, np.array([(g0 - lo) / span]), np.array([tr.up]), n - first)[0]
-        ax.plot(x[tr.rows[first:]], (lo + span * pred) * scale, "-", color=MODEL, lw=1.2,
+        pred = model.run(p, np.array([norm.g(g0)]), np.array([tr.up]), n - first)[0]
+        ax.plot(x[tr.rows[first:]], norm.state(pred) * scale, "-", color=MODEL, lw=1.2,
                 label=f"{v.family} fit (per trace)" if k == 0 else None)
     if protocol(s) == "staircase":  # the amplitude staircase beside G
         amp = ax.twinx()
@@ -171,21 +172,21 @@ def fit_figure(v: ModelVersion, s) -> Figure:
 def step_figure(v: ModelVersion, s) -> Figure:
     model = get_family(v.family)
     p, row = _params(v, s.die, s.device)
-    lo, span = float(row["norm_lo"]), float(row["norm_span"])
+    norm = StateScale.of_row(row)
     sm = step_map(s)
-    scale, unit = _state_scale(v.state_unit, s.state)
+    scale, unit = _display_scale(v.state_unit, s.state)
     fig = Figure(figsize=(7, 4.5), layout="constrained")
     ax = fig.add_subplot()
     ax.plot(sm.g[sm.up] * scale, sm.dg[sm.up] * scale, ".", ms=3, alpha=0.5, color=UP, label="up steps")
     ax.plot(sm.g[~sm.up] * scale, sm.dg[~sm.up] * scale, ".", ms=3, alpha=0.5, color=DOWN,
             label="down steps")
-    g_lo, g_hi = (np.nanmin(sm.g) - lo) / span, (np.nanmax(sm.g) - lo) / span
+    g_lo, g_hi = norm.g(np.nanmin(sm.g)), norm.g(np.nanmax(sm.g))
     pad = 0.1 * (g_hi - g_lo)  # the measured range and a little more, not the model's bounds
     grid = np.linspace(max(g_lo - pad, float(row["range_lo_g"])),
                        min(g_hi + pad, float(row["range_hi_g"])), 200)
     for up, color in ((True, UP), (False, DOWN)):
         dg = model.step(grid, np.full(grid.shape, up), **p)
-        ax.plot((lo + span * grid) * scale, span * dg * scale, "-", color=color, lw=2,
+        ax.plot(norm.state(grid) * scale, norm.state_step(dg) * scale, "-", color=color, lw=2,
                 label=f"model, {'up' if up else 'down'}")
     ax.axhline(0, color="grey", lw=0.5)
     sp = float(row["sp_state"]) * scale
@@ -508,7 +509,7 @@ def _slug(pulse_width_s: float) -> str:
     return format_seconds(pulse_width_s).replace(" ", "")
 
 
-def _state_scale(state_unit: str, state: np.ndarray) -> tuple[float, str]:
+def _display_scale(state_unit: str, state: np.ndarray) -> tuple[float, str]:
     """Siemens shown in the unit that reads best (uS, nS); other units as they are."""
     if state_unit != "S":
         return 1.0, state_unit

@@ -125,7 +125,7 @@ def test_every_family_imports_and_simulates(tmp_path, family, one_thread):
     (toml(family="spline"), "family", "unknown model family"),
     (toml(bounds="dynamic_range = 0.5"), "bounds.dynamic_range", "must exceed 1"),
     (toml(bounds="gmin_state = 2e-6\ngmax_state = 1e-6"), "bounds.gmax_state", "must exceed"),
-    (toml(energy="amplitude_v = 3.0"), "energy.conductance_state", "missing"),
+    (toml(energy="amplitude_v = 3.0"), "energy.conductance_siemens", "missing"),
     (toml(energy='energy_per_pulse_j = "3 pJ"'), "energy.energy_per_pulse_j", "must be a number"),
     (toml(variability="c2c_rel = -0.1"), "variability.c2c_rel", ">= 0"),
     (toml(extra='wafer2 = "x"'), "wafer2", "unknown key"),

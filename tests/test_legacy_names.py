@@ -144,6 +144,6 @@ def test_published_parameter_file_with_legacy_keys(tmp_path):
     old = read_published(write(tmp_path / "old.toml", toml(
         bounds=bounds, energy=f"amplitude_v = 3.0\n{OLD['conductance_state']} = 2e-6")))
     new = read_published(write(tmp_path / "new.toml", toml(
-        bounds="gmin_state = 1e-6\ngmax_state = 3e-6", energy="amplitude_v = 3.0\nconductance_state = 2e-6")))
+        bounds="gmin_state = 1e-6\ngmax_state = 3e-6", energy="amplitude_v = 3.0\nconductance_siemens = 2e-6")))
     assert (old.gmin, old.gmax, old.state_unit) == (1e-6, 3e-6, "S")
     assert old.energy_per_pulse_j == new.energy_per_pulse_j > 0
