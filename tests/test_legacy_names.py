@@ -1,7 +1,6 @@
 """Data written with the names from before the unit rule (``schema.LEGACY_COLUMNS``) stays
 readable at every boundary where data enters: canonical files, mapping files, store parts,
-registry versions and saved fit tables. Legacy names are spelled through the alias table
-(or marked ``legacy-name``) so the rename script leaves them alone."""
+registry versions and saved fit tables. Legacy names are spelled through the alias table."""
 
 import numpy as np
 import pandas as pd
@@ -48,7 +47,7 @@ def test_canonical_file_with_legacy_header(tmp_path, suffix):
 def test_mapping_with_legacy_key(tmp_path):
     old_text = LAB_MAPPING.replace(
         'conductance_state = { reciprocal = "R", unit = "kohm" }',
-        'conductance_s = { reciprocal = "R", unit = "kohm" }  # legacy-name')
+        'conductance_s = { reciprocal = "R", unit = "kohm" }')
     assert OLD["conductance_state"] + " = " in old_text
     mapping = load_mapping(write(tmp_path / "old.toml", old_text))
     raw = write(tmp_path / "lab.dat", "Lot:\tLOT7\nDie:\t(3, 5)\nDev:\tA\nWidth:\t2\n\n"

@@ -21,7 +21,6 @@ from tests.helpers import write
 from tests.test_cli import ferroflow
 
 # The mapping of issue 14, verbatim: it must ingest a B2912B staircase export unchanged.
-# legacy-names-begin
 # It predates the unit rule: `conductance_s` is read as the legacy alias of conductance_state.
 ISSUE_MAPPING = """\
 [format]
@@ -40,7 +39,6 @@ cycle = { derive = "loops" }
 pulse_amplitude_v = { column = "V_write", unit = "V" }
 conductance_s = { reciprocal = "R_pos_ohm", unit = "ohm" }
 """
-# legacy-names-end
 
 
 def _staircase(tmp_path, **changes):
