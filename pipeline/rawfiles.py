@@ -146,7 +146,12 @@ def _move_new(src: Path, target: Path) -> None:
         if exc.errno not in (errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EMLINK):
             raise
         _copy_new(src, target)  # another file system, or no hard links there
-    os.unlink(src)
+        os.unlink(src)
+    finally:
+        # SIGTERM unwinds like Ctrl-C: one arriving between link and unlink must not leave
+        # the file in both folders (the next scan would archive it a second time).
+        if os.path.lexists(src) and os.path.lexists(target) and os.path.samefile(src, target):
+            os.unlink(src)
 
 
 def _copy_new(src: Path, target: Path) -> None:
