@@ -146,6 +146,16 @@ class Registry:
     def close(self) -> None:
         self.db.close()
 
+    def path(self, *parts: str) -> str:
+        """A file beside the versions (``runs/``, ``reproductions/``), in ``self.fs``."""
+        return "/".join([self.base.rstrip("/"), *parts])
+
+    def location(self, path: str) -> str:
+        """``path`` (in ``self.fs``) as any reader opens it: a plain local path, or the URL
+        on object storage (what lineage records)."""
+        local = "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
+        return path if local else self.fs.unstrip_protocol(path)
+
     def _query(self, sql: str, args=()) -> pd.DataFrame:
         return self.db.query(sql, args)
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import fsspec
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -42,7 +43,7 @@ from .errors import InputError
 from .registry import ModelVersion, Registry
 from .reproduce import explanations, run_table
 from .schema import StateScale
-from .simulation.sweep import mean_curve_epochs, summarize, sweep_table
+from .simulation.sweep import mean_curve_epochs, read_run, runs_dir, summarize, sweep_table
 from .store import MeasurementStore
 from .traces import protocol, series_from_frame, step_map, traces
 from .units import format_seconds
@@ -108,6 +109,11 @@ def latest_versions(registry: Registry, wafer: str) -> list[ModelVersion]:
     return [registry.load(f"{r.name}@{r.version}") for r in found.itertuples()]
 
 
+def _exists(location: str) -> bool:
+    fs, path = fsspec.core.url_to_fs(location)
+    return fs.exists(path)
+
+
 def representative_device(v: ModelVersion) -> tuple[str, str]:
     """(die, device) whose trajectory R^2 is the median of the version: a typical fit."""
     d = v.devices.dropna(subset=["r2_trace"])
@@ -119,15 +125,15 @@ def representative_device(v: ModelVersion) -> tuple[str, str]:
 def simulation_epochs(registry: Registry, versions: list[ModelVersion]) -> pd.DataFrame:
     """Epoch rows of the runs linked to ``versions``, plus the FP runs of the same
     training configuration; when several configurations exist, the one with most runs."""
-    paths = [Path(p) for v in versions for p in registry.runs(v.ref)["path"]]
-    frames = [pd.read_parquet(p) for p in paths if p.exists()]
+    fs = registry.fs
+    paths = [p for v in versions for p in registry.runs(v.ref)["path"]]
+    frames = [read_run(p) for p in paths if _exists(p)]
     if not frames:
         return pd.DataFrame()
     linked = pd.concat(frames, ignore_index=True)
     config = linked.groupby("config_hash").run_id.nunique().idxmax()
     linked = linked[linked.config_hash == config]
-    runs_dir = paths[0].parent
-    fp = [df for df in (pd.read_parquet(p) for p in sorted(runs_dir.glob("*.parquet")))
+    fp = [df for df in (read_run(registry.location(p)) for p in sorted(fs.glob(f"{runs_dir(registry)}/*.parquet")))
           if (df.algorithm == "fp").all() and (df.config_hash == config).all()
           and set(df.seed) <= set(linked.seed)]
     return pd.concat([linked, *fp], ignore_index=True)
@@ -391,10 +397,11 @@ def reproductions(registry: Registry, versions: list[ModelVersion]) -> list[dict
     """Reproductions (``ferroflow reproduce``) that ran on any of these model versions."""
     names = {v.name for v in versions}
     out = []
-    for path in sorted((Path(registry.base) / "reproductions").glob("*/claims.json")):
-        doc = json.loads(path.read_text())
+    fs = registry.fs
+    for path in sorted(fs.glob(registry.path("reproductions", "*", "claims.json"))):
+        doc = json.loads(fs.cat_file(path))
         if names & {ref.partition("@")[0] for ref in doc["settings"]["refs"]}:
-            out.append({**doc, "folder": path.parent})
+            out.append({**doc, "folder": registry.location(path.rsplit("/", 1)[0])})
     return out
 
 
@@ -476,12 +483,15 @@ def render_html(wafer: str, versions, report: Report, store, registry) -> str:
 def _reproduction_html(docs: list[dict]) -> list[str]:
     parts = []
     for doc in docs:
-        folder = doc["folder"]
+        folder = doc["folder"]  # a local path or an object-store URL
+        name = folder.rstrip("/").rsplit("/", 1)[-1]
+        verdicts = f"{folder}/verdicts.md"
+        href = Path(verdicts).as_uri() if "://" not in folder else verdicts
         s = doc["settings"]
-        parts.append(f"<h2 id='reproduction-{html.escape(folder.name)}'>Reproduction: "
-                     f"{html.escape(folder.name)}</h2><p>{s['dataset']}, {s['seeds']} seeds, "
+        parts.append(f"<h2 id='reproduction-{html.escape(name)}'>Reproduction: "
+                     f"{html.escape(name)}</h2><p>{s['dataset']}, {s['seeds']} seeds, "
                      f"{s['epochs']} epochs, wall time {doc['wall_s']:.0f} s; full table and evidence: "
-                     f"<a href='{(folder / 'verdicts.md').as_uri()}'>verdicts.md</a>.</p><ol>")
+                     f"<a href='{html.escape(href)}'>verdicts.md</a>.</p><ol>")
         for c in doc["claims"]:
             parts.append(f"<li>{html.escape(c['text'])}: <b>{html.escape(c['verdict'])}</b></li>")
         parts.append("</ol>")

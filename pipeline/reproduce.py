@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -252,16 +251,17 @@ def markdown(rep: Reproduction) -> str:
     return "\n".join(lines) + "\n"
 
 
-def save(rep: Reproduction, registry: Registry, name: str = "garg2025") -> Path:
-    """``<registry>/reproductions/<name>/``: verdicts.md, table.csv, claims.json."""
-    folder = Path(registry.base) / "reproductions" / name
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "verdicts.md").write_text(markdown(rep))
-    rep.table.to_csv(folder / "table.csv", index=False)
+def save(rep: Reproduction, registry: Registry, name: str = "garg2025") -> str:
+    """``<registry>/reproductions/<name>/`` (in the registry's filesystem): verdicts.md,
+    table.csv, claims.json. Returns the folder's location."""
+    fs, folder = registry.fs, registry.path("reproductions", name)
+    fs.makedirs(folder, exist_ok=True)
     doc = {"settings": rep.settings, "wall_s": rep.wall_s, "explanations": rep.explanations,
            "claims": [{"text": c.text, "verdict": c.verdict, "evidence": c.evidence} for c in rep.claims]}
-    (folder / "claims.json").write_text(json.dumps(doc, indent=1))
-    return folder
+    for file, text in (("verdicts.md", markdown(rep)), ("table.csv", rep.table.to_csv(index=False)),
+                       ("claims.json", json.dumps(doc, indent=1))):
+        fs.pipe_file(f"{folder}/{file}", text.encode())
+    return registry.location(folder)
 
 
 __all__ = ["reproduce", "ensure_models", "run_table", "claims", "explanations", "markdown", "save",

@@ -5,6 +5,7 @@ is visible, every table renders with its rows, and the page logs no console erro
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -73,6 +74,6 @@ def test_report_page_in_headless_chromium(report, browser):
     verdicts = browser.find_elements("css selector", "#reproduction-garg2025 + p + ol li")
     assert len(verdicts) == 3 and all(v.is_displayed() for v in verdicts)
     link = browser.find_element("link text", "verdicts.md").get_attribute("href")
-    assert link == (report.reproductions[0]["folder"] / "verdicts.md").as_uri()
+    assert link == (Path(report.reproductions[0]["folder"]) / "verdicts.md").as_uri()
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert errors == [], errors

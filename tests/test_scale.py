@@ -55,12 +55,15 @@ def test_ingest_fit_simulate_report_on_s3_and_postgres(shared, tmp_path):
 
     ferroflow("simulate", "hzo-W01-20ns", "--algorithm", "analog-sgd", "--shift-symmetry-point",
               "on", "--epochs", "1", env=shared, cwd=tmp_path)
-    assert len(registry.runs("hzo-W01-20ns@2")) == 1
+    [run_path] = registry.runs("hzo-W01-20ns@2")["path"]
+    assert run_path.startswith(shared["FERRO_REGISTRY"] + "/runs/")  # on S3, beside the versions
+    assert registry.fs.exists(run_path)
     ferroflow("report", "--wafer", "W01", env=shared, cwd=tmp_path)
     html = (tmp_path / "reports" / "W01" / "report.html").read_text()
     assert "hzo-W01-20ns" in html and shared["FERRO_STORE"] in html
+    assert "analog-sgd+sp-shift" in html  # the run, read back from S3, is in the sweep table
     assert registry.check() == []
-    assert not (tmp_path / "store").exists()  # nothing fell back to a local default
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reports"]  # nothing written locally
 
 
 STATION = """

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
+import fsspec
 import numpy as np
 import pandas as pd
 
@@ -71,8 +71,17 @@ def protocol_note(ref: str, meta: dict) -> str | None:
             "whatever its amplitude")
 
 
-def runs_dir(registry: Registry) -> Path:
-    return Path(registry.base) / "runs"
+def runs_dir(registry: Registry) -> str:
+    """Where run files live: ``runs/`` beside the registry's versions, in its filesystem
+    (a local folder or object storage), so every machine sharing the registry sees them."""
+    return registry.path("runs")
+
+
+def read_run(location: str) -> pd.DataFrame:
+    """A run file by the location lineage records (a local path or a URL)."""
+    fs, path = fsspec.core.url_to_fs(location)
+    with fs.open(path, "rb") as fh:
+        return pd.read_parquet(fh)
 
 
 def run_sweep(registry: Registry, sweep: SweepPlan, data: Dataset | None = None,
@@ -82,16 +91,16 @@ def run_sweep(registry: Registry, sweep: SweepPlan, data: Dataset | None = None,
     ``progress(text)`` receives one line per epoch of each batch.
     """
     data = data or load_dataset(None if sweep.dataset == "digits" else sweep.dataset)
-    out_dir = runs_dir(registry)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    fs, out_dir = registry.fs, runs_dir(registry)
+    fs.makedirs(out_dir, exist_ok=True)
     frames = []
     todo = []
     linked = _Linked(registry)
     for r in sweep.runs:
-        path = out_dir / f"{r.run_id(sweep.cfg, data.name)}.parquet"
-        if skip_done and path.exists():
-            frames.append(pd.read_parquet(path))
-            linked.ensure(r, r.run_id(sweep.cfg, data.name), path)
+        path = f"{out_dir}/{r.run_id(sweep.cfg, data.name)}.parquet"
+        if skip_done and fs.exists(path):
+            frames.append(read_run(registry.location(path)))
+            linked.ensure(r, r.run_id(sweep.cfg, data.name), registry.location(path))
         else:
             todo.append(r)
     batches = SweepPlan(tuple(todo), sweep.cfg, sweep.dataset).batches()
@@ -109,14 +118,16 @@ def run_sweep(registry: Registry, sweep: SweepPlan, data: Dataset | None = None,
         result = train(batch, data, sweep.cfg, report, threads)
         for k, run in enumerate(batch):
             df = _epoch_rows(run, result, k, sweep.cfg, data.name)
-            path = out_dir / f"{df.run_id.iloc[0]}.parquet"
-            tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+            name = f"{df.run_id.iloc[0]}.parquet"
+            path, tmp = f"{out_dir}/{name}", f"{out_dir}/.tmp-{os.getpid()}-{name}"
             try:
-                df.to_parquet(tmp, index=False)
-                linked.ensure(run, df.run_id.iloc[0], path)  # linked before it is final
-                os.replace(tmp, path)
+                with fs.open(tmp, "wb") as fh:
+                    df.to_parquet(fh, index=False)
+                linked.ensure(run, df.run_id.iloc[0], registry.location(path))  # before it is final
+                fs.mv(tmp, path)  # a rename on a local disk
             finally:
-                tmp.unlink(missing_ok=True)
+                if fs.exists(tmp):
+                    fs.rm(tmp)
             frames.append(df)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
@@ -127,7 +138,7 @@ class _Linked:
     def __init__(self, registry: Registry):
         self.registry, self.ids = registry, {}
 
-    def ensure(self, run: RunSpec, run_id: str, path: Path) -> None:
+    def ensure(self, run: RunSpec, run_id: str, path: str) -> None:
         if run.device is None:
             return
         ref = run.device.ref
