@@ -6,6 +6,7 @@ import sys
 import time
 
 import duckdb
+import polars
 import pandas as pd
 import pyarrow as pa
 import pytest
@@ -41,6 +42,8 @@ def test_store_reads_back_exactly_what_was_ingested(tmp_path):
     dataset = store.dataset()
     n = duckdb.sql("select count(*) from dataset where wafer='W01'").fetchall()[0][0]
     assert n == len(expected)
+    lazy = polars.scan_delta(str(store.root)).filter(polars.col("wafer") == "W01")
+    assert lazy.select(polars.len()).collect().item() == len(expected)
     assert (store.root / "_delta_log").is_dir()
     assert (store.root / "wafer=W01" / "pulse_width_s=2e-08").is_dir()
 
