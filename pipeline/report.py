@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-import fsspec
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -43,7 +42,7 @@ from .errors import InputError
 from .registry import ModelVersion, Registry
 from .reproduce import explanations, run_table
 from .schema import StateScale
-from .simulation.sweep import mean_curve_epochs, read_run, runs_dir, summarize, sweep_table
+from .simulation.sweep import mean_curve_epochs, read_run, run_exists, runs_dir, summarize, sweep_table
 from .store import MeasurementStore
 from .traces import protocol, series_from_frame, step_map, traces
 from .units import format_seconds
@@ -109,11 +108,6 @@ def latest_versions(registry: Registry, wafer: str) -> list[ModelVersion]:
     return [registry.load(f"{r.name}@{r.version}") for r in found.itertuples()]
 
 
-def _exists(location: str) -> bool:
-    fs, path = fsspec.core.url_to_fs(location)
-    return fs.exists(path)
-
-
 def representative_device(v: ModelVersion) -> tuple[str, str]:
     """(die, device) whose trajectory R^2 is the median of the version: a typical fit."""
     d = v.devices.dropna(subset=["r2_trace"])
@@ -127,7 +121,7 @@ def simulation_epochs(registry: Registry, versions: list[ModelVersion]) -> pd.Da
     training configuration; when several configurations exist, the one with most runs."""
     fs = registry.fs
     paths = [p for v in versions for p in registry.runs(v.ref)["path"]]
-    frames = [read_run(p) for p in paths if _exists(p)]
+    frames = [read_run(p) for p in paths if run_exists(p)]
     if not frames:
         return pd.DataFrame()
     linked = pd.concat(frames, ignore_index=True)

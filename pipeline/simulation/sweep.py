@@ -84,6 +84,11 @@ def read_run(location: str) -> pd.DataFrame:
         return pd.read_parquet(fh)
 
 
+def run_exists(location: str) -> bool:
+    fs, path = fsspec.core.url_to_fs(location)
+    return fs.exists(path)
+
+
 def run_sweep(registry: Registry, sweep: SweepPlan, data: Dataset | None = None,
               progress=None, skip_done: bool = True, threads: int = 1) -> pd.DataFrame:
     """Train every run of the plan (batched), save and link results; return epoch rows.
@@ -97,10 +102,11 @@ def run_sweep(registry: Registry, sweep: SweepPlan, data: Dataset | None = None,
     todo = []
     linked = _Linked(registry)
     for r in sweep.runs:
-        path = f"{out_dir}/{r.run_id(sweep.cfg, data.name)}.parquet"
+        run_id = r.run_id(sweep.cfg, data.name)
+        path = f"{out_dir}/{run_id}.parquet"
         if skip_done and fs.exists(path):
             frames.append(read_run(registry.location(path)))
-            linked.ensure(r, r.run_id(sweep.cfg, data.name), registry.location(path))
+            linked.ensure(r, run_id, registry.location(path))
         else:
             todo.append(r)
     batches = SweepPlan(tuple(todo), sweep.cfg, sweep.dataset).batches()
