@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .errors import MappingError
 
-_PREFIX = {"": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9, "k": 1e3, "p": 1e-12, "M": 1e6,
+_PREFIX = {"": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9, "p": 1e-12, "k": 1e3, "M": 1e6,
            "G": 1e9, "f": 1e-15, "µ": 1e-6}
 _BASE = {"s": "time", "V": "voltage", "A": "current", "S": "conductance", "ohm": "resistance",
          "Ohm": "resistance", "Ω": "resistance", "J": "energy", "W": "power", "F": "capacitance"}
@@ -75,7 +75,7 @@ def reciprocal(a: str) -> str | None:
 def examples(dim: str) -> str:
     """A few unit names of ``dim`` for error messages: "s, ms, us, ns"."""
     names = [u for u, (d, _) in UNITS.items() if d == dim and u and "µ" not in u]
-    return ", ".join(names[:5]) if dim != "dimensionless" else '"1", "%"'
+    return ", ".join(names[:4]) if dim != "dimensionless" else '"1", "%"'
 
 
 def format_seconds(seconds: float) -> str:

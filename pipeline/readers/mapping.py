@@ -30,6 +30,13 @@ where the pulse direction returns to the file's first direction after the other 
 (``direction = "read"``: the state before the next pulse); the default ``"refuse"``
 leaves them without a direction, which validation refuses. ``Mapping.with_overrides``
 replaces any field by a constant (``ferroflow ingest --set die=X05Y29``).
+
+A mapping is checked whole when parsed; errors name the file, the section and the field:
+unknown sections, ``[format]`` keys, field names and field keys (a misspelt ``unti``) are
+errors, each field has exactly one source (``SOURCES``), and each unit must have the
+field's dimension (``units.field_dimension``: a pulse width in ``mV``, or a ``divide`` of
+``["V", "A"]`` into ``conductance_state``, is refused). Without ``unit``/``units`` values
+are taken as SI.
 """
 
 from __future__ import annotations
