@@ -35,10 +35,11 @@ def run_ingest(settings: Settings, paths: Sequence[str | Path] = (), *, incoming
     """Ingest ``paths``, or with ``incoming`` the complete files of the landing folder
     (moved to ``processed/`` once stored). ``mapping`` is a mapping TOML file;
     ``overrides`` (field -> text) replace what every file says (``--set die=X05Y29``)."""
+    mapping = load_mapping(mapping) if mapping else None  # a bad mapping: before any file
     if incoming:
         paths = ready_files(settings.incoming, min_age_s=min_age_s)
     return ingest(list(paths), store(settings), settings.quarantine,
-                  mapping=load_mapping(mapping) if mapping else None, trace=trace,
+                  mapping=mapping, trace=trace,
                   move_from=settings.incoming, processed_dir=settings.processed,
                   overrides=overrides, progress=progress)
 

@@ -332,7 +332,10 @@ def _stage(path: Path, result, batch) -> FileOutcome:
         return FileOutcome.quarantined(path, result, getattr(result, "sha256", None))
     if isinstance(result, str):  # SHA-256 of a file already stored
         return FileOutcome.of(path, Outcome.DUPLICATE, 0, result)
-    status = batch.add(result)
+    try:
+        status = batch.add(result)
+    except InputError as exc:  # a series stored with another state unit
+        return FileOutcome.quarantined(path, exc.located(str(path)), result.sha256)
     if status == "overlap":
         err = InputError(batch.overlap_reason(result.sha256), file=str(path))
         return FileOutcome.quarantined(path, err, result.sha256)

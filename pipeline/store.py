@@ -61,7 +61,8 @@ _LEGACY_SCHEMA = pa.schema([f.with_name(_LEGACY_NAME.get(f.name, f.name)) for f 
 _LEGACY_DATA_SCHEMA = pa.schema([f for f in _LEGACY_SCHEMA if f.name not in PARTITION])
 _TEXT_COLUMNS = [f.name for f in _DATA_SCHEMA if pa.types.is_string(f.type)]
 _SERIES = ["wafer", "die", "device", "pulse_width_s"]
-_LEDGER_COLUMNS = ["path", "sha256", "name", *_SERIES, "rows", "cycle_min", "cycle_max"]
+_LEDGER_COLUMNS = ["path", "sha256", "name", *_SERIES, "rows", "cycle_min", "cycle_max",
+                   "state_unit"]
 
 
 def partition_dir(wafer: str, pulse_width_s: float) -> str:
@@ -159,10 +160,12 @@ class MeasurementStore:
             return dict(zip([a["path"] for a in actions], pool.map(self._file_ledger, actions)))
 
     def _file_ledger(self, action: dict) -> pd.DataFrame:
-        """Ledger rows of one data file: its raw files and their series' cycle spans."""
+        """Ledger rows of one data file: its raw files and their series' cycle spans
+        and state units."""
         table = pq.read_table(f"{self.base}/{action['path']}", filesystem=self.fs,
-                              columns=["source_sha256", "source_file", "die", "device", "cycle"])
-        g = table.group_by(["source_sha256", "source_file", "die", "device"]).aggregate(
+                              columns=["source_sha256", "source_file", "die", "device", "cycle",
+                                       "state_unit"])
+        g = table.group_by(["source_sha256", "source_file", "die", "device", "state_unit"]).aggregate(
             [("cycle", "count"), ("cycle", "min"), ("cycle", "max")]).to_pandas()
         g = g.rename(columns={"source_sha256": "sha256", "source_file": "name", "cycle_count": "rows"})
         g = g.assign(path=action["path"], wafer=action["wafer"], pulse_width_s=action["pulse_width_s"])
@@ -330,6 +333,42 @@ def _span_index(ledger: pd.DataFrame) -> dict[tuple, list[tuple[int, int, str]]]
     return out
 
 
+def _unit_index(ledger: pd.DataFrame) -> dict[tuple, tuple[str, str]]:
+    """Series -> (state unit, a file that stored it)."""
+    return {(r.wafer, r.die, r.device, float(r.pulse_width_s)): (r.state_unit, r.name)
+            for r in ledger.itertuples(index=False)}
+
+
+def _series_units(table: pa.Table) -> dict[tuple, str]:
+    """Series -> state unit of a file's rows (validation allows one per series)."""
+    cols = [*_SERIES, "state_unit"]
+    single = [_single(table.column(c)) for c in cols]
+    if all(v is not None for v in single):
+        return {(single[0], single[1], single[2], float(single[3])): single[4]}
+    g = table.select(cols).group_by(cols).aggregate([]).to_pylist()
+    return {(r["wafer"], r["die"], r["device"], float(r["pulse_width_s"])): r["state_unit"]
+            for r in g}
+
+
+def _unit_error(units: dict, index: dict, table: pa.Table) -> InputError | None:
+    """The error for a series whose state unit differs from the one ``index`` holds,
+    at the series' first row in ``table`` (the caller knows the file)."""
+    for key, unit in units.items():
+        other, where = index.get(key, (unit, None))
+        if other == unit:
+            continue
+        mask = pc.equal(table.column("pulse_width_s"), key[3])
+        for k, v in zip(_SERIES[:3], key[:3]):
+            mask = pc.and_(mask, pc.equal(table.column(k), v))
+        row = table.column("source_row").filter(mask)[0].as_py()
+        source = f" (from {where})" if where else ""
+        return InputError(f"state unit {unit!r} differs from {other!r}, the state unit already "
+                          f"taken for wafer {key[0]} die {key[1]} device {key[2]} pulse width "
+                          f"{key[3]:g} s{source}: a series has one state unit",
+                          row=row, column="state_unit")
+    return None
+
+
 def _clash(spans: dict, key, lo: int, hi: int) -> str | None:
     return next((name for lo2, hi2, name in spans.get(key, ()) if lo2 <= hi and hi2 >= lo), None)
 
@@ -347,6 +386,7 @@ class Batch:
         self._known: set[str] = set()
         self._stored: dict[tuple, list] = {}   # series -> spans in the store
         self._claimed: dict[tuple, list] = {}  # series -> spans of this batch
+        self._units: dict[tuple, tuple[str, str]] = {}  # series -> (state unit, file): store and batch
         self._added: list[tuple[str, str, int, list]] = []  # name, sha256, rows, series spans
         self._already: list[str] = []
         self._adopted: dict[str, list] = {}    # sha -> [name, rows, spans] (see adopt)
@@ -366,6 +406,7 @@ class Batch:
         ledger = self.store.ledger(self._dt)
         self._known = set(ledger["sha256"])
         self._stored = _span_index(ledger)
+        self._units = _unit_index(ledger)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -374,16 +415,21 @@ class Batch:
 
     def add(self, p: Pending) -> str:
         """Queue a file's rows: returns ``stored``, ``duplicate`` or ``overlap``
-        (rows of the same device, pulse width and cycles are stored already)."""
+        (rows of the same device, pulse width and cycles are stored already). Raises
+        InputError for a series whose state unit differs from the stored one."""
         if p.sha256 in self._known:
             self._already.append(p.sha256)
             return "duplicate"
+        units = _series_units(p.table)
+        err = _unit_error(units, self._units, p.table)
+        if err:
+            raise err
         spans = _series_spans(p.table)
         reason = self._overlap(spans)
         if reason:
             self._overlaps[p.sha256] = reason
             return "overlap"
-        self._claim(p.name, p.sha256, p.table.num_rows, spans)
+        self._claim(p.name, p.sha256, p.table.num_rows, spans, units)
         self._queue(_stamped(p.table, p.sha256))
         return "stored"
 
@@ -396,8 +442,14 @@ class Batch:
             self._already.append(sha256)
             return "duplicate"
         spans: dict[tuple, list[int]] = {}
+        units: dict[tuple, str] = {}
         rows = 0
         for table in blocks:
+            block_units = _series_units(table)
+            err = _unit_error(block_units, self._units, table)
+            if err:
+                raise err
+            units.update(block_units)
             for key, lo, hi, n in _series_spans(table):
                 span = spans.setdefault(key, [lo, hi, 0])
                 span[0], span[1], span[2] = min(span[0], lo), max(span[1], hi), span[2] + n
@@ -407,7 +459,7 @@ class Batch:
         reason = self._overlap(merged)
         if reason:
             raise InputError(reason, file=name)
-        self._claim(name, sha256, rows, merged)
+        self._claim(name, sha256, rows, merged, units)
         return "stored"
 
     def adopt(self, table: pa.Table) -> None:
@@ -424,10 +476,14 @@ class Batch:
             entry[1] += r["cycle_count"]
             entry[2].append(((r["wafer"], r["die"], r["device"], float(r["pulse_width_s"])),
                              r["cycle_min"], r["cycle_max"], r["cycle_count"]))
+        for key, unit in _series_units(table).items():
+            self._units.setdefault(key, (unit, None))
         self._queue(table)
 
-    def _claim(self, name: str, sha256: str, rows: int, spans) -> None:
+    def _claim(self, name: str, sha256: str, rows: int, spans, units: dict) -> None:
         self._known.add(sha256)
+        for key, unit in units.items():
+            self._units.setdefault(key, (unit, name))
         for key, lo, hi, _ in spans:
             self._claimed.setdefault(key, []).append((lo, hi, name))
         self._added.append((name, sha256, rows, spans))
@@ -520,7 +576,9 @@ class Batch:
         rows = {rel: [] for rel in self._parts.values()}
         for name, sha, _, spans in self._added:
             for (wafer, die, device, pw), lo, hi, n in spans:
-                rows[self._parts[(wafer, pw)]].append((sha, name, wafer, die, device, pw, n, lo, hi))
+                unit = self._units.get((wafer, die, device, pw), (None,))[0]
+                rows[self._parts[(wafer, pw)]].append((sha, name, wafer, die, device, pw, n, lo,
+                                                       hi, unit))
         return {rel: pd.DataFrame([(rel, *r) for r in found], columns=_LEDGER_COLUMNS)
                 for rel, found in rows.items()}
 
@@ -547,6 +605,8 @@ class Batch:
         ledger = self.store.ledger(self._dt)
         stored = set(ledger["sha256"])
         self._stored = _span_index(ledger)
+        for key, unit in _unit_index(ledger).items():
+            self._units.setdefault(key, unit)
         drop = set()
         for _, sha, _, spans in self._added:
             reason = None if sha in stored else self._overlap(spans, claimed=False)

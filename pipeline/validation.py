@@ -9,7 +9,9 @@ Rules (each has a test with a file that breaks it):
 - numbers finite; ``pulse_width_s`` > 0; ``conductance_state`` > 0 where ``state_unit`` is
   ``S``; ``state_unit`` and ``direction`` from their allowed sets (``direction`` may be
   ``read``: a read without a pulse, whose write amplitude must be zero or missing);
-- plausible ranges (``PLAUSIBLE``): outside them a value is a unit mistake, not data;
+- plausible ranges (``PLAUSIBLE``, every numeric column): outside them a value is a unit
+  mistake, not data; ``measured_at`` between 1990 and a day from now (``TIME_RANGE``);
+- one state unit per series (wafer, die, device, pulse width) within a file;
 - ``pulse`` strictly increasing within each (wafer, die, device, pulse width, cycle);
 - every cycle has at least two pulses;
 - no two rows share the key (``schema.KEY``).
@@ -20,6 +22,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from datetime import datetime, timedelta, timezone
 
 from .errors import InputError
 from .identifiers import check_identifier
@@ -35,8 +39,15 @@ PLAUSIBLE = {
     "device_area_m2": (1e-18, 1e-3),
     "cycle": (0, 10**7),
     "pulse": (0, 10**9),
+    "die_x": (-10**4, 10**4),
+    "die_y": (-10**4, 10**4),
 }
 CONDUCTANCE_MAX_S = 10.0
+NORMALIZED_MAX = 1e6  # |state| of a normalized series: about 1, or a few thousand Gmin
+INTEGER_COLUMNS = ("cycle", "pulse", "die_x", "die_y")
+# measured_at: no earlier than this, no later than this long after now (clocks drift)
+EARLIEST = datetime(1990, 1, 1, tzinfo=timezone.utc)
+FUTURE_SLACK = timedelta(days=1)
 FLOAT_COLUMNS = ("pulse_width_s", "pulse_amplitude_v", "conductance_state", "read_voltage_v",
                  "energy_j", "device_area_m2")
 
@@ -57,6 +68,7 @@ def validate(table: pa.Table, file: str | None = None) -> pa.Table:
     if table.num_rows == 0:
         raise InputError("no data rows", file=file)
     _check_rows(table, file)
+    _check_state_units(table, file)
     _check_order(table, file)
     return table
 
@@ -67,6 +79,34 @@ def _check_rows(table: pa.Table, file: str) -> None:
     _check_identifiers(table, file)
     _check_numbers(table, file)
     _check_sets(table, file)
+
+
+UNIT_SERIES = ("wafer", "die", "device", "pulse_width_s")
+
+
+def _check_state_units(table: pa.Table, file: str, seen: dict | None = None) -> None:
+    """One state unit per series (wafer, die, device, pulse width): S and normalized
+    states of one device do not mix. ``seen`` (series -> unit) carries the series of a
+    streamed file across its blocks."""
+    units = table.column("state_unit")
+    if seen is None:
+        if pc.count_distinct(units).as_py() <= 1:
+            return
+        seen = {}
+    cols = [*UNIT_SERIES, "state_unit"]
+    pairs = table.select(cols).group_by(cols, use_threads=False).aggregate([])  # in row order
+    for r in pairs.to_pylist():
+        key = tuple(r[k] for k in UNIT_SERIES)
+        first = seen.setdefault(key, r["state_unit"])
+        if first != r["state_unit"]:
+            where = [pc.equal(table.column(k), r[k]) for k in cols]
+            mask = where[0]
+            for m in where[1:]:
+                mask = pc.and_(mask, m)
+            _fail(table, _first(np.asarray(mask)), "state_unit",
+                  f"state unit {r['state_unit']!r} differs from {first!r} earlier in the file "
+                  f"for wafer {key[0]} die {key[1]} device {key[2]} pulse width {key[3]:g} s: "
+                  "a series has one state unit", file)
 
 
 def validate_batch(tables: list[pa.Table], files: list[str]) -> list[pa.Table | InputError]:
@@ -117,24 +157,43 @@ def _check_identifiers(table: pa.Table, file: str) -> None:
 def _check_numbers(table: pa.Table, file: str) -> None:
     siemens_col = pc.equal(table.column("state_unit"), "S").fill_null(False)
     all_siemens = pc.all(siemens_col).as_py()
+    no_siemens = not pc.any(siemens_col).as_py()
     for name in FLOAT_COLUMNS:
         col = table.column(name)
         if col.null_count == len(col):
             continue
-        if _numbers_ok(col, name, all_siemens):
+        if _numbers_ok(col, name, all_siemens, no_siemens):
             continue
         _locate_bad_number(table, col, name, np.asarray(siemens_col), file)
-    for name in ("cycle", "pulse"):
+    for name in INTEGER_COLUMNS:
         lo, hi = PLAUSIBLE[name]
         mm = pc.min_max(table.column(name)).as_py()
-        if lo <= mm["min"] and mm["max"] <= hi:
+        if mm["min"] is None or (lo <= mm["min"] and mm["max"] <= hi):
             continue
-        v = np.asarray(table.column(name), dtype=np.int64)
-        i = _first((v < lo) | (v > hi))
-        _fail(table, i, name, f"value {v[i]} outside [{lo}, {hi}]", file)
+        col = table.column(name)
+        bad = pc.or_(pc.less(col, lo), pc.greater(col, hi)).fill_null(False)
+        i = _first(np.asarray(bad))
+        _fail(table, i, name, f"value {col[i].as_py()} outside [{lo}, {hi}]", file)
+    _check_times(table, file)
 
 
-def _numbers_ok(col, name: str, all_siemens: bool) -> bool:
+def _check_times(table: pa.Table, file: str) -> None:
+    col = table.column("measured_at")
+    if col.null_count == len(col):
+        return
+    mm = pc.min_max(col).as_py()
+    latest = datetime.now(timezone.utc) + FUTURE_SLACK
+    if EARLIEST <= mm["min"] and mm["max"] <= latest:
+        return
+    early = pc.less(col, pa.scalar(EARLIEST, col.type)).fill_null(False)
+    late = pc.greater(col, pa.scalar(latest, col.type)).fill_null(False)
+    i = _first(np.asarray(pc.or_(early, late)))
+    when = col[i].as_py().isoformat()
+    _fail(table, i, "measured_at", f"timestamp {when} is before 1990" if early[i].as_py() else
+          f"timestamp {when} is more than a day in the future (a wrong clock or date format?)", file)
+
+
+def _numbers_ok(col, name: str, all_siemens: bool, no_siemens: bool) -> bool:
     """Fast whole-column test; False sends the column to the row-locating slow path."""
     if not pc.all(pc.is_finite(col)).as_py():
         return False
@@ -143,6 +202,8 @@ def _numbers_ok(col, name: str, all_siemens: bool) -> bool:
     if name == "pulse_width_s":
         lo = max(lo, np.nextafter(0, 1))
     if name == "conductance_state":
+        if no_siemens:
+            return bool(-NORMALIZED_MAX <= mm["min"] and mm["max"] <= NORMALIZED_MAX)
         if not all_siemens:
             return False
         lo, hi = np.nextafter(0, 1), CONDUCTANCE_MAX_S
@@ -167,6 +228,10 @@ def _locate_bad_number(table, col, name: str, siemens: np.ndarray, file: str) ->
         if i is not None:
             _fail(table, i, name, f"conductance {v[i]:g} S is implausible "
                   f"(> {CONDUCTANCE_MAX_S} S): wrong unit?", file)
+        i = _first(~siemens & present & (np.abs(v) > NORMALIZED_MAX))
+        if i is not None:
+            _fail(table, i, name, f"normalized state {v[i]:g} is implausible "
+                  f"(|state| > {NORMALIZED_MAX:g}): wrong unit?", file)
     if name in PLAUSIBLE:
         lo, hi = PLAUSIBLE[name]
         i = _first(present & ((v < lo) | (v > hi)))
@@ -270,11 +335,13 @@ class StreamValidator:
         self.open_len = 0
         self.open_row = 0
         self.closed: set[tuple] = set()      # series keys whose run has ended
+        self.units: dict[tuple, str] = {}    # (wafer, die, device, width) -> state unit
 
     def check(self, table: pa.Table) -> pa.Table:
         if table.num_rows == 0:
             return table
         _check_rows(table, self.file)
+        _check_state_units(table, self.file, self.units)
         self._check_runs(table)
         return table
 

@@ -636,6 +636,195 @@ def json_empty_registry():
     assert r.returncode == 0 and json.loads(r.stdout) == []
 
 
+# --- mappings, types and ranges ---------------------------------------------------------------
+SHIPPED_MAPPING = ROOT / "pipeline" / "mappings" / "ferroflow_b1500.toml"
+LINEAGE = ["source_file", "source_sha256", "source_row"]
+
+
+def _bad_mapping(tmp, old: str, new: str) -> Path:
+    text = SHIPPED_MAPPING.read_text()
+    assert old in text
+    return write(tmp / "lab.toml", text.replace(old, new))
+
+
+def _mapping_refused(tmp, old: str, new: str, *words: str):
+    """A mapping with one slip refuses the scan before any file is read; the landing
+    files wait untouched and the shipped mapping then stores them."""
+    mapping = _bad_mapping(tmp, old, new)
+    deliver(GOOD.name, GOOD)
+    r = scan("--mapping", mapping)
+    assert r.returncode == 1, r.stderr  # one line (cli checks)
+    line = r.stderr.strip()
+    assert str(mapping) in line and all(w in line for w in words), line
+    assert stored_files() == 0 and quarantined() == [] and (landing() / GOOD.name).exists()
+    assert scan("--mapping", SHIPPED_MAPPING).returncode == 0 and stored_files() == 1
+
+
+def mapping_unit_dimension(tmp):
+    _mapping_refused(tmp, 'unit = "ns" }', 'unit = "mV" }',  # was stored as 0.02 s
+                     "[header] pulse_width_s: unit 'mV' is a voltage", "pulse_width_s is a time")
+
+
+def mapping_amplitude_unit(tmp):
+    _mapping_refused(tmp, '{ column = "V_write_V", unit = "V" }', '{ column = "V_write_V", unit = "ns" }',
+                     "[columns] pulse_amplitude_v: unit 'ns' is a time", "is a voltage")
+
+
+def mapping_divide_dimension(tmp):
+    _mapping_refused(tmp, 'units = ["A", "V"]', 'units = ["V", "A"]',
+                     "[columns] conductance_state: V / A is a resistance",
+                     "conductance_state is a conductance")
+
+
+def mapping_unknown_key(tmp):
+    _mapping_refused(tmp, 'unit = "ns" }', 'unti = "ns" }',
+                     "[header] pulse_width_s: unknown key 'unti' (known: key, unit)")
+
+
+def mapping_unknown_field(tmp):
+    _mapping_refused(tmp, "energy_j =", "energy_pj =",
+                     "[columns] energy_pj: 'energy_pj' is not a canonical column")
+
+
+def mapping_unknown_section(tmp):
+    _mapping_refused(tmp, "[columns]", "[column]", "unknown section [column]")
+
+
+def mapping_unknown_format_key(tmp):
+    _mapping_refused(tmp, "state_unit =", "state_units =", "[format]: unknown key 'state_units'")
+
+
+def set_unknown_field():
+    deliver(GOOD.name, GOOD)
+    usage_error("ingest", "--incoming", "--min-age", "0", "--set", "dei=X05Y29",
+                words="'dei' is not a canonical column")
+    usage_error("ingest", "--incoming", "--min-age", "0", "--set", "pulse_width_s=fast",
+                words="value 'fast' is not a number")
+    assert stored_files() == 0 and (landing() / GOOD.name).exists()
+
+
+def _canonical(path: Path = OTHER) -> pd.DataFrame:
+    """A good file's rows as a tidy canonical table (another device than GOOD)."""
+    from pipeline.readers import read_file
+
+    return read_file(path).drop_columns(LINEAGE).to_pandas()
+
+
+def _refused_beside_good(name: str, content, *words: str, stored: int = 1) -> str:
+    """``content`` delivered as ``name`` beside GOOD: GOOD stored, it quarantined
+    (``stored``: the files stored in all, GOOD included)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if isinstance(content, pa.Table):
+        pq.write_table(content, landing() / name)
+    else:
+        content.to_csv(landing() / name, index=False)
+    deliver(GOOD.name, GOOD)
+    (line,) = assert_good_stored_bad_refused(scan(), "quarantined", good=stored)
+    assert name in line and all(w in line for w in words), line
+    assert [p.name for p in quarantined()] == [name]
+    return line
+
+
+def _parquet_with(column: str, values) -> "pa.Table":
+    import pyarrow as pa
+
+    table = pa.Table.from_pandas(_canonical(), preserve_index=False)
+    return table.set_column(table.schema.get_field_index(column), column, values)
+
+
+def parquet_bool_column():
+    import pyarrow as pa
+
+    _refused_beside_good("bool.parquet", _parquet_with("cycle", pa.array([True] * 600)),
+                         "column 'cycle': holds bool, expected a whole number")
+
+
+def parquet_list_column():
+    import pyarrow as pa
+
+    _refused_beside_good("list.parquet", _parquet_with("energy_j", pa.array([[1e-12]] * 600)),
+                         "column 'energy_j': holds list<", "expected a number")
+
+
+def parquet_string_number():
+    import pyarrow as pa
+
+    _refused_beside_good("text.parquet", _parquet_with("pulse_amplitude_v", pa.array(["2.5"] * 600)),
+                         "column 'pulse_amplitude_v': holds string, expected a number")
+
+
+def parquet_fractional_cycle():
+    import re
+
+    import pyarrow as pa
+
+    cycles = _canonical()["cycle"].astype(float).tolist()
+    cycles[6] = 1.5
+    line = _refused_beside_good("frac.parquet", _parquet_with("cycle", pa.array(cycles)),
+                                "expected a whole number, found 1.5")
+    assert re.search(r"row \d+, column 'cycle'", line), line
+
+
+def _csv_with(row: int, column: str, value) -> pd.DataFrame:
+    """The canonical table with one cell changed; ``row`` is the 0-based data row (file
+    line ``row + 2``)."""
+    df = _canonical()
+    df[column] = df[column].astype(object)
+    df.loc[row, column] = value
+    return df
+
+
+def timestamp_garbage():
+    _refused_beside_good("when.csv", _csv_with(7, "measured_at", "last Tuesday"),
+                         "row 9, column 'measured_at': timestamp 'last Tuesday' is not ISO 8601")
+
+
+def timestamp_future():
+    _refused_beside_good("future.csv", _csv_with(3, "measured_at", "2099-01-05T08:00:00+00:00"),
+                         "row 5, column 'measured_at'", "more than a day in the future")
+
+
+def timestamp_before_1990():
+    _refused_beside_good("epoch.csv", _csv_with(0, "measured_at", "1970-01-01T00:00:00Z"),
+                         "row 2, column 'measured_at': timestamp 1970-01-01", "before 1990")
+
+
+def value_die_out_of_range():
+    _refused_beside_good("die.csv", _csv_with(4, "die_x", 123456),
+                         "row 6, column 'die_x': value 123456 outside")
+
+
+def value_normalized_out_of_range():
+    df = _canonical()  # conductances of about 5e-8 S written in fS, declared normalized
+    df = df.assign(state_unit="normalized", conductance_state=df.conductance_state * 1e15)
+    _refused_beside_good("norm.csv", df, "row 2, column 'conductance_state': normalized state",
+                         "implausible")
+
+
+def state_unit_mixed_file():
+    df = _canonical()
+    later = df["cycle"] >= 2
+    df.loc[later, "state_unit"] = "normalized"
+    df.loc[later, "conductance_state"] = 0.5
+    first = int(later.to_numpy().argmax())
+    _refused_beside_good("mixed.csv", df, f"row {first + 2}, column 'state_unit'",
+                         "'normalized' differs from 'S'")
+
+
+def state_unit_differs_from_stored():
+    df = _canonical()
+    df[df["cycle"] == 1].to_csv(landing() / "first.csv", index=False)
+    assert scan().returncode == 0 and stored_files() == 1
+    later = df[df["cycle"] >= 2].assign(state_unit="normalized", conductance_state=0.5)
+    line = _refused_beside_good("later.csv", later.reset_index(drop=True),
+                                "row 2, column 'state_unit': state unit 'normalized' differs "
+                                "from 'S'", "(from first.csv)", stored=2)  # first.csv and GOOD
+    units = MeasurementStore(Path(os.environ["FERRO_STORE"])).read(wafer="W01")["state_unit"]
+    assert set(units) == {"S"}
+
+
 FAULTS = {
     "name-not-utf8": name_not_utf8,
     "name-not-utf8-good": name_not_utf8_good_file,
@@ -680,6 +869,26 @@ FAULTS = {
     "generate-wafer-traversal": generate_wafer_traversal,
     "generate-out-is-file": generate_out_is_a_file,
     "json-empty-registry": json_empty_registry,
+    # mappings, types and ranges
+    "mapping-unit-dimension": mapping_unit_dimension,
+    "mapping-amplitude-unit": mapping_amplitude_unit,
+    "mapping-divide-dimension": mapping_divide_dimension,
+    "mapping-unknown-key": mapping_unknown_key,
+    "mapping-unknown-field": mapping_unknown_field,
+    "mapping-unknown-section": mapping_unknown_section,
+    "mapping-unknown-format-key": mapping_unknown_format_key,
+    "set-unknown-field": set_unknown_field,
+    "parquet-bool-column": parquet_bool_column,
+    "parquet-list-column": parquet_list_column,
+    "parquet-string-number": parquet_string_number,
+    "parquet-fractional-cycle": parquet_fractional_cycle,
+    "timestamp-garbage": timestamp_garbage,
+    "timestamp-future": timestamp_future,
+    "timestamp-before-1990": timestamp_before_1990,
+    "value-die-out-of-range": value_die_out_of_range,
+    "value-normalized-out-of-range": value_normalized_out_of_range,
+    "state-unit-mixed-file": state_unit_mixed_file,
+    "state-unit-differs-from-stored": state_unit_differs_from_stored,
 }
 SLOW = {  # need the sample wafer stored or fitted first
     "kill-fit-sigkill": kill_fit_sigkill,

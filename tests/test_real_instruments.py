@@ -113,7 +113,7 @@ def test_cli_ingest_with_set_overrides_a_header_field(tmp_path, issue_mapping):
     df = MeasurementStore(tmp_path / "store").read(wafer="NASA-FTJ-04")
     assert set(df["die"]) == {"X03Y04"} and set(df["device"]) == {"J7"}
     bad = ferroflow("ingest", wafer.files[1], "--mapping", issue_mapping, "--set", "die")
-    assert bad.returncode == 1 and "--set takes FIELD=VALUE" in bad.stderr
+    assert bad.returncode == 2 and "--set takes FIELD=VALUE" in bad.stderr
 
 
 def test_overrides_replace_a_missing_header_key_and_canonical_columns(tmp_path, sample_file):

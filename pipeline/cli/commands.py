@@ -62,12 +62,20 @@ def _trace_options(args):
 
 
 def _overrides(pairs) -> dict[str, str]:
+    """``--set FIELD=VALUE`` pairs, each checked (a known field, a number where one is
+    meant) before any file is read."""
+    from ..readers.mapping import parse_override
+
     out = {}
     for pair in pairs or ():
         field, sep, value = pair.partition("=")
         if not sep or not field.strip():
-            raise InputError(f"--set takes FIELD=VALUE (e.g. die=X05Y29), got {pair!r}")
+            raise UsageError(f"--set takes FIELD=VALUE (e.g. die=X05Y29), got {pair!r}")
         out[field.strip()] = value.strip()
+        try:
+            parse_override(field.strip(), value.strip())
+        except InputError as exc:
+            raise UsageError(exc.message) from None
     return out
 
 

@@ -8,7 +8,8 @@ import pyarrow.parquet as pq
 
 from ..errors import InputError
 from ..schema import COLUMNS, LINEAGE, upgrade_columns, upgrade_name
-from .common import RawFile, decode, derive_direction, die_position, finish, parse_table, sniff_delimiter
+from .common import (RawFile, decode, derive_direction, die_position, finish, parse_table,
+                     sniff_delimiter, timestamps)
 from .instrument import INTEGER_FIELDS, _integral
 
 NUMERIC = tuple(c for c, t in COLUMNS.items()
@@ -36,6 +37,7 @@ def read_canonical(raw: RawFile) -> pa.Table:
             table = pq.read_table(pa.BufferReader(raw.data))
         except (pa.ArrowInvalid, OSError) as exc:
             raise InputError(f"not a readable parquet file ({exc})", file=raw.name) from None
+        check_types(table, raw.name)
         first_data = 1
     else:
         text = decode(raw)
@@ -51,6 +53,8 @@ def convert(table: pa.Table, raw: RawFile, first_data: int) -> pa.Table:
     fields = {c: table.column(c) for c in table.column_names if c in COLUMNS and c not in LINEAGE}
     for name in INTEGER_FIELDS & fields.keys():
         fields[name] = _integral(fields[name], name, first_data, raw.name)
+    if "measured_at" in fields:
+        fields["measured_at"] = timestamps(fields["measured_at"], "measured_at", first_data, raw.name)
     n = table.num_rows
     if "die" in fields and "die_x" not in fields:
         dies = [die_position(str(d)) for d in fields["die"].to_pylist()]
@@ -60,3 +64,36 @@ def convert(table: pa.Table, raw: RawFile, first_data: int) -> pa.Table:
     if "direction" not in fields and "pulse_amplitude_v" in fields:
         fields["direction"] = derive_direction(fields["pulse_amplitude_v"])
     return finish(fields, n, raw, first_data)
+
+
+# what a parquet column of each canonical type may hold; anything else (booleans, lists,
+# structs, text where a number is meant) is refused, never cast. Whole numbers where
+# floats are meant are exact; floats where whole numbers are meant are checked row by
+# row (``_integral``).
+_HOLDS = {
+    "a number": (pa.types.is_floating, pa.types.is_integer, pa.types.is_decimal),
+    "a whole number": (pa.types.is_integer, pa.types.is_floating),
+    "text": (pa.types.is_string, pa.types.is_large_string),
+    "a timestamp": (pa.types.is_timestamp, pa.types.is_string, pa.types.is_large_string),
+}
+
+
+def _meaning(typ: pa.DataType) -> str:
+    if pa.types.is_floating(typ):
+        return "a number"
+    if pa.types.is_integer(typ):
+        return "a whole number"
+    return "a timestamp" if pa.types.is_timestamp(typ) else "text"
+
+
+def check_types(table: pa.Table, file: str) -> None:
+    """Each canonical column of a parquet file holds the kind of value the schema means."""
+    for name, found in zip(table.column_names, table.schema.types):
+        column = upgrade_name(name)
+        if column not in COLUMNS or column in LINEAGE or pa.types.is_null(found):
+            continue
+        held = found.value_type if pa.types.is_dictionary(found) else found
+        want = _meaning(COLUMNS[column])
+        if not any(test(held) for test in _HOLDS[want]):
+            raise InputError(f"holds {found}, expected {want} ({COLUMNS[column]})",
+                             file=file, column=name)

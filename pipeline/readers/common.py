@@ -8,6 +8,7 @@ import io
 import re
 import zlib
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -174,6 +175,42 @@ def _raise_shape_error(text: str, delimiter: str, first_line: int, file: str, he
     except csv.Error as exc:
         raise InputError(f"malformed table ({exc})", file=file,
                          row=first_line + max(rows.line_num - 1, 0)) from None
+
+
+def parse_timestamp(text: str) -> datetime:
+    """An ISO 8601 time; one without a zone is UTC. ValueError when it is not one."""
+    ts = datetime.fromisoformat(text.strip())
+    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
+
+
+def timestamps(values, name: str, first_line: int, file: str) -> pa.Array:
+    """A column of times (ISO 8601 text, or parquet timestamps) as the schema's UTC
+    timestamps; naive times are UTC. A value that is not a time is an error at its row
+    (``first_line``: the file line of the first value)."""
+    typ = COLUMNS["measured_at"]
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if pa.types.is_dictionary(values.type):
+        values = values.cast(values.type.value_type)
+    if pa.types.is_timestamp(values.type):
+        if values.type.tz is None:
+            values = pc.assume_timezone(values, "UTC")
+        return pc.cast(values, typ)
+    if pa.types.is_null(values.type):
+        return pa.nulls(len(values), typ)
+    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+        raise InputError(f"holds {values.type}, expected a timestamp (ISO 8601 text)",
+                         file=file, column=name)
+    distinct = pc.unique(values)  # a file holds few distinct times: parse each once
+    parsed = []
+    for v in distinct.to_pylist():
+        try:
+            parsed.append(None if v is None else parse_timestamp(v))
+        except ValueError:
+            i = int(np.argmax(np.asarray(pc.equal(values, v).fill_null(False))))
+            raise InputError(f"timestamp {v!r} is not ISO 8601", file=file,
+                             row=first_line + i, column=name) from None
+    return pa.array(parsed, typ).take(pc.index_in(values, value_set=distinct))
 
 
 def die_position(die: str) -> tuple[str, int | None, int | None]:

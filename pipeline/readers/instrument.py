@@ -6,7 +6,6 @@ What each header key and column means comes from a mapping file (``mapping.py``)
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 
 import numpy as np
 import pyarrow as pa
@@ -15,7 +14,8 @@ import pyarrow.compute as pc
 from ..errors import InputError, MappingError
 from ..schema import COLUMNS
 from .common import (MAX_HEADER_BYTES, MAX_HEADER_LINES, RawFile, derive_direction,
-                     die_position, finish, number_loops, parse_table, sniff_delimiter)
+                     die_position, finish, number_loops, parse_table, parse_timestamp,
+                     sniff_delimiter, timestamps)
 from .mapping import Mapping, TEXT_FIELDS
 
 INTEGER_FIELDS = frozenset(c for c, t in COLUMNS.items() if pa.types.is_integer(t))
@@ -75,11 +75,10 @@ def _header_value(rule, header, file):
     if rule.target in TEXT_FIELDS:
         if rule.target == "measured_at":
             try:
-                ts = datetime.fromisoformat(value)
+                return parse_timestamp(value)
             except ValueError:
                 raise InputError(f"timestamp {value!r} is not ISO 8601", file=file, row=line,
                                  column=rule.key) from None
-            return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
         return value
     try:
         return float(value) * rule.scale
@@ -196,6 +195,9 @@ def convert(table: pa.Table, lay: Layout, mapping: Mapping, raw: RawFile,
         fields[rule.target] = value
 
     n = table.num_rows
+    if isinstance(fields.get("measured_at"), pa.ChunkedArray):  # a time column
+        fields["measured_at"] = timestamps(fields["measured_at"], _column_of(mapping, "measured_at"),
+                                           first_data, file)
     if "die" in fields and "die_x" not in fields and not isinstance(fields["die"], pa.ChunkedArray):
         fields["die"], fields["die_x"], fields["die_y"] = die_position(str(fields["die"]))
     if "direction" not in fields and "pulse_amplitude_v" in fields:
@@ -207,6 +209,11 @@ def convert(table: pa.Table, lay: Layout, mapping: Mapping, raw: RawFile,
             fields[rule.target] = _loops(fields, lay, file, first_data)
     fields.setdefault("state_unit", mapping.state_unit)
     return finish(fields, n, raw, first_data)
+
+
+def _column_of(mapping: Mapping, target: str) -> str:
+    """The file's column a field comes from (its name in errors)."""
+    return next((r.column for r in mapping.columns if r.target == target and r.column), target)
 
 
 def _loops(fields: dict, lay: Layout, file: str, first_data: int) -> pa.Array:
