@@ -70,12 +70,16 @@ def iter_blocks(path: str | Path, sha256: str, mapping: Mapping | None = None,
         offset, table_line, convert, lay = _start(head, mapping, file, raw, overrides)
         fh.seek(offset)
         source = LineSource(fh, table_line, file)
-        reader = pacsv.open_csv(
-            source, read_options=pacsv.ReadOptions(block_size=block_bytes or BLOCK_BYTES, use_threads=False),
-            parse_options=pacsv.ParseOptions(delimiter=lay.delimiter),
-            convert_options=pacsv.ConvertOptions(
-                column_types={c: pa.float64() for c in lay.numeric},
-                strings_can_be_null=False, null_values=[""]))
+        try:  # opening parses the first block: its errors are the file's too
+            reader = pacsv.open_csv(
+                source, read_options=pacsv.ReadOptions(block_size=block_bytes or BLOCK_BYTES,
+                                                       use_threads=False),
+                parse_options=pacsv.ParseOptions(delimiter=lay.delimiter),
+                convert_options=pacsv.ConvertOptions(
+                    column_types={c: pa.float64() for c in lay.numeric},
+                    strings_can_be_null=False, null_values=[""]))
+        except pa.ArrowInvalid as exc:
+            raise _located(exc, lay.names, source, file) from None
         source.take(1)  # the table's header row
         rows = 0
         while True:
