@@ -35,6 +35,7 @@ MAX_LINE_BYTES = 64 << 20   # a longer line is refused, not buffered
 _BOM = b"\xef\xbb\xbf"
 _ROW = re.compile(r"Row #(\d+)")
 _COLUMN = re.compile(r"column #(\d+)")
+_NOT_NUMBER = re.compile(r"conversion error to double: invalid value (.*)$")
 
 
 def sha256_of(path: Path) -> str:
@@ -123,6 +124,9 @@ def _located(exc: Exception, names: list[str], source: "LineSource", file: str) 
     col = _COLUMN.search(text)
     column = names[int(col.group(1))] if col and int(col.group(1)) < len(names) else None
     message = text.split(": ", 2)[-1] if row else text
+    bad = _NOT_NUMBER.search(message)
+    if bad:  # as the whole-file readers say it
+        message = f"not a number: {bad.group(1)}"
     return InputError(message, file=file, row=source.line_of(int(row.group(1))) if row else None,
                       column=column)
 
