@@ -15,12 +15,12 @@ import gzip
 import hashlib
 import io
 import re
+import zlib
 from collections import deque
 from pathlib import Path
-
-import numpy as np
 from typing import Iterator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
@@ -159,7 +159,10 @@ class LineSource(io.RawIOBase):
         return n
 
     def _scan_more(self) -> None:
-        chunk = self.fh.read(self.CHUNK)
+        try:
+            chunk = self.fh.read(self.CHUNK)
+        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+            raise InputError(f"corrupt gzip file ({exc})", file=self.file) from None
         data = self.carry + chunk
         if chunk:
             ends = [data.rfind(b"\n"), data.rfind(b"\r", 0, len(data) - 1)]
