@@ -18,8 +18,14 @@ Delta application transaction with one fixed app id; delta-rs then refuses a com
 another commit carrying that id landed after the version the writer read ("concurrent
 transaction"). So ferroflow commits are serialised: on such a conflict the batch reloads
 the table, re-checks its files against what landed meanwhile (a file now stored is
-reported as already stored, rows now stored from other bytes as an overlap), rewrites the
-parts without them and commits again. Appends by other tools do not carry the app id and
+reported as already stored, cycles now stored from other bytes as an overlap), rewrites the
+parts without them and commits again.
+
+Re-exports. A series is (wafer, die, device, pulse width); the ledger holds the set of
+cycles each file gave each series (as ranges). A new file whose cycles are all stored for
+its series is a re-export, and one whose cycles are partly stored would duplicate rows:
+both are refused as overlaps, naming the series and the stored cycles. A file of new
+cycles only (a cycle missing from an earlier export, delivered later) is stored. Appends by other tools do not carry the app id and
 are not serialised against; ferroflow's exactly-once holds among ferroflow writers.
 
 Schema: the table is created with ``pipeline.schema.SCHEMA`` and opening a table with any
@@ -37,6 +43,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -61,7 +68,9 @@ _LEGACY_SCHEMA = pa.schema([f.with_name(_LEGACY_NAME.get(f.name, f.name)) for f 
 _LEGACY_DATA_SCHEMA = pa.schema([f for f in _LEGACY_SCHEMA if f.name not in PARTITION])
 _TEXT_COLUMNS = [f.name for f in _DATA_SCHEMA if pa.types.is_string(f.type)]
 _SERIES = ["wafer", "die", "device", "pulse_width_s"]
-_LEDGER_COLUMNS = ["path", "sha256", "name", *_SERIES, "rows", "cycle_min", "cycle_max",
+# ``cycles``: the series' cycle numbers in the file as ranges ("1-3,5"), so a re-export
+# is told from a missing cycle delivered later without keeping one ledger row per cycle
+_LEDGER_COLUMNS = ["path", "sha256", "name", *_SERIES, "rows", "cycle_min", "cycle_max", "cycles",
                    "state_unit"]
 
 
@@ -141,7 +150,8 @@ class MeasurementStore:
 
     # --- the ledger (derived from committed rows) ---------------------------------
     def ledger(self, dt: DeltaTable | None = None) -> pd.DataFrame:
-        """One row per (data file, raw file, series): sha256, name, rows, cycle span."""
+        """One row per (data file, raw file, series): sha256, name, rows, cycle span and
+        the cycles as ranges."""
         dt = dt if dt is not None else self.table()
         if dt is None:
             return pd.DataFrame(columns=_LEDGER_COLUMNS)
@@ -160,13 +170,15 @@ class MeasurementStore:
             return dict(zip([a["path"] for a in actions], pool.map(self._file_ledger, actions)))
 
     def _file_ledger(self, action: dict) -> pd.DataFrame:
-        """Ledger rows of one data file: its raw files and their series' cycle spans
-        and state units."""
+        """Ledger rows of one data file: its raw files, their series' cycles (read from
+        the rows, so stores written before the ``cycles`` column have it too) and state units."""
         table = pq.read_table(f"{self.base}/{action['path']}", filesystem=self.fs,
                               columns=["source_sha256", "source_file", "die", "device", "cycle",
                                        "state_unit"])
         g = table.group_by(["source_sha256", "source_file", "die", "device", "state_unit"]).aggregate(
-            [("cycle", "count"), ("cycle", "min"), ("cycle", "max")]).to_pandas()
+            [("cycle", "count"), ("cycle", "min"), ("cycle", "max"), ("cycle", "distinct")])
+        cycles = [ranges_text(_ranges(c)) for c in g.column("cycle_distinct").to_pylist()]
+        g = g.drop_columns(["cycle_distinct"]).to_pandas().assign(cycles=cycles)
         g = g.rename(columns={"source_sha256": "sha256", "source_file": "name", "cycle_count": "rows"})
         g = g.assign(path=action["path"], wafer=action["wafer"], pulse_width_s=action["pulse_width_s"])
         return g[_LEDGER_COLUMNS]
@@ -304,17 +316,62 @@ def _split_by_partition(table: pa.Table):
             for k in keys]
 
 
-def _series_spans(table: pa.Table):
-    """((wafer, die, device, pulse_width_s), cycle_min, cycle_max, rows) per series in a file."""
+def _series_cycles(table: pa.Table):
+    """((wafer, die, device, pulse_width_s), cycle ranges, rows) per series in a file."""
     single = [_single(table.column(c)) for c in _SERIES]
     if all(v is not None for v in single):
-        lo, hi = pc.min_max(table.column("cycle")).values()
-        return [((single[0], single[1], single[2], float(single[3])), lo.as_py(), hi.as_py(),
+        cycles = table.column("cycle").to_numpy()
+        return [((single[0], single[1], single[2], float(single[3])), _ranges(cycles),
                  table.num_rows)]
     g = table.select([*_SERIES, "cycle"]).group_by(_SERIES).aggregate(
-        [("cycle", "min"), ("cycle", "max"), ("cycle", "count")])
+        [("cycle", "distinct"), ("cycle", "count")])
     return [((r["wafer"], r["die"], r["device"], float(r["pulse_width_s"])),
-             int(r["cycle_min"]), int(r["cycle_max"]), int(r["cycle_count"])) for r in g.to_pylist()]
+             _ranges(r["cycle_distinct"]), int(r["cycle_count"])) for r in g.to_pylist()]
+
+
+def _ranges(cycles) -> tuple[tuple[int, int], ...]:
+    """Cycle numbers (any order, repeats allowed) as sorted runs ((first, last), ...)."""
+    # a short list (one series' distinct cycles) is quicker in Python than through numpy
+    unique = sorted(set(cycles)) if isinstance(cycles, list) else np.unique(cycles).tolist()
+    runs: list[list[int]] = []
+    for c in unique:
+        if runs and c == runs[-1][1] + 1:
+            runs[-1][1] = c
+        else:
+            runs.append([c, c])
+    return tuple((lo, hi) for lo, hi in runs)
+
+
+def _merge(ranges) -> tuple[tuple[int, int], ...]:
+    """Union of (first, last) runs, adjacent runs joined."""
+    out: list[list[int]] = []
+    for lo, hi in sorted(ranges):
+        if out and lo <= out[-1][1] + 1:
+            out[-1][1] = max(out[-1][1], hi)
+        else:
+            out.append([lo, hi])
+    return tuple((lo, hi) for lo, hi in out)
+
+
+def ranges_text(ranges) -> str:
+    """``((1, 3), (5, 5))`` -> ``"1-3,5"`` (how the ledger and messages show cycles)."""
+    return ",".join(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in ranges)
+
+
+def _parse_ranges(text: str) -> tuple[tuple[int, int], ...]:
+    out = []
+    for part in filter(None, str(text).split(",")):
+        lo, _, hi = part.partition("-")
+        out.append((int(lo), int(hi or lo)))
+    return tuple(out)
+
+
+def _cycles(ranges) -> str:
+    return f"cycle{'s' if _count(ranges) > 1 else ''} {ranges_text(ranges)}"
+
+
+def _count(ranges) -> int:
+    return sum(hi - lo + 1 for lo, hi in ranges)
 
 
 def _stamped(table: pa.Table, sha256: str) -> pa.Table:
@@ -325,11 +382,15 @@ def _stamped(table: pa.Table, sha256: str) -> pa.Table:
     return table.set_column(i, "source_sha256", pa.array([sha256] * table.num_rows, pa.string()))
 
 
-def _span_index(ledger: pd.DataFrame) -> dict[tuple, list[tuple[int, int, str]]]:
+def _cycle_index(ledger: pd.DataFrame) -> dict[tuple, list[tuple[int, int, str]]]:
+    """Series -> [(first, last, file name)] of the cycles the ledger holds."""
     out: dict[tuple, list] = {}
+    has_sets = "cycles" in ledger
     for r in ledger.itertuples(index=False):
-        out.setdefault((r.wafer, r.die, r.device, float(r.pulse_width_s)), []).append(
-            (int(r.cycle_min), int(r.cycle_max), r.name))
+        ranges = _parse_ranges(r.cycles) if has_sets and isinstance(r.cycles, str) \
+            else ((int(r.cycle_min), int(r.cycle_max)),)   # a ledger without sets: its span
+        out.setdefault((r.wafer, r.die, r.device, float(r.pulse_width_s)), []).extend(
+            (lo, hi, r.name) for lo, hi in ranges)
     return out
 
 
@@ -369,8 +430,29 @@ def _unit_error(units: dict, index: dict, table: pa.Table) -> InputError | None:
     return None
 
 
-def _clash(spans: dict, key, lo: int, hi: int) -> str | None:
-    return next((name for lo2, hi2, name in spans.get(key, ()) if lo2 <= hi and hi2 >= lo), None)
+def _held(index: dict, key, ranges) -> tuple[tuple[tuple[int, int], ...], list[str]]:
+    """(the cycles of ``ranges`` that ``index`` holds for series ``key``, the files holding them)."""
+    hits, names = [], []
+    for lo, hi in ranges:
+        for lo2, hi2, file in index.get(key, ()):
+            if lo2 <= hi and hi2 >= lo:
+                hits.append((max(lo, lo2), min(hi, hi2)))
+                names += [] if file in names else [file]
+    return _merge(hits), names
+
+
+def _minus(ranges, taken) -> tuple[tuple[int, int], ...]:
+    """The cycles of ``ranges`` not in ``taken`` (both merged runs)."""
+    out = []
+    for lo, hi in ranges:
+        for lo2, hi2 in taken:
+            if lo2 <= hi and hi2 >= lo:
+                if lo < lo2:
+                    out.append((lo, lo2 - 1))
+                lo = hi2 + 1
+        if lo <= hi:
+            out.append((lo, hi))
+    return tuple(out)
 
 
 class Batch:
@@ -384,12 +466,12 @@ class Batch:
         self.commit_id = uuid.uuid4().hex[:20]
         self._dt: DeltaTable | None = None
         self._known: set[str] = set()
-        self._stored: dict[tuple, list] = {}   # series -> spans in the store
-        self._claimed: dict[tuple, list] = {}  # series -> spans of this batch
+        self._stored: dict[tuple, list] = {}   # series -> cycle ranges in the store
+        self._claimed: dict[tuple, list] = {}  # series -> cycle ranges of this batch
         self._units: dict[tuple, tuple[str, str]] = {}  # series -> (state unit, file): store and batch
-        self._added: list[tuple[str, str, int, list]] = []  # name, sha256, rows, series spans
+        self._added: list[tuple[str, str, int, list]] = []  # name, sha256, rows, series cycles
         self._already: list[str] = []
-        self._adopted: dict[str, list] = {}    # sha -> [name, rows, spans] (see adopt)
+        self._adopted: dict[str, list] = {}    # sha -> [name, rows, {series: cycles}] (adopt)
         self._overlaps: dict[str, str] = {}
         self._buffers: dict[tuple[str, float], list[pa.Table]] = {}
         self._buffered: dict[tuple[str, float], int] = {}
@@ -405,7 +487,7 @@ class Batch:
         self._legacy = _is_legacy(self._dt)
         ledger = self.store.ledger(self._dt)
         self._known = set(ledger["sha256"])
-        self._stored = _span_index(ledger)
+        self._stored = _cycle_index(ledger)
         self._units = _unit_index(ledger)
         return self
 
@@ -414,9 +496,10 @@ class Batch:
             self._abort()
 
     def add(self, p: Pending) -> str:
-        """Queue a file's rows: returns ``stored``, ``duplicate`` or ``overlap``
-        (rows of the same device, pulse width and cycles are stored already). Raises
-        InputError for a series whose state unit differs from the stored one."""
+        """Queue a file's rows: returns ``stored``, ``duplicate`` or ``overlap`` (some or
+        all of its cycles of a device and pulse width are stored already, or come from an
+        earlier file of this batch: a re-export). Raises InputError for a series whose
+        state unit differs from the stored one."""
         if p.sha256 in self._known:
             self._already.append(p.sha256)
             return "duplicate"
@@ -424,12 +507,12 @@ class Batch:
         err = _unit_error(units, self._units, p.table)
         if err:
             raise err
-        spans = _series_spans(p.table)
-        reason = self._overlap(spans)
+        series = _series_cycles(p.table)
+        reason = self._overlap(series)
         if reason:
             self._overlaps[p.sha256] = reason
             return "overlap"
-        self._claim(p.name, p.sha256, p.table.num_rows, spans, units)
+        self._claim(p.name, p.sha256, p.table.num_rows, series, units)
         self._queue(_stamped(p.table, p.sha256))
         return "stored"
 
@@ -441,7 +524,7 @@ class Batch:
         if sha256 in self._known:
             self._already.append(sha256)
             return "duplicate"
-        spans: dict[tuple, list[int]] = {}
+        found: dict[tuple, list] = {}   # series -> [cycle ranges, rows]
         units: dict[tuple, str] = {}
         rows = 0
         for table in blocks:
@@ -450,12 +533,12 @@ class Batch:
             if err:
                 raise err
             units.update(block_units)
-            for key, lo, hi, n in _series_spans(table):
-                span = spans.setdefault(key, [lo, hi, 0])
-                span[0], span[1], span[2] = min(span[0], lo), max(span[1], hi), span[2] + n
+            for key, ranges, n in _series_cycles(table):
+                seen = found.setdefault(key, [(), 0])
+                seen[0], seen[1] = _merge(seen[0] + ranges), seen[1] + n
             self._queue(_stamped(table, sha256))
             rows += table.num_rows
-        merged = [(key, lo, hi, n) for key, (lo, hi, n) in spans.items()]
+        merged = [(key, ranges, n) for key, (ranges, n) in found.items()]
         reason = self._overlap(merged)
         if reason:
             raise InputError(reason, file=name)
@@ -466,27 +549,28 @@ class Batch:
         """Queue canonical rows that another store held exactly once (a conversion):
         their files are claimed from the rows, and one file's rows may come in pieces."""
         g = table.group_by(["source_sha256", "source_file", *_SERIES]).aggregate(
-            [("cycle", "count"), ("cycle", "min"), ("cycle", "max")])
+            [("cycle", "count"), ("cycle", "distinct")])
         for r in g.to_pylist():
             sha = r["source_sha256"]
             if sha in self._known and sha not in self._adopted:
                 raise InputError(f"file {r['source_file']} (SHA-256 {sha[:12]}) is in both stores: "
                                  "convert into an empty store")
-            entry = self._adopted.setdefault(sha, [r["source_file"], 0, []])
+            entry = self._adopted.setdefault(sha, [r["source_file"], 0, {}])
             entry[1] += r["cycle_count"]
-            entry[2].append(((r["wafer"], r["die"], r["device"], float(r["pulse_width_s"])),
-                             r["cycle_min"], r["cycle_max"], r["cycle_count"]))
+            key = (r["wafer"], r["die"], r["device"], float(r["pulse_width_s"]))
+            ranges, n = entry[2].get(key, ((), 0))
+            entry[2][key] = (_merge(ranges + _ranges(r["cycle_distinct"])), n + r["cycle_count"])
         for key, unit in _series_units(table).items():
             self._units.setdefault(key, (unit, None))
         self._queue(table)
 
-    def _claim(self, name: str, sha256: str, rows: int, spans, units: dict) -> None:
+    def _claim(self, name: str, sha256: str, rows: int, series, units: dict) -> None:
         self._known.add(sha256)
         for key, unit in units.items():
             self._units.setdefault(key, (unit, name))
-        for key, lo, hi, _ in spans:
-            self._claimed.setdefault(key, []).append((lo, hi, name))
-        self._added.append((name, sha256, rows, spans))
+        for key, ranges, _ in series:
+            self._claimed.setdefault(key, []).extend((lo, hi, name) for lo, hi in ranges)
+        self._added.append((name, sha256, rows, series))
 
     def _queue(self, table: pa.Table) -> None:
         for key, rows in _split_by_partition(table):
@@ -495,13 +579,31 @@ class Batch:
     def overlap_reason(self, sha256: str) -> str:
         return self._overlaps[sha256]
 
-    def _overlap(self, spans, claimed: bool = True) -> str | None:
-        for key, lo, hi, _ in spans:
-            clash = _clash(self._stored, key, lo, hi) or (claimed and _clash(self._claimed, key, lo, hi))
-            if clash:
-                return (f"rows for wafer {key[0]} die {key[1]} device {key[2]} pulse width "
-                        f"{key[3]:g} s cycles {lo}-{hi} are already stored (from {clash})")
-        return None
+    def _overlap(self, series, claimed: bool = True) -> str | None:
+        """Why a file's cycles may not be stored (None: all are new). ``series`` is
+        [(series, cycle ranges, rows)]; cycles claimed by this batch count as stored."""
+        held, new = [], []
+        for key, ranges, _ in series:
+            hits, names = _held(self._stored, key, ranges)
+            if claimed:
+                more, others = _held(self._claimed, key, ranges)
+                hits, names = _merge(hits + more), names + [n for n in others if n not in names]
+            if hits:
+                held.append((key, hits, names))
+            if _count(hits) < _count(ranges):
+                new.append(_minus(ranges, hits))
+        if not held:
+            return None
+        (w, die, dev, pw), hits, names = held[0]
+        files = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        what = (f"rows for wafer {w} die {die} device {dev} pulse width {pw:g} s "
+                f"{_cycles(hits)} are already stored (from {files})")
+        more = f" (and cycles of {len(held) - 1} more series)" if len(held) > 1 else ""
+        if not new:
+            return f"a re-export: {what}{more}; nothing new in this file"
+        verb = "are" if _count(new[0]) > 1 else "is"
+        return (f"{what}{more}, while its {_cycles(new[0])} {verb} new: storing the file "
+                "would duplicate rows; deliver the new cycles in a file of their own")
 
     def _buffer(self, key, rows: pa.Table) -> None:
         self._buffers.setdefault(key, []).append(rows)
@@ -547,7 +649,8 @@ class Batch:
         """Make the batch visible in one Delta commit, retried on conflicts (module
         docstring). ``before_commit`` is a test hook (a crash point)."""
         self._close_parts()
-        self._added += [(name, sha, n, spans) for sha, (name, n, spans) in self._adopted.items()]
+        self._added += [(name, sha, n, [(key, ranges, k) for key, (ranges, k) in series.items()])
+                        for sha, (name, n, series) in self._adopted.items()]
         self._adopted.clear()
         if before_commit:
             before_commit()
@@ -574,11 +677,12 @@ class Batch:
         """The ledger of the parts just committed, from what the batch knows (so the
         store need not read them back)."""
         rows = {rel: [] for rel in self._parts.values()}
-        for name, sha, _, spans in self._added:
-            for (wafer, die, device, pw), lo, hi, n in spans:
+        for name, sha, _, series in self._added:
+            for (wafer, die, device, pw), ranges, n in series:
                 unit = self._units.get((wafer, die, device, pw), (None,))[0]
-                rows[self._parts[(wafer, pw)]].append((sha, name, wafer, die, device, pw, n, lo,
-                                                       hi, unit))
+                rows[self._parts[(wafer, pw)]].append((sha, name, wafer, die, device, pw, n,
+                                                       ranges[0][0], ranges[-1][1],
+                                                       ranges_text(ranges), unit))
         return {rel: pd.DataFrame([(rel, *r) for r in found], columns=_LEDGER_COLUMNS)
                 for rel, found in rows.items()}
 
@@ -604,12 +708,12 @@ class Batch:
         """After a conflict: drop files that another writer stored meanwhile."""
         ledger = self.store.ledger(self._dt)
         stored = set(ledger["sha256"])
-        self._stored = _span_index(ledger)
+        self._stored = _cycle_index(ledger)
         for key, unit in _unit_index(ledger).items():
             self._units.setdefault(key, unit)
         drop = set()
-        for _, sha, _, spans in self._added:
-            reason = None if sha in stored else self._overlap(spans, claimed=False)
+        for _, sha, _, series in self._added:
+            reason = None if sha in stored else self._overlap(series, claimed=False)
             if sha in stored:
                 self._already.append(sha)
             elif reason:

@@ -85,3 +85,15 @@ def test_bad_streamed_file_is_quarantined_and_store_unchanged(tmp_path, small_bl
     assert not list(store.root.rglob("*.tmp"))
     pd.testing.assert_frame_equal(after[after["device"].eq("D1") & after["die"].eq("X00Y01")]
                                   .reset_index(drop=True), before)
+
+
+def test_streamed_gzip_cut_short_is_quarantined(tmp_path, small_blocks):
+    import os
+
+    lines = sample_lines()[:-1]
+    noise = [f"# {os.urandom(32).hex()}" for _ in range(20_000)]  # incompressible comments
+    data = gzip.compress("\n".join(lines[:300] + noise + lines[300:]).encode())
+    cut = write(tmp_path / "in" / "cut.txt.gz", data[: len(data) * 2 // 3])
+    store, report = _streamed([cut], tmp_path)
+    assert report.count("quarantined") == 1 and store.rows() == 0
+    assert "corrupt gzip file" in report.outcomes[0].reason

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import resource
 import signal
 import socket
@@ -825,6 +826,129 @@ def state_unit_differs_from_stored():
     assert set(units) == {"S"}
 
 
+# --- re-exports and lineage rows ---
+def _export(path: Path, cycles: set[int], exported: str = "2026-01-05T08:00:00+00:00") -> Path:
+    """GOOD with only the rows of ``cycles`` (it holds 1-3); another ``exported`` time
+    gives other bytes for the same rows."""
+    lines = GOOD.read_text().split("\n")
+    lines[7] = f"Timestamp:\t{exported}"
+    return write(path, lines[:10] + [r for r in lines[10:] if r and int(r.split("\t")[1]) in cycles])
+
+
+def _store() -> pd.DataFrame:
+    return MeasurementStore(Path(os.environ["FERRO_STORE"])).read()
+
+
+def _nothing_twice(rows: int) -> None:
+    df = _store()
+    assert len(df) == rows
+    assert not df.duplicated(["wafer", "die", "device", "pulse_width_s", "cycle", "pulse"]).any()
+
+
+def reexport_missing_cycle_later(tmp):
+    assert cli("ingest", _export(tmp / "first.txt", {1, 3})).returncode == 0
+    r = cli("ingest", _export(tmp / "late.txt", {2}))
+    assert r.returncode == 0 and "1 file(s) stored" in r.stdout + r.stderr, r.stderr
+    assert stored_files() == 2
+    _nothing_twice(600)
+
+
+def reexport_same_cycles_other_bytes(tmp):
+    assert cli("ingest", GOOD).returncode == 0
+    again = _export(tmp / "again.txt", {1, 2, 3}, exported="2026-02-01T00:00:00+00:00")
+    (line,) = assert_good_stored_bad_refused(cli("ingest", again, OTHER), "quarantined", good=2)
+    assert "again.txt: a re-export: rows for wafer W01 die X00Y00 device D1 pulse width 2e-08 s " \
+           f"cycles 1-3 are already stored (from {GOOD.name})" in line
+    _nothing_twice(1200)
+
+
+def reexport_partial_overlap(tmp):
+    assert cli("ingest", _export(tmp / "first.txt", {1})).returncode == 0
+    mixed = _export(tmp / "mixed.txt", {1, 2}, exported="2026-02-01T00:00:00+00:00")
+    (line,) = assert_good_stored_bad_refused(cli("ingest", mixed, OTHER), "quarantined", good=2)
+    assert "mixed.txt: rows for wafer W01 die X00Y00 device D1 pulse width 2e-08 s cycle 1 are " \
+           "already stored (from first.txt), while its cycle 2 is new" in line
+    _nothing_twice(800)
+
+
+def reexport_same_batch(tmp):
+    a = _export(tmp / "a.txt", {1, 2})
+    b = _export(tmp / "b.txt", {2}, exported="2026-02-01T00:00:00+00:00")
+    c = _export(tmp / "c.txt", {3}, exported="2026-03-01T00:00:00+00:00")
+    (line,) = assert_good_stored_bad_refused(cli("ingest", a, b, c), "quarantined", good=2)
+    assert "b.txt: a re-export" in line and "cycle 2 are already stored (from a.txt)" in line
+    _nothing_twice(600)
+
+
+def _physical(path: Path) -> list[str]:
+    data = path.read_bytes()
+    return re.split(r"\r\n|\r|\n", (gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data).decode())
+
+
+def _messy(src: Path, eol: str, blank: bool, comments: bool, bad_line: int | None = None) -> bytes:
+    """``src`` with ``eol`` line endings (``mixed``: LF, CRLF, CR in turn), blank and/or
+    comment lines among its data rows, and ``abc`` for I_read_A on file line ``bad_line``."""
+    lines = src.read_text().split("\n")[:-1]
+    out = []
+    for no, line in enumerate(lines, 1):
+        if no == bad_line:
+            cells = line.split("\t")
+            line = "\t".join(cells[:3] + ["abc"] + cells[4:])
+        out.append(line)
+        if no > 10 and blank and no % 40 == 0:
+            out += ["", ""]
+        if no > 10 and comments and no % 50 == 0:
+            out.append("# probe re-landed, V_read checked")
+    ends = ["\n", "\r\n", "\r"] if eol == "mixed" else [eol]
+    return "".join(line + ends[i % 3 % len(ends)] for i, line in enumerate(out)).encode()
+
+
+def _rows_are_physical_lines(path: Path) -> None:
+    """Every stored row of ``path`` is on the file line its source_row names."""
+    df = _store()
+    df = df[df.source_file == path.name]
+    lines = _physical(path)
+    assert len(df) == 600
+    for row, pulse, cycle in zip(df.source_row, df.pulse, df.cycle):
+        assert lines[row - 1].split("\t")[:2] == [str(pulse), str(cycle)], row
+
+
+def _error_line_is_physical(line: str, path: Path, after: int) -> None:
+    m = re.search(rf"{re.escape(path.name)}, row (\d+), column 'I_read_A': not a number: 'abc'", line)
+    assert m, line
+    row = int(m.group(1))
+    assert row > after and _physical(path)[row - 1].split("\t")[3] == "abc", row
+
+
+def _source_row_kind(eol: str, blank=False, comments=False, gz=False):
+    def check(tmp):
+        pack = gzip.compress if gz else bytes
+        suffix = ".txt.gz" if gz else ".txt"
+        bad = write(tmp / f"bad{suffix}", pack(_messy(GOOD, eol, blank, comments, bad_line=300)))
+        good = write(tmp / f"good{suffix}", pack(_messy(OTHER, eol, blank, comments)))
+        (line,) = assert_good_stored_bad_refused(cli("ingest", bad, good), "quarantined")
+        _error_line_is_physical(line, bad, 300 if (blank or comments) else 299)
+        _rows_are_physical_lines(good)
+    return check
+
+
+def source_row_big_file(tmp):
+    """Over 64 MiB, so the CLI streams it: comment padding puts the rows in many 1 MiB
+    reads, lines end in LF, CRLF and CR, and a bad cell sits far into the file."""
+    pad = ("# " + "x" * 1021 + "\r") * 160  # 160 KiB of comments after 3 rows in 4
+    lines = GOOD.read_text().split("\n")[:-1]
+    cells = lines[549].split("\t")
+    lines[549] = "\t".join(cells[:3] + ["abc"] + cells[4:])
+    ends = ["\n", "\r\n", "\r"]
+    body = "".join(line + ends[i % 3] + (pad if i >= 10 and i % 4 else "")
+                   for i, line in enumerate(lines))
+    bad = write(tmp / "big.txt", body.encode())
+    assert bad.stat().st_size > 64 << 20
+    r = cli("ingest", bad, OTHER)
+    (line,) = assert_good_stored_bad_refused(r, "quarantined")
+    _error_line_is_physical(line, bad, 550)
+
+
 FAULTS = {
     "name-not-utf8": name_not_utf8,
     "name-not-utf8-good": name_not_utf8_good_file,
@@ -889,6 +1013,17 @@ FAULTS = {
     "value-normalized-out-of-range": value_normalized_out_of_range,
     "state-unit-mixed-file": state_unit_mixed_file,
     "state-unit-differs-from-stored": state_unit_differs_from_stored,
+    # re-exports and lineage rows
+    "reexport-missing-cycle-later": reexport_missing_cycle_later,
+    "reexport-same-cycles-other-bytes": reexport_same_cycles_other_bytes,
+    "reexport-partial-overlap": reexport_partial_overlap,
+    "reexport-same-batch": reexport_same_batch,
+    "source-row-blank-lines": _source_row_kind("\n", blank=True),
+    "source-row-comments": _source_row_kind("\n", comments=True),
+    "source-row-crlf": _source_row_kind("\r\n"),
+    "source-row-cr-only": _source_row_kind("\r", blank=True),
+    "source-row-gzip": _source_row_kind("mixed", blank=True, comments=True, gz=True),
+    "source-row-big-file": source_row_big_file,
 }
 SLOW = {  # need the sample wafer stored or fitted first
     "kill-fit-sigkill": kill_fit_sigkill,

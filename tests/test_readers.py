@@ -107,3 +107,109 @@ def test_gzip_file_reads_like_plain(tmp_path):
     gz = write(tmp_path / "a.txt.gz", gzip.compress(GOOD.read_bytes()))
     a, b = read_file(GOOD).to_pandas(), read_file(gz).to_pandas()
     assert (a.conductance_state == b.conductance_state).all()
+
+
+# --- source_row is the physical file line ------------------------------------------------
+_EOL = {"lf": "\n", "crlf": "\r\n", "cr": "\r"}
+
+
+def _messy(lines: list[str], eol: str, first_data: int) -> bytes:
+    """``lines`` with blank and comment lines among the data rows (from line
+    ``first_data`` on) and the given line ending (``mixed``: LF, CRLF and CR in turn)."""
+    out = []
+    for no, line in enumerate(lines, 1):
+        out.append(line)
+        if no >= first_data and no % 37 == 0:
+            out.append("")
+        if no >= first_data and no % 53 == 0:
+            out += ["# probe re-landed", ""]
+    ends = ["\n", "\r\n", "\r"] if eol == "mixed" else [_EOL[eol]]
+    return "".join(line + ends[i % len(ends)] for i, line in enumerate(out)).encode()
+
+
+def _physical(path) -> list[str]:
+    import gzip
+    import re
+
+    data = path.read_bytes()
+    data = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+    return re.split(r"\r\n|\r|\n", data.decode())
+
+
+def _streamed(path):
+    import pyarrow as pa
+
+    from pipeline.readers.stream import iter_blocks
+
+    return pa.concat_tables(list(iter_blocks(path, "sha", block_bytes=1024))).to_pandas()
+
+
+def _check_instrument_rows(t, path):
+    lines = _physical(path)
+    assert len(t) == 600
+    for row, pulse, cycle in zip(t.source_row, t.pulse, t.cycle):
+        cells = lines[row - 1].split("\t")
+        assert (int(cells[0]), int(cells[1])) == (pulse, cycle), row
+
+
+@pytest.mark.parametrize("eol", ["lf", "crlf", "cr", "mixed"])
+@pytest.mark.parametrize("how", ["whole", "gzip", "streamed", "streamed-gzip"])
+def test_instrument_source_row_is_the_physical_line(tmp_path, eol, how):
+    import gzip
+
+    data = _messy(sample_lines()[:-1], eol, 11)
+    path = write(tmp_path / "messy.txt", gzip.compress(data) if "gzip" in how else data)
+    t = _streamed(path) if how.startswith("streamed") else validate(read_file(path)).to_pandas()
+    _check_instrument_rows(t, path)
+
+
+@pytest.mark.parametrize("eol", ["crlf", "cr", "mixed"])
+@pytest.mark.parametrize("streamed", [False, True])
+def test_canonical_csv_source_row_is_the_physical_line(tmp_path, eol, streamed):
+    df = read_file(GOOD).to_pandas().drop(columns=["source_file", "source_sha256", "source_row"])
+    lines = df.to_csv(index=False).splitlines()
+    path = write(tmp_path / "tidy.csv", _messy(lines, eol, 2))
+    t = _streamed(path) if streamed else validate(read_file(path)).to_pandas()
+    physical = _physical(path)
+    header = physical[0].split(",")
+    assert len(t) == 600
+    for row, pulse, cycle in zip(t.source_row, t.pulse, t.cycle):
+        cells = dict(zip(header, physical[row - 1].split(",")))
+        assert (int(cells["pulse"]), int(cells["cycle"])) == (pulse, cycle), row
+
+
+@pytest.mark.parametrize("eol", ["crlf", "cr", "mixed"])
+def test_trace_source_rows_are_physical_lines(tmp_path, eol):
+    pairs = [f"{0.1 * i:.3f},{-0.1 * i:.3f}" for i in range(1, 120)]
+    updown = write(tmp_path / "trace.csv", _messy(pairs, eol, 1))
+    t = validate(read_file(updown, trace=TraceOptions("W", "D", 1e-6))).to_pandas()
+    physical = _physical(updown)
+    for row, direction, state in zip(t.source_row, t.direction, t.conductance_state):
+        up, down = map(float, physical[row - 1].split(","))
+        assert (up if direction == "up" else down) == pytest.approx(state), row
+    points = ["x,y"] + [f"{i + 0.02},{1e-6 * i}" for i in range(1, 120)]
+    digitised = write(tmp_path / "ltp.csv", _messy(points, eol, 2))
+    opts = TraceOptions("W", "D", 1e-6, state_unit="S", direction="up")
+    t = validate(read_file(digitised, trace=opts)).to_pandas()
+    physical = _physical(digitised)
+    assert len(t) == 119
+    for row, pulse in zip(t.source_row, t.pulse):
+        assert round(float(physical[row - 1].split(",")[0])) == pulse, row
+
+
+@pytest.mark.parametrize("eol", ["crlf", "cr"])
+@pytest.mark.parametrize("streamed", [False, True])
+def test_error_after_blank_and_comment_lines_names_the_physical_line(tmp_path, eol, streamed):
+    from pipeline.ingest import ingest
+    from pipeline.store import MeasurementStore
+
+    lines = sample_lines()[:-1]
+    cells = lines[299].split("\t")
+    cells[3] = "abc"
+    lines[299] = "\t".join(cells)
+    path = write(tmp_path / "bad.txt", _messy(lines, eol, 11))
+    report = ingest([path], MeasurementStore(tmp_path / "store"), tmp_path / "q",
+                    big_file_bytes=0 if streamed else 1 << 30)
+    err = report.outcomes[0].error
+    assert err.column == "I_read_A" and err.row > 300, err.one_line()
+    assert _physical(path)[err.row - 1].split("\t")[3] == "abc"

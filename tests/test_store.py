@@ -231,3 +231,71 @@ def test_legacy_store_converts_with_one_command(tmp_path):
     assert len(got) == 1800 and not got.duplicated(["die", "device", "cycle", "pulse"]).any()
     assert set(got.source_sha256) == set(expected.source_sha256) == store.known_files()
     assert ingest(SOME[:3], store, tmp_path / "q").count("duplicate") == 3
+
+
+# --- re-exports: recognised by the cycles each series holds ------------------------------------
+def _cycles(path, cycles, src=SOME[0], exported="2026-01-05T08:00:00+00:00"):
+    """``src`` with only the data rows of ``cycles`` (the sample files hold cycles 1-3)."""
+    lines = sample_lines(src.name)
+    lines[7] = f"Timestamp:\t{exported}"  # another export of the same rows: other bytes
+    keep = lines[:10] + [line for line in lines[10:] if line and int(line.split("\t")[1]) in cycles]
+    return write(path, keep)
+
+
+def _statuses(report):
+    return [o.status for o in report.outcomes]
+
+
+@pytest.mark.parametrize("big_file_bytes", [1 << 30, 0], ids=["whole", "streamed"])
+def test_a_missing_cycle_delivered_later_is_stored(tmp_path, big_file_bytes):
+    store = MeasurementStore(tmp_path / "store")
+    kw = {"big_file_bytes": big_file_bytes}
+    assert _statuses(ingest([_cycles(tmp_path / "a.txt", {1, 3})], store, tmp_path / "q", **kw)) \
+        == ["stored"]
+    late = ingest([_cycles(tmp_path / "late.txt", {2})], store, tmp_path / "q", **kw)
+    assert _statuses(late) == ["stored"] and store.rows() == 600
+    assert sorted(store.ledger().cycles) == ["1,3", "2"]
+    again = ingest([_cycles(tmp_path / "again.txt", {2, 3})], store, tmp_path / "q", **kw)
+    assert _statuses(again) == ["quarantined"] and store.rows() == 600
+    reason = again.outcomes[0].reason
+    assert "a re-export" in reason and "cycles 2-3 are already stored (from late.txt, a.txt)" in reason
+
+
+def test_some_cycles_stored_and_some_new_is_refused_naming_both(tmp_path):
+    store = MeasurementStore(tmp_path / "store")
+    ingest([_cycles(tmp_path / "a.txt", {1})], store, tmp_path / "q")
+    mixed = ingest([_cycles(tmp_path / "b.txt", {1, 2})], store, tmp_path / "q")
+    assert _statuses(mixed) == ["quarantined"] and store.rows() == 200
+    reason = mixed.outcomes[0].reason
+    assert "cycle 1 are already stored (from a.txt), while its cycle 2 is new" in reason
+    assert "would duplicate rows" in reason
+
+
+def test_two_files_of_one_batch_are_checked_against_each_other(tmp_path):
+    store = MeasurementStore(tmp_path / "store")
+    files = [_cycles(tmp_path / n, c) for n, c in
+             (("a.txt", {1}), ("b.txt", {2}), ("c.txt", {1}), ("d.txt", {2, 3}))]
+    files[2] = _cycles(files[2], {1}, exported="2026-02-01T00:00:00+00:00")
+    report = ingest(files, store, tmp_path / "q")
+    assert _statuses(report) == ["stored", "stored", "quarantined", "quarantined"]
+    assert "a re-export" in report.outcomes[2].reason and "(from a.txt)" in report.outcomes[2].reason
+    assert "its cycle 3 is new" in report.outcomes[3].reason
+    assert store.rows() == 400
+    fresh = MeasurementStore(store.root).ledger()  # read back equals what the batch recorded
+    cols = ["sha256", "die", "device", "rows", "cycle_min", "cycle_max", "cycles"]
+    pd.testing.assert_frame_equal(fresh[cols].sort_values("cycles").reset_index(drop=True),
+                                  store.ledger()[cols].sort_values("cycles").reset_index(drop=True),
+                                  check_dtype=False)
+
+
+def test_a_converted_store_knows_its_cycles(tmp_path):
+    from pipeline.convert import convert_legacy
+
+    old = tmp_path / "old"
+    _legacy_store(old, [_cycles(tmp_path / "a.txt", {1, 3})])
+    store = MeasurementStore(tmp_path / "new")
+    convert_legacy(old, store)
+    assert store.ledger().cycles.tolist() == ["1,3"]
+    report = ingest([_cycles(tmp_path / "b.txt", {2}), _cycles(tmp_path / "c.txt", {3})], store,
+                    tmp_path / "q")
+    assert _statuses(report) == ["stored", "quarantined"] and store.rows() == 600

@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from ..errors import InputError
 from . import canonical, digitised, instrument, updown
-from .common import RawFile, load, override_fields
+from .common import EOL, RawFile, load, override_fields
 from .mapping import DEFAULT_MAPPING, Mapping, load_mapping
 from .updown import TraceOptions
 
@@ -28,7 +28,7 @@ __all__ = ["read_file", "read_raw", "load", "RawFile", "TraceOptions", "Mapping"
 def detect_format(raw: RawFile) -> str:
     if raw.path.suffix == ".parquet" or raw.data[:4] == b"PAR1":
         return "canonical"
-    first = raw.data[:4096].split(b"\n", 1)[0].decode("utf-8-sig", errors="replace").strip()
+    first = EOL.split(raw.data[:4096], 1)[0].decode("utf-8-sig", errors="replace").strip()
     if canonical.looks_like(first):
         return "canonical"
     if instrument.looks_like(first):

@@ -3,13 +3,14 @@ legacy names, ``schema.LEGACY_COLUMNS``, which are upgraded on reading)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import InputError
 from ..schema import COLUMNS, LINEAGE, upgrade_columns, upgrade_name
-from .common import (RawFile, decode, derive_direction, die_position, finish, parse_table,
-                     sniff_delimiter, timestamps)
+from .common import (RawFile, decode, derive_direction, die_position, finish, first_line,
+                     parse_table, sniff_delimiter, timestamps)
 from .instrument import INTEGER_FIELDS, _integral
 
 NUMERIC = tuple(c for c, t in COLUMNS.items()
@@ -38,23 +39,23 @@ def read_canonical(raw: RawFile) -> pa.Table:
         except (pa.ArrowInvalid, OSError) as exc:
             raise InputError(f"not a readable parquet file ({exc})", file=raw.name) from None
         check_types(table, raw.name)
-        first_data = 1
+        lines = np.arange(1, table.num_rows + 1)  # a parquet file's own row numbers
     else:
         text = decode(raw)
-        delimiter, _, numeric = header_row(text.split("\n", 1)[0])
-        table = parse_table(text, delimiter=delimiter, first_line=1, file=raw.name, numeric=numeric)
-        first_data = 2
-    return convert(table, raw, first_data)
+        delimiter, _, numeric = header_row(first_line(text))
+        table, lines = parse_table(text, delimiter=delimiter, first_line=1, file=raw.name,
+                                   numeric=numeric)
+    return convert(table, raw, lines)
 
 
-def convert(table: pa.Table, raw: RawFile, first_data: int) -> pa.Table:
-    """Parsed canonical-named rows (file lines from ``first_data`` on) -> canonical table."""
+def convert(table: pa.Table, raw: RawFile, lines: np.ndarray) -> pa.Table:
+    """Parsed canonical-named rows (``lines``: the file line of each) -> canonical table."""
     table = upgrade_columns(table)
     fields = {c: table.column(c) for c in table.column_names if c in COLUMNS and c not in LINEAGE}
     for name in INTEGER_FIELDS & fields.keys():
-        fields[name] = _integral(fields[name], name, first_data, raw.name)
+        fields[name] = _integral(fields[name], name, lines, raw.name)
     if "measured_at" in fields:
-        fields["measured_at"] = timestamps(fields["measured_at"], "measured_at", first_data, raw.name)
+        fields["measured_at"] = timestamps(fields["measured_at"], "measured_at", lines, raw.name)
     n = table.num_rows
     if "die" in fields and "die_x" not in fields:
         dies = [die_position(str(d)) for d in fields["die"].to_pylist()]
@@ -63,7 +64,7 @@ def convert(table: pa.Table, raw: RawFile, first_data: int) -> pa.Table:
         fields["die_y"] = pa.array([d[2] for d in dies], pa.int32())
     if "direction" not in fields and "pulse_amplitude_v" in fields:
         fields["direction"] = derive_direction(fields["pulse_amplitude_v"])
-    return finish(fields, n, raw, first_data)
+    return finish(fields, n, raw, lines)
 
 
 # what a parquet column of each canonical type may hold; anything else (booleans, lists,

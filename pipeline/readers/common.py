@@ -24,6 +24,8 @@ MAX_HEADER_BYTES = 64 * 1024
 MAX_INFLATED_BYTES = 256 << 20  # a gzip file read whole may expand to this much, no more
 _DIE_XY = re.compile(r"^\s*X(-?\d+)\s*Y(-?\d+)\s*$", re.I)
 _DIE_PAIR = re.compile(r"^\s*\(\s*(-?\d+)\s*[,;]\s*(-?\d+)\s*\)\s*$")
+EOL = re.compile(rb"\r\n|\r|\n")   # a line ends as pyarrow's CSV parser ends it
+_COMMENT = ord("#")
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,42 @@ def decode(raw: RawFile) -> str:
                          file=raw.name, row=line) from None
 
 
+def first_line(text: str) -> str:
+    """The first line of ``text``, whatever its line ending (``\\n``, ``\\r\\n`` or ``\\r``)."""
+    return re.split(r"\r\n|\r|\n", text, maxsplit=1)[0]
+
+
+def scan_lines(data: bytes, first: int) -> tuple[bytes, np.ndarray, int]:
+    """(``data`` without its comment lines, the file line of each line left that is not
+    empty, the number of lines in ``data``); ``first`` is the file line of its first line.
+
+    Lines end at ``\\n``, ``\\r\\n`` or a lone ``\\r`` and empty lines are skipped, as
+    pyarrow's CSV parser does, so the n-th row it parses is the n-th line counted here.
+    A comment line starts with ``#`` (a note among the rows) and is dropped."""
+    a = np.frombuffer(data, np.uint8)
+    lf = np.flatnonzero(a == 10)
+    cr = np.flatnonzero(a == 13)
+    crlf = np.isin(lf - 1, cr) if len(cr) else np.zeros(len(lf), bool)
+    last = lf if not len(cr) else np.sort(np.r_[lf, cr[~np.isin(cr + 1, lf)]])
+    begin = last - np.isin(last, lf[crlf]) if len(cr) else last  # where each ending begins
+    starts = np.r_[0, last + 1]
+    ends = np.r_[begin, len(a)]
+    if starts[-1] == len(a):     # nothing after the last line ending
+        starts, ends = starts[:-1], ends[:-1]
+    full = ends > starts
+    comment = np.zeros(len(starts), bool)
+    comment[full] = a[starts[full]] == _COMMENT
+    lines = first + np.flatnonzero(full & ~comment).astype(np.int64)
+    if comment.any():
+        nxt = np.r_[starts[1:], len(a)]
+        keep, pos = [], 0
+        for i in np.flatnonzero(comment):
+            keep.append(data[pos:starts[i]])
+            pos = nxt[i]
+        data = b"".join(keep) + data[pos:]
+    return data, lines, len(starts)
+
+
 def sniff_delimiter(first_line: str) -> str:
     counts = {d: first_line.count(d) for d in ("\t", ",", ";")}
     best = max(counts, key=counts.get)
@@ -97,14 +135,17 @@ def sniff_delimiter(first_line: str) -> str:
 
 def parse_table(data: bytes | str, *, delimiter: str, first_line: int, file: str,
                 numeric: tuple[str, ...] = (), header: bool = True,
-                names: list[str] | None = None) -> pa.Table:
-    """Parse a delimited table; errors name the file line and column.
+                names: list[str] | None = None) -> tuple[pa.Table, np.ndarray]:
+    """Parse a delimited table: (table, the file line of each row). Errors name the file
+    line and column; blank and comment lines (``scan_lines``) may sit among the rows.
 
     ``first_line`` is the 1-based line number of the table's first line (its header row
     when ``header``). Numeric columns named in ``numeric`` must parse as numbers.
     """
     if isinstance(data, str):
         data = data.encode()
+    original = data
+    data, lines, _ = scan_lines(data, first_line)
     # One file per thread: the ingest pool parallelises across files, and pyarrow's own
     # threads would only add hand-off waits on tables this small.
     read_opts = pacsv.ReadOptions(autogenerate_column_names=not header and names is None,
@@ -124,26 +165,29 @@ def parse_table(data: bytes | str, *, delimiter: str, first_line: int, file: str
             table = read(pa.string())  # locate the bad cell, or accept padded numbers
         except pa.ArrowInvalid:
             try:
-                text = data.decode("utf-8")
+                text = original.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise InputError("not UTF-8 text", file=file,
-                                 row=first_line + data[: exc.start].count(b"\n")) from None
+                raise InputError("not UTF-8 text", file=file, row=first_line - 1 + scan_lines(
+                    original[: exc.start + 1], 1)[2]) from None
             _raise_shape_error(text, delimiter, first_line, file, header)
             raise InputError("table could not be parsed", file=file) from None
+    rows = lines[1:] if header else lines
     if table.num_rows == 0:
         raise InputError("table has a header but no data rows", file=file,
-                         row=first_line)
-    data_offset = first_line + (1 if header else 0)
+                         row=int(lines[0]) if len(lines) else first_line)
+    if len(rows) != table.num_rows:  # e.g. quoted line breaks: lineage would be wrong
+        raise InputError(f"{table.num_rows} rows parsed from {len(rows)} lines (a line break "
+                         "inside a quoted value?)", file=file)
     columns = {}
     for name in table.column_names:
         col = table.column(name)
         if name in numeric and not pa.types.is_floating(col.type):
-            col = _to_float(col, name, data_offset, file)
+            col = _to_float(col, name, rows, file)
         columns[name] = col
-    return pa.table(columns)
+    return pa.table(columns), rows
 
 
-def _to_float(col: pa.ChunkedArray, name: str, data_offset: int, file: str) -> pa.Array:
+def _to_float(col: pa.ChunkedArray, name: str, rows: np.ndarray, file: str) -> pa.Array:
     stripped = pc.utf8_trim_whitespace(col)
     try:
         return pc.cast(stripped, pa.float64())
@@ -153,7 +197,7 @@ def _to_float(col: pa.ChunkedArray, name: str, data_offset: int, file: str) -> p
             try:
                 float(v)
             except (TypeError, ValueError):
-                raise InputError(f"not a number: {v!r}", file=file, row=data_offset + i,
+                raise InputError(f"not a number: {v!r}", file=file, row=int(rows[i]),
                                  column=name) from None
         raise InputError("column could not be read as numbers", file=file, column=name) from None
 
@@ -162,8 +206,8 @@ def _raise_shape_error(text: str, delimiter: str, first_line: int, file: str, he
     rows = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     expected = None
     try:
-        for i, row in enumerate(rows):
-            if not row:
+        for row in rows:
+            if not row or row[0].startswith("#"):  # blank or comment (``scan_lines``)
                 continue
             if expected is None:
                 expected = len(row)
@@ -171,7 +215,7 @@ def _raise_shape_error(text: str, delimiter: str, first_line: int, file: str, he
             if len(row) != expected:
                 raise InputError(f"expected {expected} fields, found {len(row)}"
                                  + (" (truncated row?)" if len(row) < expected else ""),
-                                 file=file, row=first_line + i)
+                                 file=file, row=first_line + rows.line_num - 1)
     except csv.Error as exc:
         raise InputError(f"malformed table ({exc})", file=file,
                          row=first_line + max(rows.line_num - 1, 0)) from None
@@ -183,10 +227,10 @@ def parse_timestamp(text: str) -> datetime:
     return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
 
 
-def timestamps(values, name: str, first_line: int, file: str) -> pa.Array:
+def timestamps(values, name: str, lines: np.ndarray, file: str) -> pa.Array:
     """A column of times (ISO 8601 text, or parquet timestamps) as the schema's UTC
     timestamps; naive times are UTC. A value that is not a time is an error at its row
-    (``first_line``: the file line of the first value)."""
+    (``lines``: the file line of each value)."""
     typ = COLUMNS["measured_at"]
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
@@ -209,7 +253,7 @@ def timestamps(values, name: str, first_line: int, file: str) -> pa.Array:
         except ValueError:
             i = int(np.argmax(np.asarray(pc.equal(values, v).fill_null(False))))
             raise InputError(f"timestamp {v!r} is not ISO 8601", file=file,
-                             row=first_line + i, column=name) from None
+                             row=int(lines[i]), column=name) from None
     return pa.array(parsed, typ).take(pc.index_in(values, value_set=distinct))
 
 
@@ -261,8 +305,9 @@ def number_loops(direction, state: dict) -> np.ndarray:
     return cycle
 
 def finish(columns: dict[str, pa.Array | object], n: int, raw: RawFile,
-           first_data_line: int) -> pa.Table:
-    """Broadcast scalars, add lineage columns and cast to the canonical schema."""
+           lines: np.ndarray) -> pa.Table:
+    """Broadcast scalars, add lineage columns (``lines``: the file line of each row) and
+    cast to the canonical schema."""
     arrays = {}
     for name, value in columns.items():
         if isinstance(value, (pa.Array, pa.ChunkedArray, np.ndarray)):
@@ -271,7 +316,7 @@ def finish(columns: dict[str, pa.Array | object], n: int, raw: RawFile,
             arrays[name] = pa.repeat(pa.scalar(value), n) if value is not None else pa.nulls(n)
     arrays["source_file"] = pa.repeat(pa.scalar(raw.path.name), n)
     arrays["source_sha256"] = pa.repeat(pa.scalar(raw.sha256), n)
-    arrays["source_row"] = pa.array(np.arange(first_data_line, first_data_line + n, dtype=np.int64))
+    arrays["source_row"] = pa.array(np.asarray(lines, dtype=np.int64))
     try:
         return number_across_directions(conform(pa.table(arrays)))
     except KeyError as exc:

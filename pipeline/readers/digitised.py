@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from ..errors import InputError
 from ..schema import DIRECTIONS, STATE_UNITS
-from .common import RawFile, decode, finish, parse_table, sniff_delimiter
+from .common import RawFile, decode, finish, first_line, parse_table, sniff_delimiter
 from .updown import TraceOptions
 
 CYCLE = {"up": 1, "down": 2}
@@ -33,15 +33,14 @@ def read_digitised(raw: RawFile, opts: TraceOptions) -> pa.Table:
     if opts.state_unit not in STATE_UNITS:
         raise InputError(f"state unit must be one of {STATE_UNITS}", file=raw.name)
     text = decode(raw)
-    first, _, rest = text.partition("\n")
+    first = first_line(text)
     delimiter = sniff_delimiter(first)
     header = not _numeric_row(first, delimiter)
-    table = parse_table(rest if header else text, delimiter=delimiter, first_line=2 if header else 1,
-                        file=raw.name, numeric=("pulse", "state"), header=False,
-                        names=["pulse", "state"])
+    table, lines = parse_table(text[len(first):] if header else text, delimiter=delimiter,
+                               first_line=1, file=raw.name, numeric=("pulse", "state"),
+                               header=False, names=["pulse", "state"])
     pulse, state, rows = average_rounded(np.asarray(table.column("pulse"), float),
-                                         np.asarray(table.column("state"), float),
-                                         first_row=2 if header else 1)
+                                         np.asarray(table.column("state"), float), lines)
     n = len(pulse)
     amp = (pa.nulls(n, pa.float64()) if opts.amplitude_v is None
            else pa.array(np.full(n, abs(opts.amplitude_v) * (1 if opts.direction == "up" else -1))))
@@ -52,8 +51,7 @@ def read_digitised(raw: RawFile, opts: TraceOptions) -> pa.Table:
         "pulse": pa.array(pulse.astype(np.int32)), "conductance_state": pa.array(state),
         "direction": pa.array([opts.direction] * n), "state_unit": opts.state_unit,
     }
-    out = finish(fields, n, raw, 1)
-    return out.set_column(out.schema.get_field_index("source_row"), "source_row", pa.array(rows))
+    return finish(fields, n, raw, rows)
 
 
 def _numeric_row(line: str, delimiter: str) -> bool:
@@ -64,10 +62,12 @@ def _numeric_row(line: str, delimiter: str) -> bool:
     return True
 
 
-def average_rounded(pulse: np.ndarray, state: np.ndarray, first_row: int = 1):
+def average_rounded(pulse: np.ndarray, state: np.ndarray, lines: np.ndarray | None = None):
     """(whole pulses ascending, mean state per pulse, file line of each pulse's first
-    point): fractional pulse numbers rounded half up, duplicates averaged."""
+    point): fractional pulse numbers rounded half up, duplicates averaged. ``lines``: the
+    file line of each point (default 1, 2, ...)."""
     whole = np.floor(pulse + 0.5).astype(np.int64)
     uniq, first, inverse = np.unique(whole, return_index=True, return_inverse=True)
     mean = np.bincount(inverse, weights=state) / np.bincount(inverse)
-    return uniq, mean, (first_row + first).astype(np.int64)
+    lines = np.arange(1, len(pulse) + 1) if lines is None else np.asarray(lines)
+    return uniq, mean, lines[first].astype(np.int64)

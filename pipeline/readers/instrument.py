@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 
 from ..errors import InputError, MappingError
 from ..schema import COLUMNS
-from .common import (MAX_HEADER_BYTES, MAX_HEADER_LINES, RawFile, derive_direction,
+from .common import (EOL, MAX_HEADER_BYTES, MAX_HEADER_LINES, RawFile, derive_direction,
                      die_position, finish, number_loops, parse_table, parse_timestamp,
                      sniff_delimiter, timestamps)
 from .mapping import Mapping, TEXT_FIELDS
@@ -36,15 +36,15 @@ def split_header(data: bytes, file: str) -> tuple[dict[str, tuple[str, int]], by
         data = data[3:]
     pos = 0
     for line_no in range(1, MAX_HEADER_LINES + 2):
-        end = data.find(b"\n", pos)
-        if end < 0:
+        eol = EOL.search(data, pos)
+        if eol is None:
             raise InputError("header block has no blank line after it, or the file has no table",
                              file=file, row=line_no)
         try:
-            line = data[pos:end].decode("utf-8").rstrip("\r")
+            line = data[pos:eol.start()].decode("utf-8")
         except UnicodeDecodeError:
             raise InputError("not UTF-8 text", file=file, row=line_no) from None
-        pos = end + 1
+        pos = eol.end()
         if pos > MAX_HEADER_BYTES:
             raise InputError(f"header block is larger than {MAX_HEADER_BYTES} bytes",
                              file=file, row=line_no)
@@ -87,7 +87,7 @@ def _header_value(rule, header, file):
                          column=rule.key) from None
 
 
-def _integral(values, name: str, first_line: int, file: str) -> pa.Array:
+def _integral(values, name: str, lines: np.ndarray, file: str) -> pa.Array:
     """Whole numbers as int64; a fractional or non-finite value is an error at its row."""
     if pa.types.is_integer(values.type):
         return values
@@ -99,10 +99,10 @@ def _integral(values, name: str, first_line: int, file: str) -> pa.Array:
     bad = ~np.isfinite(arr) | (arr != np.round(arr))
     i = int(np.argmax(bad))
     raise InputError(f"expected a whole number, found {arr[i]:g}", file=file,
-                     row=first_line + i, column=name)
+                     row=int(lines[i]), column=name)
 
 
-def _agree(declared: float, values, rule, header_keys: dict, first_line: int, file: str) -> None:
+def _agree(declared: float, values, rule, header_keys: dict, lines: np.ndarray, file: str) -> None:
     """A field the header declares and the table also gives must agree on every row
     (e.g. a file that declares one pulse width but holds several)."""
     v = np.asarray(values.to_numpy(zero_copy_only=False) if hasattr(values, "to_numpy") else values,
@@ -112,7 +112,7 @@ def _agree(declared: float, values, rule, header_keys: dict, first_line: int, fi
         i = int(np.argmax(bad))
         raise InputError(f"table value {v[i]:g} contradicts the header "
                          f"({header_keys.get(rule.target)!r} = {float(declared):g} for {rule.target})",
-                         file=file, row=first_line + i, column=rule.column or rule.target)
+                         file=file, row=int(lines[i]), column=rule.column or rule.target)
 
 
 @dataclass
@@ -132,7 +132,7 @@ def layout(header: dict, body: bytes, table_line: int, mapping: Mapping, file: s
     """Check the header block and the table's header row (the first line of ``body``,
     the bytes after the header block) against the mapping."""
     try:
-        first = body[:4096].split(b"\n", 1)[0].decode("utf-8")
+        first = EOL.split(body[:4096], 1)[0].decode("utf-8")
     except UnicodeDecodeError:
         raise InputError("not UTF-8 text", file=file, row=table_line) from None
     delimiter = sniff_delimiter(first) if mapping.delimiter == "auto" else mapping.delimiter
@@ -152,14 +152,14 @@ def read_instrument(raw: RawFile, mapping: Mapping) -> pa.Table:
     if not body.strip():
         raise InputError("header only: the file has no table", file=file, row=table_line)
     lay = layout(header, body, table_line, mapping, file)
-    table = parse_table(body, delimiter=lay.delimiter, first_line=table_line, file=file,
-                        numeric=lay.numeric)
-    return convert(table, lay, mapping, raw, table_line + 1)
+    table, lines = parse_table(body, delimiter=lay.delimiter, first_line=table_line, file=file,
+                               numeric=lay.numeric)
+    return convert(table, lay, mapping, raw, lines)
 
 
 def convert(table: pa.Table, lay: Layout, mapping: Mapping, raw: RawFile,
-            first_data: int) -> pa.Table:
-    """Parsed table rows (the file's lines from ``first_data`` on) -> canonical rows."""
+            lines: np.ndarray) -> pa.Table:
+    """Parsed table rows (``lines``: the file line of each) -> canonical rows."""
     file = raw.name
     table = table.rename_columns([c.strip() for c in table.column_names])
     fields = dict(lay.fields)
@@ -189,15 +189,15 @@ def convert(table: pa.Table, lay: Layout, mapping: Mapping, raw: RawFile,
         else:
             value = pc.divide(1.0, pc.multiply(operand(rule.reciprocal), rule.scale))
         if rule.target in INTEGER_FIELDS:
-            value = _integral(value, rule.column or rule.target, first_data, file)
+            value = _integral(value, rule.column or rule.target, lines, file)
         if rule.target in fields and rule.target not in TEXT_FIELDS:
-            _agree(fields[rule.target], value, rule, lay.header_keys, first_data, file)
+            _agree(fields[rule.target], value, rule, lay.header_keys, lines, file)
         fields[rule.target] = value
 
     n = table.num_rows
     if isinstance(fields.get("measured_at"), pa.ChunkedArray):  # a time column
         fields["measured_at"] = timestamps(fields["measured_at"], _column_of(mapping, "measured_at"),
-                                           first_data, file)
+                                           lines, file)
     if "die" in fields and "die_x" not in fields and not isinstance(fields["die"], pa.ChunkedArray):
         fields["die"], fields["die_x"], fields["die_y"] = die_position(str(fields["die"]))
     if "direction" not in fields and "pulse_amplitude_v" in fields:
@@ -206,9 +206,9 @@ def convert(table: pa.Table, lay: Layout, mapping: Mapping, raw: RawFile,
         fields["direction"] = derive_direction(amp, mapping.positive_is_up, mapping.zero_is_read)
     for rule in (*mapping.header, *mapping.columns):
         if rule.derive == "loops":
-            fields[rule.target] = _loops(fields, lay, file, first_data)
+            fields[rule.target] = _loops(fields, lay, file, int(lines[0]))
     fields.setdefault("state_unit", mapping.state_unit)
-    return finish(fields, n, raw, first_data)
+    return finish(fields, n, raw, lines)
 
 
 def _column_of(mapping: Mapping, target: str) -> str:

@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from ..errors import InputError
 from ..schema import STATE_UNITS
-from .common import RawFile, decode, finish, parse_table, sniff_delimiter
+from .common import RawFile, decode, finish, first_line, parse_table, sniff_delimiter
 
 
 @dataclass(frozen=True)
@@ -49,9 +49,9 @@ def read_updown(raw: RawFile, opts: TraceOptions | None) -> pa.Table:
     if opts.state_unit not in STATE_UNITS:
         raise InputError(f"state unit must be one of {STATE_UNITS}", file=raw.name)
     text = decode(raw)
-    delimiter = sniff_delimiter(text.split("\n", 1)[0])
-    table = parse_table(text, delimiter=delimiter, first_line=1, file=raw.name,
-                        numeric=("up", "down"), header=False, names=["up", "down"])
+    delimiter = sniff_delimiter(first_line(text))
+    table, lines = parse_table(text, delimiter=delimiter, first_line=1, file=raw.name,
+                               numeric=("up", "down"), header=False, names=["up", "down"])
     up = np.asarray(table.column("up"), float)
     down = np.asarray(table.column("down"), float)
     n = len(up)
@@ -70,7 +70,5 @@ def read_updown(raw: RawFile, opts: TraceOptions | None) -> pa.Table:
         "direction": pa.array(["up"] * n + ["down"] * n),
         "state_unit": opts.state_unit,
     }
-    table = finish(fields, 2 * n, raw, 1)
-    # Rows 1..n are column 1 and rows 1..n again column 2: keep the file line number.
-    rows = np.concatenate([np.arange(1, n + 1), np.arange(1, n + 1)]).astype(np.int64)
-    return table.set_column(table.schema.get_field_index("source_row"), "source_row", pa.array(rows))
+    # Each line gives a row of column 1 and one of column 2: both keep the line's number.
+    return finish(fields, 2 * n, raw, np.tile(lines, 2))
