@@ -123,6 +123,8 @@ class SqliteIndex(_Index):
             con = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=60, isolation_level=None)
             con.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
         except sqlite3.OperationalError:
+            if self._refusal() is None:  # writable: a real error (busy, damaged...)
+                raise
             # a WAL database whose folder cannot take the -shm file (a read-only mount,
             # no permission): nobody can write it there, so read it as immutable
             con = sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None)
