@@ -15,6 +15,8 @@ The first write reopens the thread's connection for writing; when the OS refuses
 
 from __future__ import annotations
 
+import errno
+import os
 import sqlite3
 import tempfile
 import threading
@@ -117,6 +119,9 @@ class SqliteIndex(_Index):
         if write:
             return self._connect_rw()
         if not self.path.exists():
+            if self.path.parent.exists() and not self.path.parent.is_dir():
+                # a file where the registry folder should be: as creating it would say
+                raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(self.path.parent))
             return None
         uri = self.path.absolute().as_uri()
         try:
