@@ -66,7 +66,9 @@ def run_fit(settings: Settings, wafer: str, pulse_width_s: float | None = None, 
     from .fitting import FitConfig
     from .publish import DEFAULT_STACK, fit_and_register
 
-    return fit_and_register(registry(settings), store(settings), wafer, pulse_width_s,
+    models = registry(settings)
+    models.check_writable()  # a read-only registry is refused before minutes of fitting
+    return fit_and_register(models, store(settings), wafer, pulse_width_s,
                             stack=stack or DEFAULT_STACK, config=FitConfig(workers=workers, engine=engine),
                             progress=progress, as_of=as_of)
 

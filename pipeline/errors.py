@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+
 
 class InputError(ValueError):
     """Bad input. ``row`` is the 1-based line number in the source file when known."""
@@ -34,3 +37,33 @@ class InputError(ValueError):
 
 class MappingError(InputError):
     """A mapping file that is itself wrong (unknown unit, missing column...)."""
+
+
+class ReadOnlyError(InputError):
+    """A write refused by the file system: the store, registry or folder is read-only
+    (a read-only mount, or no write permission for this user)."""
+
+
+# what the OS answers when a place cannot be written: a read-only mount, no permission
+READ_ONLY_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+def read_only(what: str, where, exc: OSError) -> ReadOnlyError | None:
+    """``exc`` as a one-line ReadOnlyError naming ``what`` (store, registry...) and its
+    path when the OS refused a write, else None (the caller re-raises ``exc``)."""
+    if exc.errno not in READ_ONLY_ERRNOS:
+        return None
+    return ReadOnlyError(f"{what} {where} is read-only ({exc.strerror}): nothing was written")
+
+
+def probe_writable(folder, what: str) -> None:
+    """Ask the OS whether ``folder`` (created if missing) takes new files, without leaving
+    one behind; a ReadOnlyError when it says no."""
+    import tempfile
+
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder, prefix=".ferroflow-probe-"):
+            pass
+    except OSError as exc:
+        raise read_only(what, folder, exc) or exc from None

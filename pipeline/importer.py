@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import stat
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
@@ -55,6 +56,7 @@ from .registry import Ref, Registry, model_name
 from .schema import upgrade_columns
 
 PUBLISHED = "published"  # package folder of the shipped parameter files
+MAX_BYTES = 1 << 20  # a parameter file is a few hundred bytes
 # the parameters that set a family's state range, in normalised units
 RANGE_PARAMS = {"beta": ("g_min", "g_max"), "softbounds": ("b_lo", "b_hi"),
                 "powstep": ("b_lo", "b_hi"), "lookup": ("g_lo", "g_hi"), "neurosim": ("Gmin", "Gmax")}
@@ -148,10 +150,22 @@ class _File:
             raise self.error(prefix + extra[0], f"unknown key (expected one of {', '.join(sorted(allowed))})")
 
 
+def _read_bounded(path: Path) -> bytes:
+    """The file's bytes: a regular file (a FIFO or device is refused, never opened) of at
+    most MAX_BYTES, so a wrong or hostile path cannot hang or exhaust memory."""
+    if not stat.S_ISREG(path.stat().st_mode):
+        raise InputError("not a regular file", file=str(path))
+    with open(path, "rb") as fh:
+        raw = fh.read(MAX_BYTES + 1)
+    if len(raw) > MAX_BYTES:
+        raise InputError(f"larger than {MAX_BYTES // 1024} KiB: not a parameter file", file=str(path))
+    return raw
+
+
 def read_published(path: str | Path) -> Published:
     """Parse and validate a parameter file (module docstring); raises InputError."""
     path = Path(path)
-    raw = path.read_bytes()
+    raw = _read_bounded(path)
     f = _File(path)
     try:
         doc = tomllib.loads(raw.decode("utf-8"))

@@ -201,6 +201,8 @@ def ingest(paths: list[str | Path], store: MeasurementStore, quarantine_dir: Pat
     every file says (``ferroflow ingest --set``).
     """
     every, refused = discover(paths)
+    if every:
+        store.check_writable()  # before any file is read, moved or quarantined
     big = [f for f in every if _is_big(f, big_file_bytes)]
     streamed = set(big)
     files = [f for f in every if f not in streamed]

@@ -44,7 +44,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import __version__
-from .errors import InputError
+from .errors import InputError, probe_writable
 from .identifiers import check_identifier
 from .registry_index import open_index
 from .schema import upgrade_columns
@@ -180,6 +180,7 @@ class Registry:
                "population": json.loads(pop_json)}
         table = table.replace_schema_metadata({**(table.schema.metadata or {}),
                                                META_KEY: json.dumps(doc).encode()})
+        self.check_writable()  # before the file: a refused index leaves nothing behind
         if not self.fs.exists(full):
             self._write_atomic(table, full)
         if before_index:
@@ -206,6 +207,13 @@ class Registry:
                 db.executemany("INSERT INTO raw_files VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
                                [(name, version, r.sha256, r.name) for r in raw_files.itertuples()])
         return Ref(name, version=int(version)), True
+
+    def check_writable(self) -> None:
+        """ReadOnlyError (one line naming the path) when the OS refuses writes to this
+        registry's folder or its index; asked before anything is written."""
+        if self.location(self.base) == self.base:  # a local folder (object storage says at write)
+            probe_writable(self.base, "registry")
+        self.db.check_writable()
 
     def _write_atomic(self, table: pa.Table, full: str) -> None:
         parent = full.rsplit("/", 1)[0]
@@ -320,25 +328,25 @@ class Registry:
         if alias == LATEST:
             raise InputError("'latest' is maintained by the registry and cannot be moved")
         target = self.resolve(ref)
-        self.db.execute(_SET_ALIAS, (target.name, alias, target.version))
+        self.db.write(_SET_ALIAS, (target.name, alias, target.version))
         return target
 
     def remove_alias(self, name: str, alias: str) -> None:
         if alias == LATEST:
             raise InputError("'latest' is maintained by the registry and cannot be removed")
-        cur = self.db.execute("DELETE FROM aliases WHERE name = ? AND alias = ?", (name, alias))
+        cur = self.db.write("DELETE FROM aliases WHERE name = ? AND alias = ?", (name, alias))
         if cur.rowcount == 0:
             raise KeyError(f"no alias {name}@{alias}")
 
     def add_tag(self, ref: str | Ref, tag: str) -> None:
         check_identifier(tag, "tag")
         target = self.resolve(ref)
-        self.db.execute(_ADD_TAG, (target.name, target.version, tag))
+        self.db.write(_ADD_TAG, (target.name, target.version, tag))
 
     def add_run(self, ref: str | Ref, run_id: str, kind: str, path: str) -> None:
         """Record a downstream simulation run of a version (lineage: version -> runs)."""
         target = self.resolve(ref)
-        self.db.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name, version, "
+        self.db.write("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name, version, "
                         "run_id) DO UPDATE SET kind = excluded.kind, path = excluded.path, "
                         "created_at = excluded.created_at",
                            (target.name, target.version, run_id, kind, path,

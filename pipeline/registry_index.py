@@ -5,17 +5,28 @@ The registry writes one SQL dialect, the subset both engines speak (``?`` placeh
 to serialise version numbering: SQLite's ``BEGIN IMMEDIATE`` (one writer at a time),
 PostgreSQL's transaction-scoped advisory lock per model name (writers of other names go
 on). One connection per thread, autocommit outside explicit transactions.
+
+Reading never writes: a SQLite index is read through a read-only connection (``mode=ro``;
+``immutable=1`` when its folder cannot take the ``-shm`` file WAL readers need, e.g. a
+read-only mount), and a missing index reads as an empty one without creating anything.
+The first write reopens the thread's connection for writing; when the OS refuses that
+(read-only mount, no permission) the write fails with one ``ReadOnlyError`` line.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import sqlite3
+import tempfile
 import threading
 import zlib
 from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
+
+from .errors import read_only
 
 DDL = """
 CREATE TABLE IF NOT EXISTS versions (
@@ -56,11 +67,17 @@ class _Index:
     def __init__(self):
         self._local = threading.local()
 
-    def _con(self):
-        con = getattr(self._local, "con", None)
-        if con is None:
-            con = self._local.con = self._connect()
-        return con
+    def _con(self, write: bool = False):
+        local = self._local
+        con = getattr(local, "con", None)
+        if con is not None and (local.writable or not write):
+            return con
+        self.close()
+        con = self._connect(write)
+        if con is not None:
+            local.con, local.writable = con, write
+            return con
+        return self._empty()  # nothing to read yet: not kept, the index may appear later
 
     def close(self) -> None:
         con = getattr(self._local, "con", None)
@@ -69,7 +86,13 @@ class _Index:
             self._local.con = None
 
     def execute(self, sql: str, args=()):
+        """A read (or, inside ``transaction``, a statement of that transaction)."""
         return self._con().execute(self._sql(sql), tuple(args))
+
+    def write(self, sql: str, args=()):
+        """One write statement outside a transaction."""
+        with self._writing():
+            return self._con(write=True).execute(self._sql(sql), tuple(args))
 
     def query(self, sql: str, args=()) -> pd.DataFrame:
         cur = self.execute(sql, args)
@@ -78,6 +101,13 @@ class _Index:
     def _sql(self, sql: str) -> str:
         return sql
 
+    @contextmanager
+    def _writing(self):
+        yield
+
+    def check_writable(self) -> None:
+        """A PostgreSQL index says what it refuses when written."""
+
 
 class SqliteIndex(_Index):
     def __init__(self, path: Path):
@@ -85,22 +115,87 @@ class SqliteIndex(_Index):
         self.path = path
         self.where = str(path)
 
-    def _connect(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        con = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-        con.execute("PRAGMA journal_mode=WAL")
-        con.execute("PRAGMA synchronous=NORMAL")
+    def _connect(self, write: bool):
+        if write:
+            return self._connect_rw()
+        if not self.path.exists():
+            if self.path.parent.exists() and not self.path.parent.is_dir():
+                # a file where the registry folder should be: as creating it would say
+                raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(self.path.parent))
+            return None
+        uri = self.path.absolute().as_uri()
+        try:
+            con = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=60, isolation_level=None)
+            con.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        except sqlite3.OperationalError:
+            if self._refusal() is None:  # writable: a real error (busy, damaged...)
+                raise
+            # a WAL database whose folder cannot take the -shm file (a read-only mount,
+            # no permission): nobody can write it there, so read it as immutable
+            con = sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None)
+        return con
+
+    def _connect_rw(self):
+        with self._writing():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            con = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            try:
+                con.execute("PRAGMA journal_mode=WAL")
+                con.execute("PRAGMA synchronous=NORMAL")
+                con.executescript(DDL + ";")
+            except BaseException:
+                con.close()
+                raise
+            return con
+
+    def _empty(self):
+        con = sqlite3.connect(":memory:", isolation_level=None)
         con.executescript(DDL + ";")
         return con
 
+    @contextmanager
+    def _writing(self):
+        """OS refusals of a write, and SQLite's (it names no errno), as ReadOnlyError."""
+        try:
+            yield
+        except OSError as exc:
+            raise read_only("registry index", self.path, exc) or exc from None
+        except sqlite3.OperationalError as exc:
+            refusal = self._refusal()
+            if refusal is None:
+                raise
+            raise refusal from exc
+
+    def _refusal(self):
+        """Why the OS will not let this index be written, or None when it would."""
+        probes = [lambda: tempfile.TemporaryFile(dir=self.path.parent).close()]
+        if self.path.exists():
+            probes.insert(0, lambda: open(self.path, "r+b").close())
+        for probe in probes:
+            try:
+                probe()
+            except OSError as exc:
+                refusal = read_only("registry index", self.path, exc)
+                if refusal:
+                    return refusal
+        return None
+
     def executemany(self, sql: str, rows) -> None:
-        self._con().executemany(sql, rows)
+        self._con(write=True).executemany(sql, rows)
+
+    def check_writable(self) -> None:
+        """Open the index for writing now (ReadOnlyError when the OS refuses)."""
+        with self._writing():
+            con = self._con(write=True)
+            con.execute("BEGIN IMMEDIATE")
+            con.execute("ROLLBACK")
 
     @contextmanager
     def transaction(self, lock: str):
         """A write transaction; SQLite serialises all writers (``lock`` is not needed)."""
-        con = self._con()
-        con.execute("BEGIN IMMEDIATE")
+        with self._writing():
+            con = self._con(write=True)
+            con.execute("BEGIN IMMEDIATE")
         try:
             yield
         except BaseException:
@@ -115,7 +210,7 @@ class PostgresIndex(_Index):
         self.url = url
         self.where = url.split("@")[-1]  # no credentials in messages
 
-    def _connect(self):
+    def _connect(self, write: bool = False):
         import psycopg
 
         con = psycopg.connect(self.url, autocommit=True)

@@ -54,7 +54,7 @@ from deltalake import DeltaTable
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from deltalake.transaction import AddAction, CommitProperties, Transaction
 
-from .errors import InputError
+from .errors import InputError, probe_writable
 from .schema import COLUMNS, LEGACY_COLUMNS, PARTITION, SCHEMA, upgrade_columns
 from .storage import arrow_fs, delta_options, is_url, location
 
@@ -121,7 +121,14 @@ class MeasurementStore:
         _check_schema(dt, self.uri)
         return dt
 
+    def check_writable(self) -> None:
+        """ReadOnlyError (one line naming the store) when the OS refuses new files in a
+        local store; asked before a batch writes anything (object storage says at write)."""
+        if not is_url(self.uri):
+            probe_writable(self.uri, "store")
+
     def _writable(self) -> DeltaTable:
+        self.check_writable()
         dt = self.table()
         if dt is None:
             try:
@@ -145,6 +152,7 @@ class MeasurementStore:
         dt = self.table()
         if dt is None:
             return []
+        self.check_writable()
         return dt.vacuum(retention_hours=retention_hours, dry_run=False,
                          enforce_retention_duration=False, full=True)
 

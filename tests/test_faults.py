@@ -949,6 +949,320 @@ def source_row_big_file(tmp):
     _error_line_is_physical(line, bad, 550)
 
 
+# --- read-only, permissions, run ingest, models import ---
+GARG = ROOT / "pipeline" / "published" / "garg2025_20ns.toml"
+MS_RDONLY, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 32, 4096, 16384, 1 << 18
+
+
+def read_only_mount(*paths: Path):
+    """A preexec_fn: the command sees ``paths`` through read-only bind mounts (EROFS, as on
+    a read-only medium) in a mount namespace of its own; the test still writes them."""
+    def preexec():
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+
+        def ok(rc):
+            if rc != 0:
+                raise OSError(ctypes.get_errno(), "read-only mount for the test")
+        ok(libc.unshare(0x00020000))  # CLONE_NEWNS
+        ok(libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None))
+        for p in map(os.fsencode, paths):
+            ok(libc.mount(p, p, None, MS_BIND, None))
+            ok(libc.mount(p, p, None, MS_BIND | MS_REMOUNT | MS_RDONLY, None))
+    return preexec
+
+
+def unprivileged():
+    """A preexec_fn under which file permissions hold for the command: root (as the tests
+    run here) loses the capabilities that let it ignore them (CAP_DAC_OVERRIDE,
+    CAP_DAC_READ_SEARCH) for good; any other user is held by them already."""
+    if os.geteuid() != 0:
+        return None
+
+    def preexec():
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        for cap in (1, 2):  # dropped from the bounding set: gone after exec
+            if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+                raise OSError(ctypes.get_errno(), "dropping a capability for the test")
+    return preexec
+
+
+def imported(tmp: Path) -> Path:
+    """A registry holding the three shipped published models."""
+    r = cli("models", "import", *sorted(GARG.parent.glob("*.toml")))
+    assert r.returncode == 0, r.stderr
+    return Path(os.environ["FERRO_REGISTRY"])
+
+
+def snapshot(folder: Path) -> dict:
+    return {p: p.stat().st_mtime_ns for p in folder.rglob("*")} if folder.exists() else {}
+
+
+def refused_read_only(r, where: Path, why: str = "Read-only file system"):
+    assert r.returncode == 1, r.stderr
+    line = r.stderr.strip()
+    assert f"{where}" in line and f"is read-only ({why})" in line, line
+
+
+def ro_registry_reads(tmp):
+    reg = imported(tmp)
+    before = snapshot(reg)
+    ro = read_only_mount(reg)
+    for args, words in ((["models", "list"], "hzo-garg2025-20us"),
+                        (["models", "show", "hzo-garg2025-20ns"], "beta"),
+                        (["models", "search", "--wafer", "garg2025"], "hzo-garg2025-200ns"),
+                        (["models", "history", "hzo-garg2025-20ns"], "imported from"),
+                        (["models", "lineage", "hzo-garg2025-20ns"], "garg2025_20ns.toml")):
+        r = cli(*args, preexec=ro)
+        assert r.returncode == 0 and words in r.stdout, (args, r.stderr)
+    assert snapshot(reg) == before
+
+
+def ro_registry_empty(tmp):
+    (tmp / "ro").mkdir()
+    r = cli("models", "list", "--json", "--registry", tmp / "ro" / "models",
+            preexec=read_only_mount(tmp / "ro"))
+    assert r.returncode == 0 and json.loads(r.stdout) == [], r.stderr
+    assert list((tmp / "ro").iterdir()) == []
+
+
+def ro_registry_writes(tmp):
+    reg = imported(tmp)
+    before = snapshot(reg)
+    ro = read_only_mount(reg)
+    for args in (["models", "alias", "hzo-garg2025-20ns@1", "production"],
+                 ["models", "tag", "hzo-garg2025-20ns@1", "checked"],
+                 ["models", "import", GARG]):
+        refused_read_only(cli(*args, preexec=ro), reg)
+    r = cli("models", "import", write(tmp / "other.toml", GARG.read_text().replace(
+        "dynamic_range = 2.65", "dynamic_range = 3.0")), preexec=ro)
+    refused_read_only(r, reg)
+    assert snapshot(reg) == before  # nothing written, not even a temp file
+    assert "production" not in cli("models", "show", "hzo-garg2025-20ns").stdout
+
+
+def ro_store_reads(tmp):
+    assert cli("ingest", GOOD).returncode == 0
+    store = Path(os.environ["FERRO_STORE"])
+    r = cli("store", "info", "--json", preexec=read_only_mount(store))
+    assert r.returncode == 0 and json.loads(r.stdout)["rows"] == 600, r.stderr
+
+
+def ro_store_ingest():
+    assert cli("ingest", GOOD).returncode == 0
+    store = Path(os.environ["FERRO_STORE"])
+    deliver(OTHER.name, OTHER)
+    deliver("bad.txt", BAD)
+    before = snapshot(store)
+    r = scan(preexec=read_only_mount(store))
+    refused_read_only(r, store)
+    assert snapshot(store) == before and stored_files() == 1
+    assert sorted(p.name for p in landing().iterdir()) == ["W01_X00Y00_D2_20ns.txt", "bad.txt"]
+    assert quarantined() == [] and not processed().exists()  # nothing moved before the refusal
+    assert scan().returncode == 3 and stored_files() == 2  # writable again: stored
+
+
+def ro_fit_registry(tmp):
+    assert cli("ingest", GOOD).returncode == 0
+    reg = Path(os.environ["FERRO_REGISTRY"])
+    reg.mkdir()
+    t0 = time.monotonic()
+    r = cli("fit", "--wafer", "W01", preexec=read_only_mount(reg))
+    refused_read_only(r, reg)
+    assert time.monotonic() - t0 < 60 and list(reg.iterdir()) == []  # refused before fitting
+
+
+def ro_simulate(tmp, imported_registry):
+    reg = imported_registry(tmp)
+    before = snapshot(reg)
+    r = cli("simulate", "hzo-garg2025-20ns", "--epochs", "1", "--hidden", "8", "--algorithm",
+            "analog-sgd", preexec=read_only_mount(reg))
+    assert r.returncode == 0 and "analog-sgd+sp-shift" in r.stdout, r.stderr  # trained, shown
+    assert f"new runs not saved: registry {reg} is read-only (Read-only file system)" in r.stderr
+    assert snapshot(reg) == before
+
+
+def ro_report(tmp, imported_registry):
+    reg = imported_registry(tmp)
+    assert cli("ingest", GOOD).returncode == 0
+    store = Path(os.environ["FERRO_STORE"])
+    before = snapshot(reg) | snapshot(store)
+    r = cli("report", "--wafer", "garg2025", preexec=read_only_mount(reg, store))
+    assert r.returncode == 0 and "report.html" in r.stdout, r.stderr
+    assert snapshot(reg) | snapshot(store) == before
+
+
+@pytest.fixture(scope="module")
+def imported_registry():
+    return imported
+
+
+# permissions: file modes hold for the command (see ``unprivileged``)
+def perm_landing_file_unreadable():
+    deliver(OTHER.name, OTHER).chmod(0o000)
+    deliver(GOOD.name, GOOD)
+    r = scan(preexec=unprivileged())
+    (line,) = assert_good_stored_bad_refused(r, "quarantined")
+    assert "W01_X00Y00_D2_20ns.txt" in line and "Permission denied" in line, line
+    kept = [p for p in (landing() / OTHER.name, *quarantined()) if p.exists()]
+    assert len(kept) == 1 and kept[0].stat().st_size == OTHER.stat().st_size  # not lost
+
+
+def perm_landing_not_writable():
+    deliver(GOOD.name, GOOD)
+    landing().chmod(0o555)  # the files cannot be moved out of it
+    r = scan(preexec=unprivileged())
+    assert r.returncode == 0 and stored_files() == 1, r.stderr
+    (line,) = [x for x in r.stderr.splitlines() if x.startswith("warning: ")]
+    assert "Permission denied" in line and GOOD.name in line, line
+    assert (landing() / GOOD.name).exists()  # stays, stored: the next scan says duplicate
+    r = scan(preexec=unprivileged())
+    assert "0 file(s) stored" in r.stdout and stored_files() == 1, r.stderr
+
+
+def perm_quarantine_not_writable():
+    Path(os.environ["FERRO_QUARANTINE"]).mkdir(mode=0o555)
+    deliver("bad.txt", BAD)
+    deliver(GOOD.name, GOOD)
+    r = scan(preexec=unprivileged())
+    (line,) = assert_good_stored_bad_refused(r, "quarantined")
+    assert "not quarantined: Permission denied; left in place" in line, line
+    assert (landing() / "bad.txt").read_text() == BAD and quarantined() == []
+
+
+def perm_store_not_writable():
+    assert cli("ingest", GOOD).returncode == 0
+    store = Path(os.environ["FERRO_STORE"])
+    for folder in (store, *(p for p in store.rglob("*") if p.is_dir())):
+        folder.chmod(0o555)
+    deliver(OTHER.name, OTHER)
+    r = scan(preexec=unprivileged())
+    refused_read_only(r, store, "Permission denied")
+    assert (landing() / OTHER.name).exists() and stored_files() == 1
+
+
+def perm_registry_not_writable(tmp):
+    reg = imported(tmp)
+    (reg / "index.sqlite").chmod(0o444)
+    reg.chmod(0o555)
+    before = snapshot(reg)
+    r = cli("models", "list", preexec=unprivileged())
+    assert r.returncode == 0 and "hzo-garg2025-20ns" in r.stdout, r.stderr
+    refused_read_only(cli("models", "import", GARG, preexec=unprivileged()), reg,
+                      "Permission denied")
+    refused_read_only(cli("models", "alias", "hzo-garg2025-20ns@1", "prod",
+                          preexec=unprivileged()), reg / "index.sqlite", "Permission denied")
+    assert snapshot(reg) == before
+
+
+# a killed `ferroflow run ingest` (Prefect: a temporary API server process)
+def _descendants(pid: int) -> list[int]:
+    found = children(pid)
+    for child in list(found):
+        found += _descendants(child)
+    return found
+
+
+def _server(pids: list[int]) -> bool:
+    """Whether Prefect's temporary API server (uvicorn) is among ``pids``."""
+    for pid in pids:
+        try:
+            if b"uvicorn" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return True
+        except OSError:
+            pass
+    return False
+
+
+def _kill_run_ingest(tmp, sig):
+    names = sorted(SAMPLE.glob("W01_X0*_D1_*.txt"))
+    for f in names:
+        deliver(f.name, f)
+    p = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", "ingest"], cwd=ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline, started = time.monotonic() + 180, []
+    while time.monotonic() < deadline and p.poll() is None and not _server(started):
+        started = _descendants(p.pid)
+        time.sleep(0.1)
+    assert _server(started), p.communicate()  # killed once Prefect's server runs
+    p.send_signal(sig)
+    try:
+        p.wait(timeout=120)
+        assert _gone(started, within=60), "processes outlived a killed run ingest"
+        _, err = p.communicate(timeout=30)
+    finally:
+        for pid in started:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    assert "Traceback" not in err, err
+    assert p.returncode == (128 + sig if sig == signal.SIGTERM else -sig), err
+    here = [f.name for f in landing().iterdir()]
+    moved = [f.name for f in processed().iterdir()] if processed().exists() else []
+    assert sorted(here + moved) == [f.name for f in names]  # every raw file is somewhere
+    left = [f for f in tmp.rglob("*") if f.name.startswith((".tmp", ".ferroflow-probe"))]
+    assert left == [], left
+    assert scan().returncode == 0 and stored_files() == len(names)  # a rerun completes
+
+
+def kill_run_ingest_sigterm(tmp, imported_registry):
+    _kill_run_ingest(tmp, signal.SIGTERM)
+
+
+def kill_run_ingest_sigkill(tmp, imported_registry):
+    _kill_run_ingest(tmp, signal.SIGKILL)
+
+
+# models import: one line naming the file and the key, nothing registered
+IMPORTS = {  # id -> (change to the shipped file, key or words in the one line)
+    "import-malformed": (lambda t: t.replace("A_p = 0.24897956", "A_p = = 0.2"), "not a valid TOML"),
+    "import-unknown-key": (lambda t: 'ownr = "me"\n' + t, "key 'ownr': unknown key"),
+    "import-wrong-type": (lambda t: t.replace("pulse_width_s = 20e-9", 'pulse_width_s = "20 ns"'),
+                          "key 'pulse_width_s': must be a number"),
+    "import-nan": (lambda t: t.replace("A_p = 0.24897956", "A_p = nan"),
+                   "key 'parameters.A_p': must be finite"),
+    "import-inf": (lambda t: t.replace("energy_per_pulse_j = 3e-12", "energy_per_pulse_j = inf"),
+                   "key 'energy.energy_per_pulse_j': must be finite"),
+    "import-negative": (lambda t: t.replace("pulse_width_s = 20e-9", "pulse_width_s = -20e-9"),
+                        "key 'pulse_width_s': must be positive"),
+    "import-missing-section": (lambda t: t.split("[parameters]")[0] + "[bounds]\n"
+                               "dynamic_range = 2.65\n", "key 'parameters': missing table"),
+    "import-name-separator": (lambda t: t.replace('stack = "hzo"', 'stack = "../../etc"'),
+                              "contains a path separator"),
+    "import-huge": (lambda t: t + "# " + "x" * (2 << 20) + "\n", "larger than 1024 KiB"),
+}
+
+
+def _import_kind(change, words):
+    def check(tmp):
+        bad = write(tmp / "bad.toml", change(GARG.read_text()))
+        r = cli("models", "import", bad)
+        assert r.returncode == 1 and f"{bad}: " in r.stderr and words in r.stderr, r.stderr
+        assert json.loads(cli("models", "list", "--json").stdout) == []
+        assert not (tmp / "etc").exists() and not (tmp.parent / "etc").exists()
+    return check
+
+
+def import_twice(tmp):
+    copy = write(tmp / "copy.toml", GARG.read_bytes())
+    first = cli("models", "import", GARG, "--json")
+    again = cli("models", "import", GARG, copy, "--json")
+    assert json.loads(first.stdout)[0]["created"] is True, first.stderr
+    assert [d["ref"] for d in json.loads(again.stdout)] == ["hzo-garg2025-20ns@1"] * 2
+    assert not any(d["created"] for d in json.loads(again.stdout))
+    assert len(json.loads(cli("models", "history", "hzo-garg2025-20ns", "--json").stdout)) == 1
+
+
+def import_not_a_file(tmp):
+    os.mkfifo(tmp / "fifo.toml")
+    r = cli("models", "import", tmp / "fifo.toml", timeout=30)  # never opened: no hang
+    assert r.returncode == 1 and r.stderr.strip().endswith(f"{tmp}/fifo.toml: not a regular file")
+    r = cli("models", "import", tmp)
+    assert r.returncode == 1 and f"{tmp}: not a regular file" in r.stderr
+
+
 FAULTS = {
     "name-not-utf8": name_not_utf8,
     "name-not-utf8-good": name_not_utf8_good_file,
@@ -1024,12 +1338,32 @@ FAULTS = {
     "source-row-cr-only": _source_row_kind("\r", blank=True),
     "source-row-gzip": _source_row_kind("mixed", blank=True, comments=True, gz=True),
     "source-row-big-file": source_row_big_file,
+    # read-only, permissions, models import
+    "ro-registry-reads": ro_registry_reads,
+    "ro-registry-empty": ro_registry_empty,
+    "ro-registry-writes": ro_registry_writes,
+    "ro-store-reads": ro_store_reads,
+    "ro-store-ingest": ro_store_ingest,
+    "ro-fit-registry": ro_fit_registry,
+    "perm-landing-file": perm_landing_file_unreadable,
+    "perm-landing-folder": perm_landing_not_writable,
+    "perm-quarantine": perm_quarantine_not_writable,
+    "perm-store": perm_store_not_writable,
+    "perm-registry": perm_registry_not_writable,
+    **{k: _import_kind(*v) for k, v in IMPORTS.items()},
+    "import-twice": import_twice,
+    "import-not-a-file": import_not_a_file,
 }
 SLOW = {  # need the sample wafer stored or fitted first
     "kill-fit-sigkill": kill_fit_sigkill,
     "kill-fit-sigterm": kill_fit_sigterm,
     "run-link-fails": run_link_fails,
     "run-unlinked": run_unlinked_reconciled,
+    # read-only, run ingest (need a Prefect server or a training run)
+    "ro-simulate": ro_simulate,
+    "ro-report": ro_report,
+    "kill-run-ingest-sigterm": kill_run_ingest_sigterm,
+    "kill-run-ingest-sigkill": kill_run_ingest_sigkill,
 }
 
 

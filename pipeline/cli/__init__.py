@@ -15,6 +15,7 @@ from ..errors import InputError
 from ..rawfiles import shown
 from .commands import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, UsageError
 from .parser import build_parser
+from .supervise import is_supervised, supervise
 
 __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_PARTIAL"]
 
@@ -22,8 +23,11 @@ __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     _terminate_cleanly()
     try:
+        if args.command == "run" and not is_supervised():
+            return supervise(args.argv, Terminated)  # Prefect's processes die with the command
         return args.func(args)
     except UsageError as exc:
         print(f"ferroflow {args.command}: error: {exc}", file=sys.stderr)
@@ -65,7 +69,12 @@ class Terminated(BaseException):
 
 
 def _terminate_cleanly() -> None:
+    received = []
+
     def stop(signum, frame):
+        if received:  # stopping already (Prefect sends itself the signal again): let the
+            return    # clean-up finish; SIGKILL remains for the impatient
+        received.append(signum)
         raise Terminated(signum)
 
     for sig in (signal.SIGTERM, signal.SIGHUP):

@@ -8,6 +8,10 @@ hashes the model version, algorithm, shift, seed, training configuration and dat
 Lineage and disk agree: a run is linked in the registry *before* its file is renamed
 into place, so a failed link leaves no final file (the run is redone next time), and a
 done run found unlinked (older versions, a crash between the two) is linked at start.
+
+A read-only registry (a read-only mount, no write permission) is simulated from all the
+same: runs already saved are read back, new runs are trained and returned but not saved,
+and ``progress`` is told once where they could not be saved.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import fsspec
 import numpy as np
 import pandas as pd
 
+from ..errors import ReadOnlyError
 from ..registry import Registry
 from .catalog import algorithm_info
 from .datasets import Dataset, load_dataset
@@ -97,7 +102,7 @@ def run_sweep(registry: Registry, sweep: SweepPlan, data: Dataset | None = None,
     """
     data = data or load_dataset(None if sweep.dataset == "digits" else sweep.dataset)
     fs, out_dir = registry.fs, runs_dir(registry)
-    fs.makedirs(out_dir, exist_ok=True)
+    save = _can_save(registry, out_dir, progress)
     frames = []
     todo = []
     linked = _Linked(registry)
@@ -106,7 +111,8 @@ def run_sweep(registry: Registry, sweep: SweepPlan, data: Dataset | None = None,
         path = f"{out_dir}/{run_id}.parquet"
         if skip_done and fs.exists(path):
             frames.append(read_run(registry.location(path)))
-            linked.ensure(r, run_id, registry.location(path))
+            if save:
+                linked.ensure(r, run_id, registry.location(path))
         else:
             todo.append(r)
     batches = SweepPlan(tuple(todo), sweep.cfg, sweep.dataset).batches()
@@ -124,6 +130,9 @@ def run_sweep(registry: Registry, sweep: SweepPlan, data: Dataset | None = None,
         result = train(batch, data, sweep.cfg, report, threads)
         for k, run in enumerate(batch):
             df = _epoch_rows(run, result, k, sweep.cfg, data.name)
+            frames.append(df)
+            if not save:
+                continue
             name = f"{df.run_id.iloc[0]}.parquet"
             path, tmp = f"{out_dir}/{name}", f"{out_dir}/.tmp-{os.getpid()}-{name}"
             try:
@@ -134,8 +143,19 @@ def run_sweep(registry: Registry, sweep: SweepPlan, data: Dataset | None = None,
             finally:
                 if fs.exists(tmp):
                     fs.rm(tmp)
-            frames.append(df)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _can_save(registry: Registry, out_dir: str, progress) -> bool:
+    """Whether new runs can be saved; a read-only registry is said once, not fatal."""
+    try:
+        registry.check_writable()
+        registry.fs.makedirs(out_dir, exist_ok=True)
+    except ReadOnlyError as exc:
+        if progress:
+            progress(f"new runs not saved: {exc.message}")
+        return False
+    return True
 
 
 class _Linked:
