@@ -40,7 +40,6 @@ EPSFCN = 1e-10      # forward-difference step sqrt(epsfcn) |u| in the internal c
 FACTOR = 100.0      # initial step bound: FACTOR |D u|
 MAXFEV = 4000       # then lmfit takes over (and stops there too)
 EPSMCH, DWARF = np.finfo(float).eps, np.finfo(float).tiny
-DIFFERENCES = True  # lmdif's forward-difference Jacobian, not the analytic one
 GRID_ROWS = 1024    # parameter sets per symmetry-point grid search
 BISECTIONS = 44     # a grid cell (1/400 of the range) halved to below brentq's xtol 1e-12
 
@@ -196,68 +195,6 @@ class Bounds:
         return out
 
 
-def _powstep_grad(g, up, a_p, a_d, gamma_p, gamma_d, b_hi, b_lo):
-    span = b_hi - b_lo
-    raw = (b_hi - g) / span
-    w = np.clip(raw, 0.0, 1.0)
-    inside = (raw > 0) & (raw < 1)
-    wp, wd = w ** gamma_p, (1 - w) ** gamma_d
-    zero = np.zeros_like(w)
-    lnw = np.log(np.where(w > 0, w, 1.0))
-    ln1w = np.log(np.where(w < 1, 1 - w, 1.0))
-    dfdw = np.where(up, a_p * gamma_p * np.where(w > 0, wp / np.where(w > 0, w, 1), 0),
-                    a_d * gamma_d * np.where(w < 1, wd / np.where(w < 1, 1 - w, 1), 0))
-    dfdw = np.where(inside, dfdw, 0.0)
-    return {"a_p": np.where(up, wp, zero), "a_d": np.where(up, zero, -wd),
-            "gamma_p": np.where(up, a_p * wp * lnw, zero),
-            "gamma_d": np.where(up, zero, -a_d * wd * ln1w),
-            "b_hi": dfdw * (1 - w) / span, "b_lo": dfdw * w / span}
-
-
-def _beta_grad(g, up, A_p, alpha_p, beta_p, A_d, alpha_d, beta_d, g_min, g_max):  # noqa: N803
-    span = g_max - g_min
-    raw = (g - g_min) / span
-    w = np.clip(raw, 1e-6, 1 - 1e-6)
-    inside = (raw > 1e-6) & (raw < 1 - 1e-6)
-    lnw, ln1w = np.log(w), np.log(1 - w)
-    a, al, be = np.where(up, A_p, A_d), np.where(up, alpha_p, alpha_d), np.where(up, beta_p, beta_d)
-    shape = np.exp((al - 1) * lnw + (be - 1) * ln1w)
-    sign = np.where(up, 1.0, -1.0)
-    f = sign * a * shape
-    dfdw = np.where(inside, f * ((al - 1) / w - (be - 1) / (1 - w)), 0.0)
-    zero = np.zeros_like(w)
-    return {"A_p": np.where(up, shape, zero), "alpha_p": np.where(up, f * lnw, zero),
-            "beta_p": np.where(up, f * ln1w, zero), "A_d": np.where(up, zero, -shape),
-            "alpha_d": np.where(up, zero, f * lnw), "beta_d": np.where(up, zero, f * ln1w),
-            "g_min": dfdw * (w - 1) / span, "g_max": -dfdw * w / span}
-
-
-def _softbounds_grad(g, up, k_p, k_d, b_hi, b_lo):
-    zero = np.zeros(np.broadcast(g, k_p).shape)
-    return {"k_p": np.where(up, b_hi - g, zero), "k_d": np.where(up, zero, b_lo - g),
-            "b_hi": np.where(up, k_p + zero, zero), "b_lo": np.where(up, zero, k_d + zero)}
-
-
-def _neurosim_grad(g, up, A_p, A_d, Gmin, Gmax):  # noqa: N803
-    """kp = 1 - e^(-1/A), hi = Gmin + c_p span, lo = Gmax - c_d span, c = 1/(1 - e^(-Pmax/A))."""
-    span = Gmax - Gmin
-    out, zero = {}, np.zeros(np.broadcast(g, A_p).shape)
-
-    def pieces(a):
-        e1, ep = np.exp(-1 / a), np.exp(-P_MAX / a)
-        c = 1 / (1 - ep)
-        return 1 - e1, -e1 / a ** 2, c, c ** 2 * ep * P_MAX / a ** 2  # k, dk/dA, c, dc/dA
-
-    kp, dkp, cp, dcp = pieces(A_p)
-    kd, dkd, cd, dcd = pieces(A_d)
-    hi, lo = Gmin + cp * span, Gmax - cd * span
-    out["A_p"] = np.where(up, dkp * (hi - g) + kp * dcp * span, zero)
-    out["A_d"] = np.where(up, zero, -dkd * (g - lo) - kd * dcd * span)
-    out["Gmin"] = np.where(up, kp * (1 - cp), kd * cd)
-    out["Gmax"] = np.where(up, kp * cp, kd * (1 - cd))
-    return out
-
-
 def _lookup_grad(g, up, g_lo, g_hi, **nodes):
     """Each node's hat weight at g (the model is linear in the node steps)."""
     n = len(nodes) // 2
@@ -271,33 +208,23 @@ def _lookup_grad(g, up, g_lo, g_hi, **nodes):
     return out
 
 
-# Analytic gradients of the step map: one pass instead of one step evaluation per
-# parameter. The formulas are the
-# derivatives of the formulas in ``pipeline.devices`` (checked against differences in
-# tests/test_batchfit.py).
-GRADIENTS = {"softbounds": _softbounds_grad, "neurosim": _neurosim_grad,
-             "powstep": _powstep_grad, "beta": _beta_grad,
-             "lookup": _lookup_grad}
-
-
-# Families linear in their varying parameters: one Jacobian serves the whole fit.
-LINEAR = {"lookup"}
+# The analytic Jacobian of a family linear in its varying parameters: one Jacobian
+# serves its whole fit (checked against differences in tests/test_batchfit.py).
+GRADIENTS = {"lookup": _lookup_grad}
+LINEAR = set(GRADIENTS)
 
 
 class Problem:
     """One family over a batch: weighted residuals and their Jacobian."""
 
-    def __init__(self, model: DeviceModel, batch: StepBatch, bounds: Bounds, x0: np.ndarray,
-                 differences: bool | None = None):
+    def __init__(self, model: DeviceModel, batch: StepBatch, bounds: Bounds, x0: np.ndarray):
         self.model, self.b, self.bounds = model, batch, bounds
-        self.differences = DIFFERENCES if differences is None else differences
         self.linear = None
         if model.name in LINEAR:
             rows = np.arange(len(x0))
-            # one Jacobian for the whole fit (forward differences are exact for a
-            # linear map up to rounding, where a family has no analytic one)
-            jac = (self._analytic(x0, rows) if model.name in GRADIENTS else
-                   self._differences(x0, rows, central=False))
+            with np.errstate(all="ignore"):
+                parts = GRADIENTS[model.name](batch.g, batch.up, **bounds.values(x0))
+            jac = np.stack([parts[k] for k in bounds.names], 1) * batch.w[:, None, :]
             self.linear = (x0, self._eval(x0, rows), jac)
 
     def _eval(self, x, rows):
@@ -312,62 +239,22 @@ class Problem:
         x0, r0, j0 = self.linear
         return r0[rows] + ((x - x0[rows])[:, None, :] @ j0[rows])[:, 0]
 
-    def jacobian(self, x, rows, central=False):
-        """d(weighted residual)/d(external parameters), transposed: shape (rows, P, N),
-        the layout in which stacking the columns and forming J^T J are fastest."""
-        if self.linear is not None:
-            return self.linear[2][rows]
-        if self.model.name not in GRADIENTS:
-            return self._differences(x, rows, central)
-        return self._analytic(x, rows)
-
-    def jacobian_internal(self, u, f, rows):
-        """d(weighted residual)/d(lmfit's internal coordinates u), transposed: (rows, P, N).
-        ``f``: the residual at ``u``. Forward differences with lmdif's step
-        (``sqrt(EPSFCN) |u|``) where ``self.differences``, else the analytic Jacobian
-        times ``dx/du = cos(u) (hi - lo) / 2``."""
+    def jacobian(self, u, f, rows):
+        """lmdif's forward-difference Jacobian of the weighted residual in lmfit's internal
+        coordinates ``u`` (step ``sqrt(EPSFCN) |u|``), transposed: (rows, P, N). ``f``:
+        the residual at ``u``. lmfit's path depends on these differences: with the
+        analytic Jacobian the kinked families were seen to stop in other minima."""
         b = self.bounds
-        if not self.differences:
-            jac = self.jacobian(b.external(u, rows), rows)
-            dxdu = np.cos(u) * (b.hi[rows] - b.lo[rows]) / 2
-            return jac * dxdu[:, :, None] if self.linear is not None else _scaled(jac, dxdu)
         eps = np.sqrt(max(EPSFCN, EPSMCH))
         h = eps * np.abs(u)
         h[h == 0] = eps
+        x, moved = b.external(u, rows), b.external(u + h, rows)
         out = np.empty((len(u), u.shape[1], f.shape[1]))
         for j in range(u.shape[1]):
-            uj = u.copy()
-            uj[:, j] += h[:, j]
-            out[:, j] = (self.residual(b.external(uj, rows), rows) - f) / h[:, j:j + 1]
+            xj = x.copy()
+            xj[:, j] = moved[:, j]
+            out[:, j] = (self.residual(xj, rows) - f) / h[:, j:j + 1]
         return out
-
-    def _analytic(self, x, rows):
-        with np.errstate(all="ignore"):
-            parts = GRADIENTS[self.model.name](self.b.g[rows], self.b.up[rows],
-                                               **self.bounds.values(x, rows))
-        jac = np.stack([parts[k] for k in self.bounds.names], 1)
-        jac *= self.b.w[rows][:, None, :]  # in place: (B, P, N) temporaries cost more than the math
-        return jac
-
-    def _differences(self, x, rows, central):
-        h = 1e-7 * np.maximum(np.abs(x), 1e-3)
-        base = None if central else self._eval(x, rows)
-        out = np.empty((len(x), x.shape[1], self.b.g.shape[1]))
-        for j in range(x.shape[1]):
-            hi = x.copy()
-            hi[:, j] += h[:, j]
-            if central:
-                lo = x.copy()
-                lo[:, j] -= h[:, j]
-                out[:, j] = (self._eval(hi, rows) - self._eval(lo, rows)) / (2 * h[:, j:j + 1])
-            else:
-                out[:, j] = (self._eval(hi, rows) - base) / h[:, j:j + 1]
-        return out
-
-
-def _scaled(jac_t: np.ndarray, dxdu: np.ndarray) -> np.ndarray:
-    jac_t *= dxdu[:, :, None]  # a fresh Jacobian: scaled in place
-    return jac_t
 
 
 def _solve(M: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -488,7 +375,7 @@ def lmdif(prob: Problem, x0: np.ndarray) -> Solution:
             break
         fresh = act[need_jac[act]]
         if len(fresh):
-            Jt = prob.jacobian_internal(u[fresh], f[fresh], _rows(fresh, n_ser))
+            Jt = prob.jacobian(u[fresh], f[fresh], _rows(fresh, n_ser))
             nfev[fresh] += n_par
             A[fresh] = Jt @ Jt.transpose(0, 2, 1)
             g[fresh] = (Jt @ f[fresh][..., None])[..., 0]
