@@ -189,8 +189,9 @@ class Bounds:
         return np.arcsin(np.clip(2 * (x - lo) / (hi - lo) - 1, -1.0, 1.0))
 
     def values(self, x, rows=slice(None)) -> dict:
-        """Keyword arguments of the family's ``step`` as (rows, 1) columns."""
-        out = {k: x[:, i:i + 1] for i, k in enumerate(self.names)}
+        """Keyword arguments of the family's ``step`` as (rows, 1) columns; (S, rows, 1)
+        for a stack ``x`` of S parameter sets per row."""
+        out = {k: x[..., i:i + 1] for i, k in enumerate(self.names)}
         out.update({k: v[rows][:, None] for k, v in self.fixed.items()})
         return out
 
@@ -228,10 +229,13 @@ class Problem:
             self.linear = (x0, self._eval(x0, rows), jac)
 
     def _eval(self, x, rows):
+        """Weighted residuals at ``x`` (rows, P), or at each of a stack (S, rows, P)."""
         b = self.b
         with np.errstate(all="ignore"):
             pred = self.model.step(b.g[rows], b.up[rows], **self.bounds.values(x, rows))
-        return (pred - b.dg[rows]) * b.w[rows]
+        pred -= b.dg[rows]
+        pred *= b.w[rows]
+        return pred
 
     def residual(self, x, rows=slice(None)):
         if self.linear is None:
@@ -249,11 +253,15 @@ class Problem:
         h = eps * np.abs(u)
         h[h == 0] = eps
         x, moved = b.external(u, rows), b.external(u + h, rows)
-        out = np.empty((len(u), u.shape[1], f.shape[1]))
-        for j in range(u.shape[1]):
-            xj = x.copy()
-            xj[:, j] = moved[:, j]
-            out[:, j] = (self.residual(xj, rows) - f) / h[:, j:j + 1]
+        n_par = u.shape[1]
+        xs = np.repeat(x[None], n_par, 0)            # (P, rows, P): set j moves parameter j
+        xs[np.arange(n_par), :, np.arange(n_par)] = moved.T
+        if self.linear is not None:
+            out = np.stack([self.residual(xj, rows) for xj in xs], 1)
+        else:  # every moved set in one broadcast evaluation of the step
+            out = self._eval(xs, rows).transpose(1, 0, 2)
+        out -= f[:, None, :]
+        out /= h[:, :, None]
         return out
 
 
