@@ -49,7 +49,7 @@ from .fitrecords import (ENGINES, DeviceFit, FamilyFit, FitTarget, PopulationSta
                          records_frame, state_summary)
 from .schema import StateScale, upgrade_columns
 from .traces import Series, amplitude_ranges, check_protocol, series_from_frame, step_map, traces
-from .workers import process_pool
+from .workers import keep_freed_arrays, process_pool
 
 SERIES_COLUMNS = ["wafer", "die", "device", "pulse_width_s"]
 CRITERIA = ("bic", "aic")
@@ -515,6 +515,7 @@ def fit_series_list(series: list[Series], cfg: FitConfig = FitConfig(), progress
 def _partition_tables(series: list[Series], cfg: FitConfig) -> tuple[pd.DataFrame, ...]:
     """(fits, devices, params) rows of a partition: built in the worker, so the parent
     only concatenates (and frames travel between processes faster than records)."""
+    keep_freed_arrays()
     results = _fit_partition(series, cfg)
     return (records_frame([(r.info, f) for r in results for f in r.fits], (SeriesInfo, FamilyFit)),
             records_frame([(r.info, r.device) for r in results], (SeriesInfo, DeviceFit)),
