@@ -361,7 +361,7 @@ def _prepare(s: Series, cfg: FitConfig) -> _Prepared | SeriesFit:
     device = DeviceFit(n_pulses=int(pulsed.sum()), energy_per_pulse_j=energy.energy_j,
                        energy_source=energy.source, norm_lo=scale.lo, norm_span=scale.span, **protocol)
     sm = step_map(s)
-    problem = _series_problem(s, scale.span, sm)
+    problem = _series_problem(s, scale.span, sm, protocol["protocol"])
     if problem:
         return SeriesFit(info, tuple(FamilyFit(f, flag=problem) for f in cfg.families),
                          replace(device, flag=problem))
@@ -369,8 +369,8 @@ def _prepare(s: Series, cfg: FitConfig) -> _Prepared | SeriesFit:
     weights, target = noise_weights(data)
     # A staircase is fitted as its makers do (each step one update) and judged on its steps.
     judge = "r2_steps" if protocol["protocol"] == "staircase" else "r2_trace"
-    return _Prepared(info, device, data, TraceSet.build(traces(s), scale), weights, target, scale,
-                     judge)
+    return _Prepared(info, device, data, TraceSet.build(traces(s, protocol["protocol"]), scale),
+                     weights, target, scale, judge)
 
 
 def fit_series(s: Series, cfg: FitConfig = FitConfig()) -> SeriesFit:
@@ -439,13 +439,13 @@ def _fit_all(data: StepMap, ts: TraceSet, cfg: FitConfig, weights, target: FitTa
     return [rows[f] for f in cfg.families]
 
 
-def _series_problem(s: Series, span: float, sm) -> str | None:
+def _series_problem(s: Series, span: float, sm, kind: str) -> str | None:
     if len(s.state) < 10:
         return f"too few pulses ({len(s.state)})"
     if not np.isfinite(span) or span <= 0:
         return "constant state: no steps to fit"
     try:
-        check_protocol(s)
+        check_protocol(s, kind)
     except InputError as exc:  # a protocol we cannot fit: flagged, not raised
         return exc.message
     if sm.up.any() and sm.dg[sm.up].mean() <= 0:
