@@ -40,6 +40,7 @@ EPSFCN = 1e-10      # forward-difference step sqrt(epsfcn) |u| in the internal c
 FACTOR = 100.0      # initial step bound: FACTOR |D u|
 MAXFEV = 4000       # then lmfit takes over (and stops there too)
 EPSMCH, DWARF = np.finfo(float).eps, np.finfo(float).tiny
+COMPACT_MIN = 16    # rows below which lmdif no longer compacts its arrays to the live series
 GRID_ROWS = 1024    # parameter sets per symmetry-point grid search
 BISECTIONS = 44     # a grid cell (1/400 of the range) halved to below brentq's xtol 1e-12
 
@@ -228,6 +229,17 @@ class Problem:
             jac = np.stack([parts[k] for k in bounds.names], 1) * batch.w[:, None, :]
             self.linear = (x0, self._eval(x0, rows), jac)
 
+    def subset(self, rows: np.ndarray) -> "Problem":
+        """The same problem for the series ``rows`` only."""
+        out = Problem.__new__(Problem)
+        b, bd = self.b, self.bounds
+        out.model = self.model
+        out.b = StepBatch(b.g[rows], b.dg[rows], b.up[rows], b.w[rows], b.n[rows])
+        out.bounds = Bounds(bd.names, {k: v[rows] for k, v in bd.fixed.items()}, bd.lo[rows],
+                            bd.hi[rows])
+        out.linear = None if self.linear is None else tuple(a[rows] for a in self.linear)
+        return out
+
     def _eval(self, x, rows):
         """Weighted residuals at ``x`` (rows, P), or at each of a stack (S, rows, P)."""
         b = self.b
@@ -366,7 +378,7 @@ def lmdif(prob: Problem, x0: np.ndarray) -> Solution:
     another step control stops in other minima. A series that ends on one of MINPACK's
     failure tests comes back unconverged (lmfit then reports what it reports)."""
     n_ser, n_par = x0.shape
-    bounds = prob.bounds
+    bounds = full = prob.bounds
     u = bounds.internal(x0)
     f = prob.residual(bounds.external(u))
     fnorm = _norm(f)
@@ -377,13 +389,30 @@ def lmdif(prob: Problem, x0: np.ndarray) -> Solution:
     A, g = np.zeros((n_ser, n_par, n_par)), np.zeros((n_ser, n_par))
     D, gnorm = np.ones((n_ser, n_par)), np.zeros(n_ser)
     delta, par, xnorm = np.zeros(n_ser), np.zeros(n_ser), np.zeros(n_ser)
+    index = np.arange(n_ser)  # the series of each row of the arrays above
+    out_u, out_ok, out_nfev, out_A = np.empty_like(u), np.zeros(n_ser, bool), nfev.copy(), A.copy()
+
+    def keep_results():
+        out_u[index], out_ok[index], out_nfev[index], out_A[index] = (
+            u, converged & np.isfinite(fnorm), nfev, A)
+
     while True:
         act = np.flatnonzero(~done)
         if not len(act):
             break
+        if len(act) <= len(index) // 2 and len(index) > COMPACT_MIN:
+            # most series have ended: go on with the rest only, so every evaluation
+            # works on whole arrays (views) instead of gathering the rows it needs
+            keep_results()
+            index, prob = index[act], prob.subset(act)
+            bounds = prob.bounds
+            u, f, fnorm, nfev, done, converged, first, need_jac, A, g, D, gnorm, delta, par, xnorm = (
+                v[act] for v in (u, f, fnorm, nfev, done, converged, first, need_jac, A, g, D,
+                                 gnorm, delta, par, xnorm))
+            act = np.arange(len(act))
         fresh = act[need_jac[act]]
         if len(fresh):
-            Jt = prob.jacobian(u[fresh], f[fresh], _rows(fresh, n_ser))
+            Jt = prob.jacobian(u[fresh], f[fresh], _rows(fresh, len(index)))
             nfev[fresh] += n_par
             A[fresh] = Jt @ Jt.transpose(0, 2, 1)
             g[fresh] = (Jt @ f[fresh][..., None])[..., 0]
@@ -407,7 +436,7 @@ def lmdif(prob: Problem, x0: np.ndarray) -> Solution:
         pnorm = _norm(D[act] * step)
         dl = np.where(first[act], np.minimum(delta[act], pnorm), delta[act])
         u_new = u[act] + step
-        rows = _rows(act, n_ser)
+        rows = _rows(act, len(index))
         f_new = prob.residual(bounds.external(u_new, rows), rows)
         nfev[act] += 1
         fnorm1, fn = _norm(f_new), fnorm[act]
@@ -435,8 +464,9 @@ def lmdif(prob: Problem, x0: np.ndarray) -> Solution:
         failed = ~end & ((nfev[act] >= MAXFEV) | (dl <= EPSMCH * xnorm[act]) | (gnorm[act] <= EPSMCH)
                          | ((np.abs(actred) <= EPSMCH) & (prered <= EPSMCH) & (0.5 * ratio <= 1)))
         done[act[failed]] = True
-    dxdu = np.cos(u) * (bounds.hi - bounds.lo) / 2
-    return Solution(bounds.external(u), converged & np.isfinite(fnorm), nfev, A, dxdu)
+    keep_results()
+    dxdu = np.cos(out_u) * (full.hi - full.lo) / 2
+    return Solution(full.external(out_u), out_ok, out_nfev, out_A, dxdu)
 
 
 def covariance(sol: Solution, redchi: np.ndarray) -> np.ndarray:
