@@ -489,9 +489,11 @@ def fit_frame(df: pd.DataFrame, cfg: FitConfig = FitConfig(), progress=None) -> 
     return fit_series_list(series_from_frame(df), cfg, progress)
 
 
-def fit_series_list(series: list[Series], cfg: FitConfig = FitConfig(), progress=None) -> FitResult:
+def fit_series_list(series: list[Series], cfg: FitConfig = FitConfig(), progress=None,
+                    meanwhile=None) -> FitResult:
     """Fit device series in partitions of ``PARTITION`` series spread over
-    ``cfg.workers`` processes; ``progress(done, total)`` after each partition."""
+    ``cfg.workers`` processes; ``progress(done, total)`` after each partition.
+    ``meanwhile()``: the caller's own work, done here while the workers fit."""
     workers = cfg.workers or os.cpu_count() or 1
     size = PARTITION if cfg.engine == "batch" else 8
     # a small wafer still gives every worker a partition
@@ -501,10 +503,16 @@ def fit_series_list(series: list[Series], cfg: FitConfig = FitConfig(), progress
         done = map(_partition_tables, parts, [cfg] * len(parts))
         tables = _collect(done, len(series), progress)
         trace_fits = fit_traces(series)
+        if meanwhile:
+            meanwhile()
     else:
         with process_pool(workers) as pool:
+            # map submits every partition, so the workers are forked before any thread
+            # ``meanwhile`` may start
             done = pool.map(_partition_tables, parts, [cfg] * len(parts))
             trace_fits = fit_traces(series)  # here while the workers fit
+            if meanwhile:
+                meanwhile()
             tables = _collect(done, len(series), progress)
     tables = tables or [_partition_tables([], cfg)]  # no series: empty tables, same columns
     fits, devices, params = (_concat([t[i] for t in tables]) for i in range(3))
