@@ -216,11 +216,25 @@ GRADIENTS = {"lookup": _lookup_grad}
 LINEAR = set(GRADIENTS)
 
 
+# Parameters entering the same factor of a family's step: their forward differences are
+# evaluated together, with the factors they do not enter computed once for the pair.
+PAIRS = {
+    "powstep": (("a_p", "a_d"), ("gamma_p", "gamma_d"), ("b_hi", "b_lo")),
+    "beta": (("A_p", "A_d"), ("alpha_p", "alpha_d"), ("beta_p", "beta_d"), ("g_min", "g_max")),
+}
+
+
 class Problem:
     """One family over a batch: weighted residuals and their Jacobian."""
 
     def __init__(self, model: DeviceModel, batch: StepBatch, bounds: Bounds, x0: np.ndarray):
         self.model, self.b, self.bounds = model, batch, bounds
+        # parameters whose differences are evaluated together (PAIRS), the rest in one go
+        pairs = [[bounds.names.index(k) for k in pair if k in bounds.names]
+                 for pair in PAIRS.get(model.name, ())]
+        paired = {j for pair in pairs for j in pair}
+        rest = [j for j in range(len(bounds.names)) if j not in paired]
+        self.groups = [g for g in (*pairs, rest) if g]
         self.linear = None
         if model.name in LINEAR:
             rows = np.arange(len(x0))
@@ -233,7 +247,7 @@ class Problem:
         """The same problem for the series ``rows`` only."""
         out = Problem.__new__(Problem)
         b, bd = self.b, self.bounds
-        out.model = self.model
+        out.model, out.groups = self.model, self.groups
         out.b = StepBatch(b.g[rows], b.dg[rows], b.up[rows], b.w[rows], b.n[rows])
         out.bounds = Bounds(bd.names, {k: v[rows] for k, v in bd.fixed.items()}, bd.lo[rows],
                             bd.hi[rows])
@@ -241,10 +255,15 @@ class Problem:
         return out
 
     def _eval(self, x, rows):
-        """Weighted residuals at ``x`` (rows, P), or at each of a stack (S, rows, P)."""
+        """Weighted residuals at ``x`` (rows, P)."""
+        return self._eval_at(self.bounds.values(x, rows), rows)
+
+    def _eval_at(self, values: dict, rows):
+        """Weighted residuals for the step's keyword arguments ``values`` ((rows, 1)
+        columns, or (S, rows, 1) for S parameter sets)."""
         b = self.b
         with np.errstate(all="ignore"):
-            pred = self.model.step(b.g[rows], b.up[rows], **self.bounds.values(x, rows))
+            pred = self.model.step(b.g[rows], b.up[rows], **values)
         pred -= b.dg[rows]
         pred *= b.w[rows]
         return pred
@@ -267,12 +286,17 @@ class Problem:
         x, moved = b.external(u, rows), b.external(u + h, rows)
         if self.linear is not None:  # linear in x: moving x_j moves the residual along J_j
             return self.linear[2][rows] * ((moved - x) / h)[:, :, None]
-        n_par = u.shape[1]
-        xs = np.repeat(x[None], n_par, 0)            # (P, rows, P): set j moves parameter j
-        xs[np.arange(n_par), :, np.arange(n_par)] = moved.T
-        out = self._eval(xs, rows).transpose(1, 0, 2)  # every moved set in one evaluation
-        out -= f[:, None, :]
-        out /= h[:, :, None]
+        out = np.empty((len(u), u.shape[1], f.shape[1]))
+        for group in self.groups:
+            # one evaluation per group: set s moves parameter group[s]; the others enter as
+            # (rows, 1) columns, so what they alone determine is computed once, not per set
+            xs = np.repeat(x[None, :, group], len(group), 0)
+            xs[np.arange(len(group)), :, np.arange(len(group))] = moved[:, group].T
+            cols = self.bounds.values(x, rows)
+            cols.update({self.bounds.names[j]: xs[:, :, s:s + 1] for s, j in enumerate(group)})
+            diff = self._eval_at(cols, rows).transpose(1, 0, 2)
+            diff -= f[:, None, :]
+            out[:, group] = diff / h[:, group, None]
         return out
 
 
