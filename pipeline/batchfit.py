@@ -34,11 +34,13 @@ from .devices import StepMap, DeviceModel, family, geometric
 from .devices.neurosim import P_MAX
 from .fitrecords import FamilyFit, FitTarget
 
-FTOL = 1e-12        # Gauss-Newton gain below this share of chi-square: converged
-XTOL = 1.5e-8       # lmfit's xtol (and ftol) for MINPACK: a smaller step with a smaller
-                    # relative decrease also ends a fit
-MAX_ITER = 300      # accepted or rejected steps per series; then lmfit takes over
-LAMBDA_MAX = 1e12   # damping this high: no step lowers chi-square any more (converged)
+# lmfit's settings for MINPACK's lmdif (Minimizer.leastsq, Model.fit's max_nfev 4000)
+FTOL = XTOL = 1.5e-8
+EPSFCN = 1e-10      # forward-difference step sqrt(epsfcn) |u| in the internal coordinates
+FACTOR = 100.0      # initial step bound: FACTOR |D u|
+MAXFEV = 4000       # then lmfit takes over (and stops there too)
+EPSMCH, DWARF = np.finfo(float).eps, np.finfo(float).tiny
+COMPACT_MIN = 16    # rows below which lmdif no longer compacts its arrays to the live series
 GRID_ROWS = 1024    # parameter sets per symmetry-point grid search
 BISECTIONS = 44     # a grid cell (1/400 of the range) halved to below brentq's xtol 1e-12
 
@@ -188,72 +190,11 @@ class Bounds:
         return np.arcsin(np.clip(2 * (x - lo) / (hi - lo) - 1, -1.0, 1.0))
 
     def values(self, x, rows=slice(None)) -> dict:
-        """Keyword arguments of the family's ``step`` as (rows, 1) columns."""
-        out = {k: x[:, i:i + 1] for i, k in enumerate(self.names)}
+        """Keyword arguments of the family's ``step`` as (rows, 1) columns; (S, rows, 1)
+        for a stack ``x`` of S parameter sets per row."""
+        out = {k: x[..., i:i + 1] for i, k in enumerate(self.names)}
         out.update({k: v[rows][:, None] for k, v in self.fixed.items()})
         return out
-
-
-def _powstep_grad(g, up, a_p, a_d, gamma_p, gamma_d, b_hi, b_lo):
-    span = b_hi - b_lo
-    raw = (b_hi - g) / span
-    w = np.clip(raw, 0.0, 1.0)
-    inside = (raw > 0) & (raw < 1)
-    wp, wd = w ** gamma_p, (1 - w) ** gamma_d
-    zero = np.zeros_like(w)
-    lnw = np.log(np.where(w > 0, w, 1.0))
-    ln1w = np.log(np.where(w < 1, 1 - w, 1.0))
-    dfdw = np.where(up, a_p * gamma_p * np.where(w > 0, wp / np.where(w > 0, w, 1), 0),
-                    a_d * gamma_d * np.where(w < 1, wd / np.where(w < 1, 1 - w, 1), 0))
-    dfdw = np.where(inside, dfdw, 0.0)
-    return {"a_p": np.where(up, wp, zero), "a_d": np.where(up, zero, -wd),
-            "gamma_p": np.where(up, a_p * wp * lnw, zero),
-            "gamma_d": np.where(up, zero, -a_d * wd * ln1w),
-            "b_hi": dfdw * (1 - w) / span, "b_lo": dfdw * w / span}
-
-
-def _beta_grad(g, up, A_p, alpha_p, beta_p, A_d, alpha_d, beta_d, g_min, g_max):  # noqa: N803
-    span = g_max - g_min
-    raw = (g - g_min) / span
-    w = np.clip(raw, 1e-6, 1 - 1e-6)
-    inside = (raw > 1e-6) & (raw < 1 - 1e-6)
-    lnw, ln1w = np.log(w), np.log(1 - w)
-    a, al, be = np.where(up, A_p, A_d), np.where(up, alpha_p, alpha_d), np.where(up, beta_p, beta_d)
-    shape = np.exp((al - 1) * lnw + (be - 1) * ln1w)
-    sign = np.where(up, 1.0, -1.0)
-    f = sign * a * shape
-    dfdw = np.where(inside, f * ((al - 1) / w - (be - 1) / (1 - w)), 0.0)
-    zero = np.zeros_like(w)
-    return {"A_p": np.where(up, shape, zero), "alpha_p": np.where(up, f * lnw, zero),
-            "beta_p": np.where(up, f * ln1w, zero), "A_d": np.where(up, zero, -shape),
-            "alpha_d": np.where(up, zero, f * lnw), "beta_d": np.where(up, zero, f * ln1w),
-            "g_min": dfdw * (w - 1) / span, "g_max": -dfdw * w / span}
-
-
-def _softbounds_grad(g, up, k_p, k_d, b_hi, b_lo):
-    zero = np.zeros(np.broadcast(g, k_p).shape)
-    return {"k_p": np.where(up, b_hi - g, zero), "k_d": np.where(up, zero, b_lo - g),
-            "b_hi": np.where(up, k_p + zero, zero), "b_lo": np.where(up, zero, k_d + zero)}
-
-
-def _neurosim_grad(g, up, A_p, A_d, Gmin, Gmax):  # noqa: N803
-    """kp = 1 - e^(-1/A), hi = Gmin + c_p span, lo = Gmax - c_d span, c = 1/(1 - e^(-Pmax/A))."""
-    span = Gmax - Gmin
-    out, zero = {}, np.zeros(np.broadcast(g, A_p).shape)
-
-    def pieces(a):
-        e1, ep = np.exp(-1 / a), np.exp(-P_MAX / a)
-        c = 1 / (1 - ep)
-        return 1 - e1, -e1 / a ** 2, c, c ** 2 * ep * P_MAX / a ** 2  # k, dk/dA, c, dc/dA
-
-    kp, dkp, cp, dcp = pieces(A_p)
-    kd, dkd, cd, dcd = pieces(A_d)
-    hi, lo = Gmin + cp * span, Gmax - cd * span
-    out["A_p"] = np.where(up, dkp * (hi - g) + kp * dcp * span, zero)
-    out["A_d"] = np.where(up, zero, -dkd * (g - lo) - kd * dcd * span)
-    out["Gmin"] = np.where(up, kp * (1 - cp), kd * cd)
-    out["Gmax"] = np.where(up, kp * cp, kd * (1 - cd))
-    return out
 
 
 def _lookup_grad(g, up, g_lo, g_hi, **nodes):
@@ -269,17 +210,18 @@ def _lookup_grad(g, up, g_lo, g_hi, **nodes):
     return out
 
 
-# Analytic gradients of the step map: one pass instead of one step evaluation per
-# parameter. The formulas are the
-# derivatives of the formulas in ``pipeline.devices`` (checked against differences in
-# tests/test_batchfit.py).
-GRADIENTS = {"softbounds": _softbounds_grad, "neurosim": _neurosim_grad,
-             "powstep": _powstep_grad, "beta": _beta_grad,
-             "lookup": _lookup_grad}
+# The analytic Jacobian of a family linear in its varying parameters: one Jacobian
+# serves its whole fit (checked against differences in tests/test_batchfit.py).
+GRADIENTS = {"lookup": _lookup_grad}
+LINEAR = set(GRADIENTS)
 
 
-# Families linear in their varying parameters: one Jacobian serves the whole fit.
-LINEAR = {"lookup"}
+# Parameters entering the same factor of a family's step: their forward differences are
+# evaluated together, with the factors they do not enter computed once for the pair.
+PAIRS = {
+    "powstep": (("a_p", "a_d"), ("gamma_p", "gamma_d"), ("b_hi", "b_lo")),
+    "beta": (("A_p", "A_d"), ("alpha_p", "alpha_d"), ("beta_p", "beta_d"), ("g_min", "g_max")),
+}
 
 
 class Problem:
@@ -287,20 +229,44 @@ class Problem:
 
     def __init__(self, model: DeviceModel, batch: StepBatch, bounds: Bounds, x0: np.ndarray):
         self.model, self.b, self.bounds = model, batch, bounds
+        # parameters whose differences are evaluated together (PAIRS), the rest in one go
+        pairs = [[bounds.names.index(k) for k in pair if k in bounds.names]
+                 for pair in PAIRS.get(model.name, ())]
+        paired = {j for pair in pairs for j in pair}
+        rest = [j for j in range(len(bounds.names)) if j not in paired]
+        self.groups = [g for g in (*pairs, rest) if g]
         self.linear = None
         if model.name in LINEAR:
             rows = np.arange(len(x0))
-            # one Jacobian for the whole fit (forward differences are exact for a
-            # linear map up to rounding, where a family has no analytic one)
-            jac = (self._analytic(x0, rows) if model.name in GRADIENTS else
-                   self._differences(x0, rows, central=False))
+            with np.errstate(all="ignore"):
+                parts = GRADIENTS[model.name](batch.g, batch.up, **bounds.values(x0))
+            jac = np.stack([parts[k] for k in bounds.names], 1) * batch.w[:, None, :]
             self.linear = (x0, self._eval(x0, rows), jac)
 
+    def subset(self, rows: np.ndarray) -> "Problem":
+        """The same problem for the series ``rows`` only."""
+        out = Problem.__new__(Problem)
+        b, bd = self.b, self.bounds
+        out.model, out.groups = self.model, self.groups
+        out.b = StepBatch(b.g[rows], b.dg[rows], b.up[rows], b.w[rows], b.n[rows])
+        out.bounds = Bounds(bd.names, {k: v[rows] for k, v in bd.fixed.items()}, bd.lo[rows],
+                            bd.hi[rows])
+        out.linear = None if self.linear is None else tuple(a[rows] for a in self.linear)
+        return out
+
     def _eval(self, x, rows):
+        """Weighted residuals at ``x`` (rows, P)."""
+        return self._eval_at(self.bounds.values(x, rows), rows)
+
+    def _eval_at(self, values: dict, rows):
+        """Weighted residuals for the step's keyword arguments ``values`` ((rows, 1)
+        columns, or (S, rows, 1) for S parameter sets)."""
         b = self.b
         with np.errstate(all="ignore"):
-            pred = self.model.step(b.g[rows], b.up[rows], **self.bounds.values(x, rows))
-        return (pred - b.dg[rows]) * b.w[rows]
+            pred = self.model.step(b.g[rows], b.up[rows], **values)
+        pred -= b.dg[rows]
+        pred *= b.w[rows]
+        return pred
 
     def residual(self, x, rows=slice(None)):
         if self.linear is None:
@@ -308,36 +274,29 @@ class Problem:
         x0, r0, j0 = self.linear
         return r0[rows] + ((x - x0[rows])[:, None, :] @ j0[rows])[:, 0]
 
-    def jacobian(self, x, rows, central=False):
-        """d(weighted residual)/d(external parameters), transposed: shape (rows, P, N),
-        the layout in which stacking the columns and forming J^T J are fastest."""
-        if self.linear is not None:
-            return self.linear[2][rows]
-        if self.model.name not in GRADIENTS:
-            return self._differences(x, rows, central)
-        return self._analytic(x, rows)
-
-    def _analytic(self, x, rows):
-        with np.errstate(all="ignore"):
-            parts = GRADIENTS[self.model.name](self.b.g[rows], self.b.up[rows],
-                                               **self.bounds.values(x, rows))
-        jac = np.stack([parts[k] for k in self.bounds.names], 1)
-        jac *= self.b.w[rows][:, None, :]  # in place: (B, P, N) temporaries cost more than the math
-        return jac
-
-    def _differences(self, x, rows, central):
-        h = 1e-7 * np.maximum(np.abs(x), 1e-3)
-        base = None if central else self._eval(x, rows)
-        out = np.empty((len(x), x.shape[1], self.b.g.shape[1]))
-        for j in range(x.shape[1]):
-            hi = x.copy()
-            hi[:, j] += h[:, j]
-            if central:
-                lo = x.copy()
-                lo[:, j] -= h[:, j]
-                out[:, j] = (self._eval(hi, rows) - self._eval(lo, rows)) / (2 * h[:, j:j + 1])
-            else:
-                out[:, j] = (self._eval(hi, rows) - base) / h[:, j:j + 1]
+    def jacobian(self, u, f, rows):
+        """lmdif's forward-difference Jacobian of the weighted residual in lmfit's internal
+        coordinates ``u`` (step ``sqrt(EPSFCN) |u|``), transposed: (rows, P, N). ``f``:
+        the residual at ``u``. lmfit's path depends on these differences: with the
+        analytic Jacobian the kinked families were seen to stop in other minima."""
+        b = self.bounds
+        eps = np.sqrt(max(EPSFCN, EPSMCH))
+        h = eps * np.abs(u)
+        h[h == 0] = eps
+        x, moved = b.external(u, rows), b.external(u + h, rows)
+        if self.linear is not None:  # linear in x: moving x_j moves the residual along J_j
+            return self.linear[2][rows] * ((moved - x) / h)[:, :, None]
+        out = np.empty((len(u), u.shape[1], f.shape[1]))
+        for group in self.groups:
+            # one evaluation per group: set s moves parameter group[s]; the others enter as
+            # (rows, 1) columns, so what they alone determine is computed once, not per set
+            xs = np.repeat(x[None, :, group], len(group), 0)
+            xs[np.arange(len(group)), :, np.arange(len(group))] = moved[:, group].T
+            cols = self.bounds.values(x, rows)
+            cols.update({self.bounds.names[j]: xs[:, :, s:s + 1] for s, j in enumerate(group)})
+            diff = self._eval_at(cols, rows).transpose(1, 0, 2)
+            diff -= f[:, None, :]
+            out[:, group] = diff / h[:, group, None]
         return out
 
 
@@ -354,11 +313,8 @@ class Solution:
     x: np.ndarray            # (B, P) external values
     converged: np.ndarray    # (B,) bool
     nfev: np.ndarray         # (B,) residual evaluations
-
-
-def _scale(jac_t: np.ndarray, dxdu: np.ndarray) -> np.ndarray:
-    jac_t *= dxdu[:, :, None]  # a fresh Jacobian: scaled in place
-    return jac_t
+    normal: np.ndarray       # (B, P, P) J^T J of the last Jacobian, internal coordinates
+    dxdu: np.ndarray         # (B, P) gradient of lmfit's bound transform at the optimum
 
 
 def _rows(index: np.ndarray, n: int):
@@ -367,83 +323,195 @@ def _rows(index: np.ndarray, n: int):
     return slice(None) if len(index) == n else index
 
 
-def levenberg_marquardt(prob: Problem, x0: np.ndarray) -> Solution:
-    """Damped Gauss-Newton in lmfit's internal coordinates, every series at once."""
+def _norm(v: np.ndarray) -> np.ndarray:
+    return np.sqrt(np.einsum("bi,bi->b", v, v))
+
+
+def _quadratic(M: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``v^T M^-1 v`` per row; NaN where M is singular."""
+    try:
+        return np.einsum("bi,bi->b", v, np.linalg.solve(M, v[..., None])[..., 0])
+    except np.linalg.LinAlgError:
+        out = np.full(len(v), np.nan)
+        for i, (m, x) in enumerate(zip(M, v)):
+            try:
+                out[i] = x @ np.linalg.solve(m, x)
+            except np.linalg.LinAlgError:
+                pass
+        return out
+
+
+def lmpar(A, g, D, delta, par):
+    """MINPACK's ``lmpar`` for a batch: the Levenberg-Marquardt parameter ``par`` whose
+    step ``x = (A + par D^2)^-1 g`` has ``|D x|`` within 10 % of ``delta`` (par = 0 when
+    the Gauss-Newton step is shorter), by MINPACK's safeguarded Newton iteration.
+    ``A = J^T J``, ``g = J^T f``: MINPACK works on the QR factors of J, which give the
+    same quantities. Solved in D-scaled variables ``y = D x`` (``A`` with a near-unit
+    diagonal), which keeps the normal equations about as well conditioned as the QR."""
+    A = A / (D[:, :, None] * D[:, None, :])
+    g = g / D
+    y = _solve(A, g)
+    ynorm = _norm(y)
+    fp = ynorm - delta
+    out = np.zeros(len(g))
+    todo = np.flatnonzero(~(fp <= 0.1 * delta))
+    if len(todo):
+        out[todo], y[todo] = _lmpar_search(A[todo], g[todo], y[todo], ynorm[todo], fp[todo],
+                                           delta[todo], par[todo])
+    return out, y / D
+
+
+def _lmpar_search(A, g, y, ynorm, fp, delta, par):
+    """lmpar's iteration where the Gauss-Newton step is too long (scaled variables)."""
+    eye = np.eye(A.shape[1])
+    q = _quadratic(A, y / ynorm[:, None])
+    parl = np.where(np.isfinite(q) & (q > 0), fp / delta / q, 0.0)  # 0: J is rank deficient
+    gnorm = _norm(g)
+    paru = gnorm / delta
+    paru = np.where(paru == 0, DWARF / np.minimum(delta, 0.1), paru)
+    p = np.minimum(np.maximum(par, parl), paru)
+    p = np.where(p == 0, gnorm / ynorm, p)
+    act = np.arange(len(g))
+    for it in range(1, 11):
+        p[act] = np.where(p[act] == 0, np.maximum(DWARF, 0.001 * paru[act]), p[act])
+        M = A[act] + p[act, None, None] * eye
+        ya = _solve(M, g[act])
+        y[act] = ya
+        yn = _norm(ya)
+        prev, fp[act] = fp[act], yn - delta[act]
+        f_a = fp[act]
+        stop = ((np.abs(f_a) <= 0.1 * delta[act]) | ((parl[act] == 0) & (f_a <= prev) & (prev < 0))
+                | (it == 10) | ~np.isfinite(f_a))
+        if stop.all():
+            break
+        go = ~stop
+        act, f_a = act[go], f_a[go]
+        parc = f_a / delta[act] / _quadratic(M[go], ya[go] / yn[go][:, None])
+        parl[act] = np.where(f_a > 0, np.maximum(parl[act], p[act]), parl[act])
+        paru[act] = np.where(f_a < 0, np.minimum(paru[act], p[act]), paru[act])
+        p[act] = np.maximum(parl[act], p[act] + parc)
+    return p, y
+
+
+def lmdif(prob: Problem, x0: np.ndarray) -> Solution:
+    """MINPACK's ``lmdif`` (what lmfit's ``leastsq`` runs, with lmfit's settings) for
+    every series at once, in lmfit's internal coordinates: the same trust region with
+    column-norm scaling, the same step acceptance and bound updates, the same stopping
+    tests. Following lmfit's path matters: on the kinked step maps of powstep and beta
+    another step control stops in other minima. A series that ends on one of MINPACK's
+    failure tests comes back unconverged (lmfit then reports what it reports)."""
     n_ser, n_par = x0.shape
-    bounds = prob.bounds
+    bounds = full = prob.bounds
     u = bounds.internal(x0)
-    r = prob.residual(bounds.external(u))
-    cost = (r ** 2).sum(1)
-    lam = np.full(n_ser, 1e-3)
+    f = prob.residual(bounds.external(u))
+    fnorm = _norm(f)
     nfev = np.ones(n_ser, int)
-    done = ~np.isfinite(cost)
+    done = ~np.isfinite(fnorm)
     converged = np.zeros(n_ser, bool)
-    need_jac = np.ones(n_ser, bool)
-    # normal equations J^T J and J^T r per series: only series that moved need new ones
-    normal, grad_all = np.zeros((n_ser, n_par, n_par)), np.zeros((n_ser, n_par))
-    for _ in range(MAX_ITER):
+    first, need_jac = np.ones(n_ser, bool), np.ones(n_ser, bool)
+    A, g = np.zeros((n_ser, n_par, n_par)), np.zeros((n_ser, n_par))
+    D, gnorm = np.ones((n_ser, n_par)), np.zeros(n_ser)
+    delta, par, xnorm = np.zeros(n_ser), np.zeros(n_ser), np.zeros(n_ser)
+    index = np.arange(n_ser)  # the series of each row of the arrays above
+    out_u, out_ok, out_nfev, out_A = np.empty_like(u), np.zeros(n_ser, bool), nfev.copy(), A.copy()
+
+    def keep_results():
+        out_u[index], out_ok[index], out_nfev[index], out_A[index] = (
+            u, converged & np.isfinite(fnorm), nfev, A)
+
+    while True:
         act = np.flatnonzero(~done)
         if not len(act):
             break
+        if len(act) <= len(index) // 2 and len(index) > COMPACT_MIN:
+            # most series have ended: go on with the rest only, so every evaluation
+            # works on whole arrays (views) instead of gathering the rows it needs
+            keep_results()
+            index, prob = index[act], prob.subset(act)
+            bounds = prob.bounds
+            u, f, fnorm, nfev, done, converged, first, need_jac, A, g, D, gnorm, delta, par, xnorm = (
+                v[act] for v in (u, f, fnorm, nfev, done, converged, first, need_jac, A, g, D,
+                                 gnorm, delta, par, xnorm))
+            act = np.arange(len(act))
         fresh = act[need_jac[act]]
         if len(fresh):
-            # chain rule through the transform: dx/du = cos(u) (hi - lo) / 2
-            dxdu = np.cos(u[fresh]) * (bounds.hi[fresh] - bounds.lo[fresh]) / 2
-            rows = _rows(fresh, n_ser)
-            Jt = prob.jacobian(bounds.external(u[fresh], rows), rows)
-            Jt = Jt * dxdu[:, :, None] if prob.linear is not None else _scale(Jt, dxdu)
-            normal[fresh] = Jt @ Jt.transpose(0, 2, 1)
-            grad_all[fresh] = (Jt @ r[fresh][..., None])[..., 0]
+            Jt = prob.jacobian(u[fresh], f[fresh], _rows(fresh, len(index)))
             nfev[fresh] += n_par
+            A[fresh] = Jt @ Jt.transpose(0, 2, 1)
+            g[fresh] = (Jt @ f[fresh][..., None])[..., 0]
+            cn = np.sqrt(np.einsum("bii->bi", A[fresh]))  # column norms of J
+            new = fresh[first[fresh]]
+            D[new] = np.where(cn[first[fresh]] == 0, 1.0, cn[first[fresh]])
+            xnorm[new] = _norm(D[new] * u[new])
+            delta[new] = np.where(xnorm[new] == 0, FACTOR, FACTOR * xnorm[new])
+            with np.errstate(all="ignore"):
+                ratio_g = np.abs(g[fresh]) / (cn * fnorm[fresh][:, None])
+            gnorm[fresh] = np.where(cn > 0, ratio_g, 0.0).max(1)
+            flat = fresh[(fnorm[fresh] == 0) | (gnorm[fresh] == 0)]  # gtol = 0: info 4
+            converged[flat], done[flat] = True, True
+            D[fresh] = np.maximum(D[fresh], cn)
             need_jac[fresh] = False
-            # stationary: even the undamped Gauss-Newton step would gain almost nothing
-            gain = np.einsum("bi,bi->b", grad_all[fresh], _solve(normal[fresh], grad_all[fresh]))
-            ended = fresh[np.abs(gain) <= FTOL * cost[fresh]]
-            converged[ended], done[ended] = True, True
             act = np.flatnonzero(~done)
             if not len(act):
                 break
-        A, grad = normal[act], grad_all[act]
-        diag = np.maximum(np.einsum("bii->bi", A), 1e-30)
-        M = A + lam[act, None, None] * (diag[:, :, None] * np.eye(n_par))
-        step = -_solve(M, grad)
+        p, x = lmpar(A[act], g[act], D[act], delta[act], par[act])
+        step = -x
+        pnorm = _norm(D[act] * step)
+        dl = np.where(first[act], np.minimum(delta[act], pnorm), delta[act])
         u_new = u[act] + step
-        rows = _rows(act, n_ser)
-        r_new = prob.residual(bounds.external(u_new, rows), rows)
+        rows = _rows(act, len(index))
+        f_new = prob.residual(bounds.external(u_new, rows), rows)
         nfev[act] += 1
-        cost_new = (r_new ** 2).sum(1)
-        better = np.isfinite(cost_new) & (cost_new < cost[act])
-        acc = act[better]
-        # MINPACK's tests: tiny relative decrease with a tiny step (creeping along a
-        # kink of a clipped step map) also ends a fit
-        tiny = ((cost[acc] - cost_new[better] <= XTOL * cost[acc])
-                & (np.linalg.norm(step[better], axis=1) <= XTOL * (np.linalg.norm(u_new[better], axis=1) + XTOL)))
-        converged[acc[tiny]], done[acc[tiny]] = True, True
-        u[acc], r[acc], cost[acc] = u_new[better], r_new[better], cost_new[better]
-        lam[acc] = np.maximum(lam[acc] / 5, 1e-12)
-        need_jac[acc] = True
-        rej = act[~better]
-        lam[rej] *= 8
-        stuck = rej[lam[rej] > LAMBDA_MAX]
-        converged[stuck], done[stuck] = True, True
-    return Solution(bounds.external(u), converged & np.isfinite(cost), nfev)
+        fnorm1, fn = _norm(f_new), fnorm[act]
+        with np.errstate(all="ignore"):
+            actred = np.where(0.1 * fnorm1 < fn, 1 - (fnorm1 / fn) ** 2, -1.0)
+            t1 = np.einsum("bi,bij,bj->b", step, A[act], step) / fn ** 2
+            t2 = p * pnorm ** 2 / fn ** 2
+            prered, dirder = t1 + 2 * t2, -(t1 + t2)
+            ratio = np.where(prered != 0, actred / prered, 0.0)
+            temp = np.where(actred >= 0, 0.5, 0.5 * dirder / (dirder + 0.5 * actred))
+        temp = np.where((0.1 * fnorm1 >= fn) | (temp < 0.1), 0.1, temp)
+        low = ratio <= 0.25
+        high = ~low & ((p == 0) | (ratio >= 0.75))
+        dl = np.where(low, temp * np.minimum(dl, pnorm / 0.1), np.where(high, pnorm / 0.5, dl))
+        delta[act] = dl
+        par[act] = np.where(low, p / temp, np.where(high, 0.5 * p, p))
+        ok = ratio >= 1e-4
+        acc = act[ok]
+        u[acc], f[acc], fnorm[acc] = u_new[ok], f_new[ok], fnorm1[ok]
+        xnorm[acc] = _norm(D[acc] * u[acc])
+        first[acc], need_jac[acc] = False, True
+        small = (np.abs(actred) <= FTOL) & (prered <= FTOL) & (0.5 * ratio <= 1)
+        end = small | (dl <= XTOL * xnorm[act])
+        converged[act[end]], done[act[end]] = True, True
+        failed = ~end & ((nfev[act] >= MAXFEV) | (dl <= EPSMCH * xnorm[act]) | (gnorm[act] <= EPSMCH)
+                         | ((np.abs(actred) <= EPSMCH) & (prered <= EPSMCH) & (0.5 * ratio <= 1)))
+        done[act[failed]] = True
+    keep_results()
+    dxdu = np.cos(out_u) * (full.hi - full.lo) / 2
+    return Solution(full.external(out_u), out_ok, out_nfev, out_A, dxdu)
 
 
-def covariance(prob: Problem, x: np.ndarray, redchi: np.ndarray):
-    """lmfit's scaled covariance per series; NaN where MINPACK would give none."""
-    jac_t = prob.jacobian(x, np.arange(len(x)), central=True)  # at the optimum itself
-    A = jac_t @ jac_t.transpose(0, 2, 1)
+def covariance(sol: Solution, redchi: np.ndarray) -> np.ndarray:
+    """lmfit's scaled covariance per series: the inverse of lmdif's last ``J^T J`` (in
+    the internal coordinates), times ``dx/du`` at the optimum on both sides (lmfit's
+    ``_int2ext_cov_x``) and the reduced chi-square; NaN where MINPACK gives none (a
+    Jacobian column all zero). Inverted with unit diagonal, as conditioned as can be."""
+    A = sol.normal
+    d = np.sqrt(np.einsum("bii->bi", A))
     cov = np.full_like(A, np.nan)
-    ok = (np.abs(jac_t).max(2) > 0).all(1) & np.isfinite(A).all((1, 2))
-    rows = np.flatnonzero(ok)
+    rows = np.flatnonzero((d > 0).all(1) & np.isfinite(A).all((1, 2)))
+    dd = d[rows][:, :, None] * d[rows][:, None, :]
+    g = sol.dxdu[rows]
+    scale = g[:, :, None] * g[:, None, :] * redchi[rows, None, None] / dd
     try:  # all at once; one singular matrix sends the batch through the loop below
-        cov[rows] = np.linalg.inv(A[rows]) * redchi[rows, None, None]
+        cov[rows] = np.linalg.inv(A[rows] / dd) * scale
         return cov
     except np.linalg.LinAlgError:
         pass
-    for i in rows:
+    for j, i in enumerate(rows):
         try:
-            cov[i] = np.linalg.inv(A[i]) * redchi[i]
+            cov[i] = np.linalg.inv(A[i] / dd[j]) * scale[j]
         except np.linalg.LinAlgError:
             pass
     return cov
@@ -622,8 +690,8 @@ def fit_steps(name: str, datas: list[StepMap], weights: list[np.ndarray], traces
     if not (np.isfinite(bounds.lo).all() and np.isfinite(bounds.hi).all()):
         return out  # only lmfit's two-sided bound transform is reproduced here
     prob = Problem(model, batch, bounds, x0)
-    sol = levenberg_marquardt(prob, x0)
-    st = _statistics(prob, sol.x, n_var)
+    sol = lmdif(prob, x0)
+    st = _statistics(prob, sol, n_var)
     p = {k: sol.x[:, i] for i, k in enumerate(bounds.names)}
     p.update(bounds.fixed)
     p = {k: p[k] for k in model.param_names}
@@ -661,10 +729,10 @@ def fit_steps(name: str, datas: list[StepMap], weights: list[np.ndarray], traces
     return out
 
 
-def _statistics(prob: Problem, x: np.ndarray, n_var: int) -> dict:
+def _statistics(prob: Problem, sol: Solution, n_var: int) -> dict:
     """Per series: lmfit's chisqr, redchi, AIC, BIC and scaled covariance, R^2 of the
     steps, unweighted residuals, and whether the model is finite on every point."""
-    b = prob.b
+    b, x = prob.b, sol.x
     chisqr = (prob.residual(x) ** 2).sum(1)
     redchi = chisqr / np.maximum(1, b.n - n_var)
     chisqr = np.maximum(chisqr, 1e-250 * b.n)
@@ -677,7 +745,7 @@ def _statistics(prob: Problem, x: np.ndarray, n_var: int) -> dict:
     with np.errstate(all="ignore"):
         r2 = np.where(ss_tot > 0, 1 - (np.where(mask, resid, 0) ** 2).sum(1) / ss_tot, np.nan)
     return {"chisqr": chisqr, "redchi": redchi, "aic": neg2ll + 2 * n_var,
-            "bic": neg2ll + np.log(b.n) * n_var, "cov": covariance(prob, x, redchi),
+            "bic": neg2ll + np.log(b.n) * n_var, "cov": covariance(sol, redchi),
             "r2_steps": r2, "resid": resid,
             "finite": np.isfinite(chisqr) & np.where(mask, np.isfinite(pred), True).all(1)}
 

@@ -49,7 +49,7 @@ from .fitrecords import (ENGINES, DeviceFit, FamilyFit, FitTarget, PopulationSta
                          records_frame, state_summary)
 from .schema import StateScale, upgrade_columns
 from .traces import Series, amplitude_ranges, check_protocol, series_from_frame, step_map, traces
-from .workers import process_pool
+from .workers import keep_freed_arrays, process_pool
 
 SERIES_COLUMNS = ["wafer", "die", "device", "pulse_width_s"]
 CRITERIA = ("bic", "aic")
@@ -361,7 +361,7 @@ def _prepare(s: Series, cfg: FitConfig) -> _Prepared | SeriesFit:
     device = DeviceFit(n_pulses=int(pulsed.sum()), energy_per_pulse_j=energy.energy_j,
                        energy_source=energy.source, norm_lo=scale.lo, norm_span=scale.span, **protocol)
     sm = step_map(s)
-    problem = _series_problem(s, scale.span, sm)
+    problem = _series_problem(s, scale.span, sm, protocol["protocol"])
     if problem:
         return SeriesFit(info, tuple(FamilyFit(f, flag=problem) for f in cfg.families),
                          replace(device, flag=problem))
@@ -369,8 +369,8 @@ def _prepare(s: Series, cfg: FitConfig) -> _Prepared | SeriesFit:
     weights, target = noise_weights(data)
     # A staircase is fitted as its makers do (each step one update) and judged on its steps.
     judge = "r2_steps" if protocol["protocol"] == "staircase" else "r2_trace"
-    return _Prepared(info, device, data, TraceSet.build(traces(s), scale), weights, target, scale,
-                     judge)
+    return _Prepared(info, device, data, TraceSet.build(traces(s, protocol["protocol"]), scale),
+                     weights, target, scale, judge)
 
 
 def fit_series(s: Series, cfg: FitConfig = FitConfig()) -> SeriesFit:
@@ -439,13 +439,13 @@ def _fit_all(data: StepMap, ts: TraceSet, cfg: FitConfig, weights, target: FitTa
     return [rows[f] for f in cfg.families]
 
 
-def _series_problem(s: Series, span: float, sm) -> str | None:
+def _series_problem(s: Series, span: float, sm, kind: str) -> str | None:
     if len(s.state) < 10:
         return f"too few pulses ({len(s.state)})"
     if not np.isfinite(span) or span <= 0:
         return "constant state: no steps to fit"
     try:
-        check_protocol(s)
+        check_protocol(s, kind)
     except InputError as exc:  # a protocol we cannot fit: flagged, not raised
         return exc.message
     if sm.up.any() and sm.dg[sm.up].mean() <= 0:
@@ -489,9 +489,11 @@ def fit_frame(df: pd.DataFrame, cfg: FitConfig = FitConfig(), progress=None) -> 
     return fit_series_list(series_from_frame(df), cfg, progress)
 
 
-def fit_series_list(series: list[Series], cfg: FitConfig = FitConfig(), progress=None) -> FitResult:
+def fit_series_list(series: list[Series], cfg: FitConfig = FitConfig(), progress=None,
+                    meanwhile=None) -> FitResult:
     """Fit device series in partitions of ``PARTITION`` series spread over
-    ``cfg.workers`` processes; ``progress(done, total)`` after each partition."""
+    ``cfg.workers`` processes; ``progress(done, total)`` after each partition.
+    ``meanwhile()``: the caller's own work, done here while the workers fit."""
     workers = cfg.workers or os.cpu_count() or 1
     size = PARTITION if cfg.engine == "batch" else 8
     # a small wafer still gives every worker a partition
@@ -501,10 +503,16 @@ def fit_series_list(series: list[Series], cfg: FitConfig = FitConfig(), progress
         done = map(_partition_tables, parts, [cfg] * len(parts))
         tables = _collect(done, len(series), progress)
         trace_fits = fit_traces(series)
+        if meanwhile:
+            meanwhile()
     else:
         with process_pool(workers) as pool:
+            # map submits every partition, so the workers are forked before any thread
+            # ``meanwhile`` may start
             done = pool.map(_partition_tables, parts, [cfg] * len(parts))
             trace_fits = fit_traces(series)  # here while the workers fit
+            if meanwhile:
+                meanwhile()
             tables = _collect(done, len(series), progress)
     tables = tables or [_partition_tables([], cfg)]  # no series: empty tables, same columns
     fits, devices, params = (_concat([t[i] for t in tables]) for i in range(3))
@@ -515,6 +523,7 @@ def fit_series_list(series: list[Series], cfg: FitConfig = FitConfig(), progress
 def _partition_tables(series: list[Series], cfg: FitConfig) -> tuple[pd.DataFrame, ...]:
     """(fits, devices, params) rows of a partition: built in the worker, so the parent
     only concatenates (and frames travel between processes faster than records)."""
+    keep_freed_arrays()
     results = _fit_partition(series, cfg)
     return (records_frame([(r.info, f) for r in results for f in r.fits], (SeriesInfo, FamilyFit)),
             records_frame([(r.info, r.device) for r in results], (SeriesInfo, DeviceFit)),

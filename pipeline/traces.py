@@ -167,10 +167,10 @@ def protocol(s: Series) -> str:
     return "staircase" if len(lengths) and np.median(lengths) < MIN_RUN else "identical"
 
 
-def check_protocol(s: Series) -> None:
+def check_protocol(s: Series, kind: str | None = None) -> None:
     """Raise InputError when no trace has two pulses (directions alternate every pulse):
-    neither protocol then has a trace to re-simulate."""
-    rows, new = _runs(s, by_amplitude=protocol(s) == "identical")
+    neither protocol then has a trace to re-simulate. ``kind``: ``protocol(s)`` if known."""
+    rows, new = _runs(s, by_amplitude=(kind or protocol(s)) == "identical")
     lengths = np.diff(np.r_[np.flatnonzero(new), len(rows)])
     if not len(lengths) or lengths.max() < 2:
         raise InputError(f"{s.wafer}/{s.die}/{s.device} at {s.pulse_width_s:g} s has no two "
@@ -188,9 +188,10 @@ def amplitude_ranges(s: Series) -> dict:
     return out
 
 
-def traces(s: Series) -> list[Trace]:
-    """Identical-pulse runs, or for a staircase each direction's run within a cycle."""
-    staircase = protocol(s) == "staircase"
+def traces(s: Series, kind: str | None = None) -> list[Trace]:
+    """Identical-pulse runs, or for a staircase each direction's run within a cycle.
+    ``kind``: ``protocol(s)`` if known."""
+    staircase = (kind or protocol(s)) == "staircase"
     rows, new = _runs(s, by_amplitude=not staircase)
     starts = np.flatnonzero(new)
     ends = np.r_[starts[1:], len(rows)]

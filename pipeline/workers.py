@@ -47,3 +47,25 @@ def _watch(parent: int) -> None:
     while os.getppid() == parent:
         time.sleep(WATCH_S)
     os._exit(1)
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+_HEAP_KEPT = False
+
+
+def keep_freed_arrays() -> None:
+    """Let this process's heap keep freed blocks up to 64 MiB (Linux, glibc).
+
+    By default glibc maps every block over 128 KiB afresh and unmaps it when freed, so
+    each temporary array of a batched fit (about 1 MiB) costs its page faults again; kept
+    in the heap, they are reused. Once per process; elsewhere a no-op."""
+    global _HEAP_KEPT
+    if _HEAP_KEPT or not sys.platform.startswith("linux"):
+        return
+    _HEAP_KEPT = True
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt(M_MMAP_THRESHOLD, 64 << 20)
+        libc.mallopt(M_TRIM_THRESHOLD, 256 << 20)
+    except (OSError, AttributeError):
+        pass  # not glibc: its own allocator's defaults

@@ -10,7 +10,7 @@ from pipeline.fitting import FitConfig, TraceSet, fit_family, noise_weights
 from pipeline.schema import StateScale
 from pipeline.traces import series_from_frame, step_map, traces
 
-SMOOTH = ("softbounds", "neurosim", "lookup")  # one minimum: both engines find it
+FAMILIES = ("softbounds", "neurosim", "powstep", "beta", "lookup")
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +33,10 @@ def _both(name, problems):
     return batch, ref
 
 
-@pytest.mark.parametrize("name", SMOOTH)
+@pytest.mark.parametrize("name", FAMILIES)
 def test_batch_matches_lmfit(problems, name):
+    """Every family, the kinked ones (powstep, beta: clipped step maps, several minima)
+    included: the batched lmdif takes lmfit's path and stops where it stops."""
     batch, ref = _both(name, problems)
     assert all(r is not None for r in batch)
     for b, r in zip(batch, ref):
@@ -43,21 +45,14 @@ def test_batch_matches_lmfit(problems, name):
             assert b.values[k] == pytest.approx(v, rel=1e-3, abs=1e-9), k
             if np.isfinite(r.stderr[k]) and r.stderr[k] > 0:
                 assert b.stderr[k] == pytest.approx(r.stderr[k], rel=0.05), k
-        for k in ("chisqr", "redchi", "aic", "bic", "r2_steps", "r2_trace", "sp_g"):
-            assert getattr(b, k) == pytest.approx(getattr(r, k), rel=1e-6, abs=1e-9), k
-        assert b.sp_g_err == pytest.approx(r.sp_g_err, rel=0.05)
+        for k in ("chisqr", "redchi", "aic", "bic", "sp_g"):
+            assert getattr(b, k) == pytest.approx(getattr(r, k), rel=1e-6, abs=1e-9, nan_ok=True), k
+        # lmfit stops where chi-square changes by less than 1.5e-8 of itself: on a flat
+        # bottom the unweighted R^2 may move in its fifth digit
+        for k in ("r2_steps", "r2_trace"):
+            assert getattr(b, k) == pytest.approx(getattr(r, k), abs=1e-5, nan_ok=True), k
+        assert b.sp_g_err == pytest.approx(r.sp_g_err, rel=0.05, nan_ok=True)
         assert len(b.resid) == r.n_points
-
-
-@pytest.mark.parametrize("name", ("powstep", "beta"))
-def test_batch_reaches_lmfit_chi_square_on_kinked_families(problems, name):
-    """Clipped step maps have kinks, so the minimum a solver stops in depends on its
-    path: the batched one must fit about as well as lmfit, not identically."""
-    batch, ref = _both(name, problems)
-    ratio = np.array([b.chisqr / r.chisqr for b, r in zip(batch, ref) if b and r.success])
-    assert len(ratio) >= 38
-    assert np.median(ratio) <= 1.0 + 1e-6
-    assert ratio.max() < 1.01
 
 
 @pytest.mark.parametrize("name", sorted(batchfit.GRADIENTS))
@@ -113,8 +108,7 @@ def test_engines_choose_the_same_family_with_the_same_flags(both_engines):
     assert len(ref.devices) == len(new.devices) == 40
     assert list(ref.devices.family) == list(new.devices.family)
     assert list(ref.devices.flag) == list(new.devices.flag)
-    smooth = ref.fits.family.isin(SMOOTH)
-    assert list(ref.fits.flag[smooth]) == list(new.fits.flag[smooth])
+    assert list(ref.fits.flag) == list(new.fits.flag)
     assert list(ref.fits.chosen) == list(new.fits.chosen)
 
 
@@ -183,3 +177,20 @@ def test_remembered_starting_values_equal_the_family_guess(problems, name):
     assert batchfit.starting_values(model, other) is not first
     for k, p in model.guess(data).items():
         assert (first[k].value, first[k].min, first[k].max, first[k].vary) == (p.value, p.min, p.max, p.vary)
+
+
+@pytest.mark.parametrize("name", sorted(batchfit.PAIRS))
+def test_paired_differences_equal_one_parameter_at_a_time(problems, name):
+    """Evaluating a pair's moved parameter sets together changes no number of lmdif's
+    Jacobian (what keeps the batched fit on lmfit's path)."""
+    model = family(name)
+    datas, weights, _ = zip(*problems[:10])
+    batch = batchfit.StepBatch.build(list(datas), list(weights))
+    bounds, x = batchfit.Bounds.from_params([model.guess(d) for d in datas])
+    prob = batchfit.Problem(model, batch, bounds, x)
+    u = bounds.internal(np.clip(x * 1.03, bounds.lo, bounds.hi))
+    rows = np.arange(len(u))
+    f = prob.residual(bounds.external(u))
+    paired = prob.jacobian(u, f, rows)
+    prob.groups = [[j] for j in range(u.shape[1])]
+    assert np.array_equal(paired, prob.jacobian(u, f, rows), equal_nan=True)

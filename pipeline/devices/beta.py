@@ -35,9 +35,10 @@ class Beta(DeviceModel):
     def step(self, g, up, A_p, alpha_p, beta_p, A_d, alpha_d, beta_d, g_min, g_max):
         xp = ops_for(g)
         w = xp.clip((g - g_min) / (g_max - g_min), 1e-6, 1 - 1e-6)
-        upstep = A_p * w ** (alpha_p - 1) * (1 - w) ** (beta_p - 1)
-        down = -A_d * w ** (alpha_d - 1) * (1 - w) ** (beta_d - 1)
-        return xp.where(up, upstep, down)
+        # each point's direction picks its parameters first: two powers per point, not four
+        # (the same numbers as evaluating both directions and picking one)
+        return (xp.where(up, A_p, -A_d) * w ** xp.where(up, alpha_p - 1, alpha_d - 1)
+                * (1 - w) ** xp.where(up, beta_p - 1, beta_d - 1))
 
     def guess(self, data: StepMap) -> lmfit.Parameters:
         sb = SoftBounds().guess(data)

@@ -52,12 +52,11 @@ class Lookup(DeviceModel):
         j = xp.clip(xp.floor(u), 0, self.n - 2)
         t = u - j
 
-        def interp(prefix):
-            v = xp.stack_last([p[f"{prefix}_{i}"] for i in range(self.n)])
-            a, b = xp.gather(v, j), xp.gather(v, j + 1)
-            return a + t * (b - a)
-
-        return xp.where(up, interp("up"), interp("down"))
+        # one table of both directions' nodes: each point reads its own direction's pair
+        v = xp.stack_last([p[f"{d}_{i}"] for d in ("up", "down") for i in range(self.n)])
+        j = j + xp.where(up, 0, self.n)
+        a, b = xp.gather(v, j), xp.gather(v, j + 1)
+        return a + t * (b - a)
 
     def guess(self, data: StepMap) -> lmfit.Parameters:
         lo, hi = float(data.g.min()), float(data.g.max())

@@ -32,7 +32,8 @@ class PowStep(DeviceModel):
     def step(self, g, up, a_p, a_d, gamma_p, gamma_d, b_hi, b_lo):
         xp = ops_for(g)
         w = xp.clip((b_hi - g) / (b_hi - b_lo), 0.0, 1.0)
-        return xp.where(up, a_p * w ** gamma_p, -a_d * (1 - w) ** gamma_d)
+        # one power per point: each point's direction picks its parameters first
+        return xp.where(up, a_p, -a_d) * xp.where(up, w, 1 - w) ** xp.where(up, gamma_p, gamma_d)
 
     def guess(self, data: StepMap) -> lmfit.Parameters:
         sb = SoftBounds().guess(data)
