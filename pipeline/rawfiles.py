@@ -13,7 +13,10 @@ import errno
 import hashlib
 import os
 import shutil
+import signal
 import stat
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,20 +141,41 @@ def place(src: Path, folder: Path, move: bool) -> Path:
 
 
 def _move_new(src: Path, target: Path) -> None:
-    try:
-        os.link(src, target)  # fails if target exists: the exclusive rename
-    except FileExistsError:
-        raise
-    except OSError as exc:
-        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EMLINK):
+    with _signals_held():  # a stop between link and unlink would leave the file in both folders
+        try:
+            os.link(src, target)  # fails if target exists: the exclusive rename
+        except FileExistsError:
             raise
-        _copy_new(src, target)  # another file system, or no hard links there
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EMLINK):
+                raise
+            _copy_new(src, target)  # another file system, or no hard links there
         os.unlink(src)
+
+
+_HELD = ("SIGINT", "SIGTERM", "SIGHUP")
+
+
+@contextmanager
+def _signals_held():
+    """Run a block to its end before SIGINT, SIGTERM or SIGHUP are acted on (they are
+    delivered after it). A ``finally`` clause is not enough: the signal's handler may
+    raise inside the ``finally`` itself. Handlers can be swapped in the main thread only;
+    elsewhere the block runs as is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    before = {}
+    try:
+        for sig in (getattr(signal, name) for name in _HELD if hasattr(signal, name)):
+            before[sig] = signal.signal(sig, lambda signum, frame: caught.append(signum))
+        yield
     finally:
-        # SIGTERM unwinds like Ctrl-C: one arriving between link and unlink must not leave
-        # the file in both folders (the next scan would archive it a second time).
-        if os.path.lexists(src) and os.path.lexists(target) and os.path.samefile(src, target):
-            os.unlink(src)
+        for sig, handler in before.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        for sig in caught:
+            signal.raise_signal(sig)
 
 
 def _copy_new(src: Path, target: Path) -> None:

@@ -551,6 +551,39 @@ def kill_ingest_sigterm():
     assert stored_files() == len(names)
 
 
+def sigterm_mid_move(tmp):
+    """A SIGTERM that arrives between the hard link into processed/ and the unlink is
+    acted on once the move is whole (a ``finally`` alone let it land between the two)."""
+    import pipeline.rawfiles as rawfiles
+
+    class Stopped(BaseException):
+        pass
+
+    def stop(signum, frame):
+        raise Stopped(signum)
+
+    link = os.link
+    linked = []
+
+    def link_then_signal(src, dst):
+        link(src, dst)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)  # an undeferred handler raises here, before the unlink
+        linked.append(dst)
+
+    src = write(tmp / "landing" / "a.txt", "raw")
+    before = signal.signal(signal.SIGTERM, stop)
+    rawfiles.os.link = link_then_signal  # the os module's own: restored below
+    try:
+        with pytest.raises(Stopped):
+            rawfiles.place(src, tmp / "processed", move=True)
+    finally:
+        rawfiles.os.link = link
+        signal.signal(signal.SIGTERM, before)
+    assert linked, "the signal was acted on in the middle of the move"
+    assert not src.exists() and (tmp / "processed" / "a.txt").read_text() == "raw"
+
+
 # --- lineage --------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def one_model(sample_fit):
@@ -1296,6 +1329,7 @@ FAULTS = {
     "binary-file": binary_file,
     "concurrent-scans": concurrent_scans,
     "kill-ingest-sigterm": kill_ingest_sigterm,
+    "sigterm-mid-move": sigterm_mid_move,
     **{f"arg-{k}": _argument_kind(*v) for k, v in ARGUMENTS.items()},
     "json-strict": json_strict_values,
     "json-shift": summary_shift_is_a_value,
