@@ -110,6 +110,8 @@ class MeasurementStore:
         """The Delta table (at version ``as_of``), or None while nothing was ever stored."""
         try:
             dt = DeltaTable(self.uri, version=as_of, storage_options=self.options)
+        except OverflowError:  # a version beyond 64 bits: no table has it
+            raise InputError(f"store {self.uri} has no version {as_of}") from None
         except TableNotFoundError:
             if as_of is not None:
                 raise InputError(f"store {self.uri} has no version {as_of} (it is empty)") from None

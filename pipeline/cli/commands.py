@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from ..errors import InputError
-from ..units import format_seconds
+from ..identifiers import check_identifier
 from ..settings import Settings, get_settings
 from ..simulation.catalog import algorithm_info, algorithm_names
 from ..storage import is_url
@@ -41,6 +41,12 @@ def generate(args) -> int:
     given = {k: v for k, v in (("devices_per_die", args.devices), ("cycles", args.cycles)) if v}
     make = GeneratorConfig.staircase if args.protocol == "staircase" else GeneratorConfig
     cfg = make(wafer=args.wafer, seed=args.seed, dies_x=args.dies, dies_y=args.dies, **given)
+    if not args.out.strip():  # '' would be the current folder
+        raise UsageError("--out is empty: give the folder for the raw files")
+    try:
+        cfg.check_size()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     result = generate_wafer(cfg, Path(args.out), fmt=args.format,
                             progress=Progress("generate", args.quiet))
     _output(args).result(f"wrote {len(result.files)} files for wafer {args.wafer} to {args.out} "
@@ -68,15 +74,22 @@ def _overrides(pairs) -> dict[str, str]:
 
     out = {}
     for pair in pairs or ():
-        field, sep, value = pair.partition("=")
-        if not sep or not field.strip():
+        field, sep, value = (part.strip() for part in pair.partition("="))
+        if not sep or not field:
             raise UsageError(f"--set takes FIELD=VALUE (e.g. die=X05Y29), got {pair!r}")
-        out[field.strip()] = value.strip()
+        if out.get(field, value) != value:
+            raise UsageError(f"--set {field} given twice: {out[field]!r} and {value!r}")
+        out[field] = value
         try:
-            parse_override(field.strip(), value.strip())
+            parse_override(field, value)
+            if field in IDENTIFIER_FIELDS:  # they become store partitions and model names
+                check_identifier(value, f"--set {field}")
         except InputError as exc:
             raise UsageError(exc.message) from None
     return out
+
+
+IDENTIFIER_FIELDS = ("wafer", "die", "device")
 
 
 def ingest(args) -> int:
@@ -111,6 +124,10 @@ def fit(args) -> int:
     from .. import app
 
     out = _output(args)
+    try:  # it names every model registered, after the whole fit
+        check_identifier(args.stack, "--stack")
+    except InputError as exc:
+        raise UsageError(exc.message) from None
     result, registered = app.run_fit(_settings(args), args.wafer, args.pulse_width,
                                      workers=args.workers, stack=args.stack, engine=args.engine,
                                      progress=Progress("fit", out.silent), as_of=args.as_of)
@@ -169,6 +186,10 @@ def models_history(args) -> int:
 
 
 def models_search(args) -> int:
+    low, high = args.pulse_width_min, args.pulse_width_max
+    if low is not None and high is not None and low > high:
+        raise UsageError(f"--pulse-width-min {low:g} is above --pulse-width-max {high:g}: "
+                         "nothing could match")
     found = _registry(args).search(
         wafer=args.wafer, pulse_width_min=args.pulse_width_min,
         pulse_width_max=args.pulse_width_max, tags=tuple(args.tag or ()), family=args.family,
@@ -369,12 +390,15 @@ def store(args) -> int:
     from .. import app
 
     settings, out = _settings(args), _output(args)
+    if args.action == "convert" and not args.old:
+        raise UsageError("ferroflow store convert needs the old store folder")
+    if args.action != "convert" and args.old:
+        raise UsageError(f"ferroflow store {args.action} takes no folder (got {args.old!r}); "
+                         "the store is --store or $FERRO_STORE")
     measurements = app.store(settings)
     if args.action == "convert":
         from ..convert import convert_legacy
 
-        if not args.old:
-            raise InputError("ferroflow store convert needs the old store folder")
         c = convert_legacy(args.old, measurements)
         out.result(f"converted {len(c.stored)} file(s), {c.rows} rows: {args.old} -> "
                    f"{settings.store} (version {c.version})",

@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="step-map fits: all series of a partition at once (batch, default) "
                         "or one lmfit fit per series and family (the reference)")
     p.add_argument("--out", help="also save the full fit tables (parquet) to this folder")
-    p.add_argument("--as-of", type=int, metavar="VERSION",
+    p.add_argument("--as-of", type=count_or_zero, metavar="VERSION",
                    help="fit the store as it was at this table version (the one a model records)")
     p.add_argument("--stack", default="hzo", help="material/stack part of model names (default hzo)")
     p.set_defaults(func=commands.fit)
@@ -234,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["info", "convert", "vacuum"])
     p.add_argument("old", nargs="?", help="convert: the store of the earlier layout (hive "
                    "folders + _ledger.sqlite); it is left unchanged")
-    p.add_argument("--retention-hours", type=int, default=168,
+    p.add_argument("--retention-hours", type=count_or_zero, default=168,
                    help="vacuum: keep unreferenced files younger than this (default 168); "
                         "running writers' parts are unreferenced until they commit")
     p.set_defaults(func=commands.store)
