@@ -139,6 +139,9 @@ class Registry:
     def __init__(self, root: str | Path, index: str | Path | None = None):
         self.root = str(root)
         self.fs, self.base = fsspec.core.url_to_fs(self.root)
+        if self.fs.exists(self.base) and not self.fs.isdir(self.base):
+            raise InputError(f"registry {self.root} is a file, not a folder (see --registry, "
+                             "FERRO_REGISTRY)")
         index = index if index is not None else os.environ.get("FERRO_REGISTRY_DB") or None
         if index is None:
             if "://" in self.root and not self.root.startswith("file://"):

@@ -101,6 +101,9 @@ class MeasurementStore:
     def __init__(self, root: str | Path):
         self.root = location(root)
         self.uri = str(self.root) if is_url(self.root) else str(Path(self.root).absolute())
+        if not is_url(self.root) and Path(self.uri).exists() and not Path(self.uri).is_dir():
+            # delta-rs would say the path "does not exist"
+            raise InputError(f"store {self.uri} is a file, not a folder (see --store, FERRO_STORE)")
         self.options = delta_options(self.uri)
         self.fs, self.base = arrow_fs(self.uri)
         self._ledgers: dict[str, pd.DataFrame] = {}  # data file -> its ledger rows

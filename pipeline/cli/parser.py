@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 
 from . import commands
 from ..fitrecords import ENGINES
@@ -41,6 +42,31 @@ fraction = _bounded(float, lambda v: 0 < v <= 1, "in (0, 1]")
 port = _bounded(int, lambda v: 1 <= v <= 65535, "a port number 1..65535")
 
 
+_CRON_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12),
+                ("day of week", 0, 7))
+_CRON_ITEM = re.compile(r"^(\*|(\d+)(?:-(\d+))?|[A-Za-z]{3}(?:-[A-Za-z]{3})?)(?:/(\d+))?$")
+_CRON_MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@hourly")
+
+
+def cron(text: str) -> str:
+    """A five-field cron schedule with numeric fields, checked here so that ``serve``
+    does not start a Prefect server only to be refused by it."""
+    if text.strip() in _CRON_MACROS:
+        return text.strip()
+    fields = text.split()
+    if len(fields) != 5:
+        raise argparse.ArgumentTypeError(f"a cron schedule has 5 fields (minute hour day month "
+                                         f"weekday), got {len(fields)} in {text!r}")
+    for value, (what, lo, hi) in zip(fields, _CRON_FIELDS):
+        for item in value.split(","):
+            m = _CRON_ITEM.match(item)
+            bounds = [int(g) for g in m.group(2, 3) if g is not None] if m else []
+            if not m or any(not lo <= n <= hi for n in bounds) or m.group(4) == "0":
+                raise argparse.ArgumentTypeError(f"cron {what} field {value!r} in {text!r}: "
+                                                 f"expected *, N, N-M or */K with N, M in {lo}..{hi}")
+    return text
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", help="measurement store root (default: $FERRO_STORE or "
                    "raw_measurements/store)")
@@ -54,7 +80,7 @@ def _schedule(p: argparse.ArgumentParser) -> None:
     """Options of the deployments (serve and deploy)."""
     p.add_argument("--interval", type=positive_float, default=60.0,
                    help="seconds between landing-folder scans")
-    p.add_argument("--cron", help="cron schedule instead of an interval")
+    p.add_argument("--cron", type=cron, help="cron schedule instead of an interval")
     p.add_argument("--epochs", type=positive_int, default=5,
                    help="training epochs of triggered simulations")
 
