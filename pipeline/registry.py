@@ -329,8 +329,10 @@ class Registry:
     # --- aliases, tags, lineage -----------------------------------------------------------
     def set_alias(self, ref: str | Ref, alias: str) -> Ref:
         check_identifier(alias, "alias")
-        if alias == LATEST:
+        if alias.lower() == LATEST:
             raise InputError("'latest' is maintained by the registry and cannot be moved")
+        if alias.isdigit():  # NAME@7 is version 7: such an alias could never be used
+            raise InputError(f"alias {alias!r} is a number: NAME@{alias} means version {alias}")
         target = self.resolve(ref)
         self.db.execute(_SET_ALIAS, (target.name, alias, target.version))
         return target

@@ -1171,6 +1171,24 @@ def serve_cron_bad():
     usage_error("deploy", "--cron", "0 8 * * 9", words="day of week field '9'")
 
 
+def alias_number():
+    r = cli("models", "alias", "hzo-W01-20ns@1", "7")
+    assert r.returncode == 1 and "alias '7' is a number: NAME@7 means version 7" in r.stderr
+    r = cli("models", "alias", "hzo-W01-20ns@1", "LATEST")
+    assert r.returncode == 1 and "'latest' is maintained by the registry" in r.stderr
+
+
+def usage_errors_exit_2(tmp):
+    for args, words in ((["ingest"], "give files or folders to ingest, or --incoming"),
+                        (["ingest", GOOD, "--incoming"], "not both"),
+                        (["ingest", GOOD, "--wafer", "W1"], "need all of --wafer, --device"),
+                        (["ingest", "--ltp", tmp / "up.csv"], "--ltp/--ltd traces need --wafer"),
+                        (["simulate"], "give model refs"),
+                        (["run", "simulate"], "needs --ref")):
+        usage_error(*args, words=words)
+    assert stored_files() == 0
+
+
 FAULTS = {
     "name-not-utf8": name_not_utf8,
     "name-not-utf8-good": name_not_utf8_good_file,
@@ -1276,6 +1294,8 @@ FAULTS = {
     "registry-is-file": registry_is_a_file,
     "landing-is-file": landing_is_a_file,
     "serve-cron-bad": serve_cron_bad,
+    "alias-number": alias_number,
+    "usage-errors-exit-2": usage_errors_exit_2,
 }
 SLOW = {  # need the sample wafer stored or fitted first
     "kill-fit-sigkill": kill_fit_sigkill,

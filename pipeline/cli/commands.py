@@ -62,7 +62,7 @@ def _trace_options(args):
     if not (args.wafer or args.device or args.pulse_width):
         return None
     if not (args.wafer and args.device and args.pulse_width):
-        raise InputError("two-column traces need all of --wafer, --device and --pulse-width")
+        raise UsageError("two-column traces need all of --wafer, --device and --pulse-width")
     return TraceOptions(wafer=args.wafer, device=args.device, pulse_width_s=args.pulse_width,
                         die=args.die, amplitude_v=args.amplitude, state_unit=args.state_unit)
 
@@ -100,10 +100,12 @@ def ingest(args) -> int:
     if args.ltp or args.ltd:
         trace = _trace_options(args)
         if trace is None:
-            raise InputError("--ltp/--ltd traces need --wafer, --device and --pulse-width")
+            raise UsageError("--ltp/--ltd traces need --wafer, --device and --pulse-width")
         report = app.run_ingest_ltp_ltd(settings, args.ltp, args.ltd, trace, _overrides(args.set))
     elif not args.paths and not args.incoming:
-        raise InputError("give files or folders to ingest, or --incoming")
+        raise UsageError("give files or folders to ingest, or --incoming")
+    elif args.paths and args.incoming:  # --incoming would drop the paths unread
+        raise UsageError("give files or folders, or --incoming, not both")
     else:
         report = app.run_ingest(settings, args.paths, incoming=args.incoming, mapping=args.mapping,
                                 trace=_trace_options(args), min_age_s=args.min_age,
@@ -279,7 +281,7 @@ def simulate(args) -> int:
     elif args.refs:
         refs = args.refs
     else:
-        raise InputError("give model refs (NAME, NAME@3, NAME@alias) or --wafer for a sweep")
+        raise UsageError("give model refs (NAME, NAME@3, NAME@alias) or --wafer for a sweep")
     variants = _variants(args)
     _check_size(args, len(refs), variants)
     cfg = TrainConfig(hidden=tuple(args.hidden), epochs=args.epochs, lr=args.lr,
@@ -334,7 +336,7 @@ def run(args) -> int:
     if args.flow == "fit" and args.wafer:
         app.require_stored(_settings(args), args.wafer)
     if args.flow == "simulate" and not args.ref:
-        raise InputError("ferroflow run simulate needs --ref NAME[@VERSION|@ALIAS]")
+        raise UsageError("ferroflow run simulate needs --ref NAME[@VERSION|@ALIAS]")
     from flows.definitions import FLOWS, with_runner
 
     f = with_runner(FLOWS[args.flow], args.task_runner, args.dask_address)
