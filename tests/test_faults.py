@@ -1189,6 +1189,17 @@ def usage_errors_exit_2(tmp):
     assert stored_files() == 0
 
 
+def reproduce_seeds_zero():
+    usage_error("reproduce", "garg2025", "--seeds", "0", words="must be a positive integer")
+    usage_error("reproduce", "garg2025", "--epochs", "-1", words="must be a positive integer")
+
+
+def fit_out_is_a_file(tmp):
+    write(tmp / "taken", "a file")
+    usage_error("fit", "--wafer", "W01", "--out", tmp / "taken", words="is a file: give a folder")
+    assert (tmp / "taken").read_text() == "a file" and not (tmp / "models").exists()
+
+
 FAULTS = {
     "name-not-utf8": name_not_utf8,
     "name-not-utf8-good": name_not_utf8_good_file,
@@ -1296,6 +1307,8 @@ FAULTS = {
     "serve-cron-bad": serve_cron_bad,
     "alias-number": alias_number,
     "usage-errors-exit-2": usage_errors_exit_2,
+    "reproduce-seeds-zero": reproduce_seeds_zero,
+    "fit-out-is-file": fit_out_is_a_file,
 }
 SLOW = {  # need the sample wafer stored or fitted first
     "kill-fit-sigkill": kill_fit_sigkill,

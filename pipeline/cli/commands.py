@@ -130,6 +130,8 @@ def fit(args) -> int:
         check_identifier(args.stack, "--stack")
     except InputError as exc:
         raise UsageError(exc.message) from None
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UsageError(f"--out {args.out} is a file: give a folder for the fit tables")
     result, registered = app.run_fit(_settings(args), args.wafer, args.pulse_width,
                                      workers=args.workers, stack=args.stack, engine=args.engine,
                                      progress=Progress("fit", out.silent), as_of=args.as_of)

@@ -197,8 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "  ferroflow reproduce garg2025 --seeds 2 --epochs 3 --dataset digits")
     _common(p)
     p.add_argument("paper", choices=["garg2025"], help="garg2025: Garg et al. 2025, arXiv 2509.18121")
-    p.add_argument("--seeds", type=int, default=5, help="seeds 0..K-1 (default 5)")
-    p.add_argument("--epochs", type=int, default=20, help="training epochs (default 20)")
+    p.add_argument("--seeds", type=positive_int, default=5, help="seeds 0..K-1 (default 5)")
+    p.add_argument("--epochs", type=positive_int, default=20, help="training epochs (default 20)")
     p.add_argument("--dataset", choices=["digits", "mnist5k"], default="mnist5k",
                    help="training data (default mnist5k, as the paper trains on MNIST)")
     p.set_defaults(func=commands.reproduce)
