@@ -98,6 +98,7 @@ DEFAULT_PULSE_WIDTHS = (2e-8, 2e-7, 2e-6, 2e-5, 2e-4)
 INSTRUMENT = "Keysight B1500A (ferroflow generator)"
 STAIRCASE_INSTRUMENT = "Keysight B2912B (ferroflow generator)"
 PROTOCOLS = ("identical", "staircase")
+MAX_FILES, MAX_ROWS = 100_000, 100_000_000  # 400 times the sample wafer
 GROUND_TRUTH = "_ground_truth.csv"
 
 
@@ -141,6 +142,16 @@ class GeneratorConfig:
     staircase_down_v: float = 1.0   # last amplitude of the positive (G-lowering) ramp
     staircase_up_v: float = 1.25    # magnitude of the last negative (G-raising) pulse
     read_asymmetry: float = 1.5     # R_pos / R_neg of the junction
+
+    def check_size(self) -> None:
+        """Refuse a wafer too big to write in a working day (``--dies 100000`` would be
+        10^11 files), with its size, before anything is written."""
+        files = self.dies_x * self.dies_y * self.devices_per_die * len(self.pulse_widths_s)
+        rows = files * self.cycles * (self.pulses_up + self.pulses_down)
+        if files > MAX_FILES or rows > MAX_ROWS:
+            raise ValueError(f"{files:,} files of {rows:,} rows in all is beyond the generator's "
+                             f"{MAX_FILES:,} files and {MAX_ROWS:,} rows: use fewer dies, "
+                             "devices or cycles")
 
     @classmethod
     def staircase(cls, **changes) -> "GeneratorConfig":
@@ -436,6 +447,7 @@ def generate_wafer(cfg: GeneratorConfig, out: Path, fmt: str = "instrument",
     if fmt not in ("instrument", "tidy"):
         raise ValueError(f"unknown format {fmt!r}: use 'instrument' or 'tidy'")
     check_identifier(cfg.wafer, "wafer")  # it names the files written into out
+    cfg.check_size()
     if cfg.protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {cfg.protocol!r}: use one of {PROTOCOLS}")
     staircase = cfg.protocol == "staircase"

@@ -139,7 +139,9 @@ def _is_measurement(name: str) -> bool:
 def ready_files(folder: Path, min_age_s: float = 5.0, now: float | None = None) -> list[Path]:
     """Files in the landing folder that are complete (module docstring rule)."""
     if not folder.is_dir():
-        return []
+        if os.path.lexists(folder):  # a file or a dangling link: every scan would find nothing
+            raise InputError(f"landing folder {shown(folder)} is not a folder (see FERRO_INCOMING)")
+        return []  # not made yet: nothing delivered
     files, refused = walk(folder, _is_measurement)
     first = {f: _signature(f) for f in files}
     waited = {f for f in first if _marked(f)}

@@ -51,8 +51,7 @@ from .schema import upgrade_columns
 
 LATEST = "latest"
 META_KEY = b"ferroflow"
-
-
+MAX_VERSION = 2**63 - 1  # SQLite's and PostgreSQL's BIGINT
 
 _SET_ALIAS = ("INSERT INTO aliases VALUES (?, ?, ?) ON CONFLICT (name, alias) "
               "DO UPDATE SET version = excluded.version")
@@ -71,12 +70,17 @@ class Ref:
         check_identifier(name, "model name")
         if not sep:
             return cls(name, alias=LATEST)
-        if tail.isdigit():
-            return cls(name, version=int(tail))
+        number = tail.removeprefix("-")
+        if number.isascii() and number.isdigit():  # '³' and '٣' are str digits too
+            version = int(tail)
+            if not 1 <= version <= MAX_VERSION:
+                raise InputError(f"model ref {text!r}: versions are numbered from 1 "
+                                 f"(to {MAX_VERSION}), got {tail}")
+            return cls(name, version=version)
         return cls(name, alias=check_identifier(tail, "alias"))
 
     def __str__(self) -> str:
-        return f"{self.name}@{self.version}" if self.version else f"{self.name}@{self.alias}"
+        return f"{self.name}@{self.alias}" if self.version is None else f"{self.name}@{self.version}"
 
 
 @dataclass(frozen=True)
@@ -135,6 +139,9 @@ class Registry:
     def __init__(self, root: str | Path, index: str | Path | None = None):
         self.root = str(root)
         self.fs, self.base = fsspec.core.url_to_fs(self.root)
+        if self.fs.exists(self.base) and not self.fs.isdir(self.base):
+            raise InputError(f"registry {self.root} is a file, not a folder (see --registry, "
+                             "FERRO_REGISTRY)")
         index = index if index is not None else os.environ.get("FERRO_REGISTRY_DB") or None
         if index is None:
             if "://" in self.root and not self.root.startswith("file://"):
@@ -171,7 +178,9 @@ class Registry:
         check_identifier(name, "model name")
         for tag in tags:
             check_identifier(tag, "tag")
-        table = pa.Table.from_pandas(devices.reset_index(drop=True), preserve_index=False)
+        # one chunk per column: frames built from a worker pool's results hold several,
+        # and the content hash must not depend on how the rows were split
+        table = pa.Table.from_pandas(devices.reset_index(drop=True), preserve_index=False).combine_chunks()
         pop_json = population.to_json(orient="records", double_precision=15)
         content_sha = _content_sha(table, pop_json, meta)
         rel = f"{name}/{content_sha[:16]}.parquet"
@@ -292,9 +301,12 @@ class Registry:
 
     def history(self, name: str) -> pd.DataFrame:
         check_identifier(name, "model name")
-        return self._query("SELECT name, version, content_sha, family, n_devices, n_failed, "
+        found = self._query("SELECT name, version, content_sha, family, n_devices, n_failed, "
                            "sp_norm_median, created_at, description FROM versions WHERE name = ? "
                            "ORDER BY version", (name,))
+        if found.empty:  # a mistyped name is not a model without versions
+            raise KeyError(f"no model named {name!r}")
+        return found
 
     def search(self, *, wafer: str | None = None, pulse_width_min: float | None = None,
                pulse_width_max: float | None = None, tags: tuple[str, ...] = (),
@@ -325,8 +337,10 @@ class Registry:
     # --- aliases, tags, lineage -----------------------------------------------------------
     def set_alias(self, ref: str | Ref, alias: str) -> Ref:
         check_identifier(alias, "alias")
-        if alias == LATEST:
+        if alias.lower() == LATEST:
             raise InputError("'latest' is maintained by the registry and cannot be moved")
+        if alias.isdigit():  # NAME@7 is version 7: such an alias could never be used
+            raise InputError(f"alias {alias!r} is a number: NAME@{alias} means version {alias}")
         target = self.resolve(ref)
         self.db.write(_SET_ALIAS, (target.name, alias, target.version))
         return target

@@ -101,6 +101,9 @@ class MeasurementStore:
     def __init__(self, root: str | Path):
         self.root = location(root)
         self.uri = str(self.root) if is_url(self.root) else str(Path(self.root).absolute())
+        if not is_url(self.root) and Path(self.uri).exists() and not Path(self.uri).is_dir():
+            # delta-rs would say the path "does not exist"
+            raise InputError(f"store {self.uri} is a file, not a folder (see --store, FERRO_STORE)")
         self.options = delta_options(self.uri)
         self.fs, self.base = arrow_fs(self.uri)
         self._ledgers: dict[str, pd.DataFrame] = {}  # data file -> its ledger rows
@@ -110,6 +113,8 @@ class MeasurementStore:
         """The Delta table (at version ``as_of``), or None while nothing was ever stored."""
         try:
             dt = DeltaTable(self.uri, version=as_of, storage_options=self.options)
+        except OverflowError:  # a version beyond 64 bits: no table has it
+            raise InputError(f"store {self.uri} has no version {as_of}") from None
         except TableNotFoundError:
             if as_of is not None:
                 raise InputError(f"store {self.uri} has no version {as_of} (it is empty)") from None

@@ -76,7 +76,8 @@ def test_unexpected_errors_are_one_line_unless_debug(tmp_path):
     bad = write(tmp_path / "registry-is-a-file", "x")
     r = ferroflow("models", "list", "--registry", bad)
     assert r.returncode == 1 and "Traceback" not in r.stderr
-    assert r.stderr.count("\n") == 1 and r.stderr.strip().endswith(f"File exists: {bad}")
+    assert r.stderr.count("\n") == 1 and r.stderr.strip().endswith(
+        f"registry {bad} is a file, not a folder (see --registry, FERRO_REGISTRY)")
     debug = ferroflow("models", "list", "--registry", bad, "--debug")
     assert debug.returncode == 1 and "Traceback" in debug.stderr
 

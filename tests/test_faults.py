@@ -1296,6 +1296,257 @@ def import_not_a_file(tmp):
     assert r.returncode == 1 and f"{tmp}: not a regular file" in r.stderr
 
 
+# --- more entry points ---
+def _no_model_refs(refs, words: str):
+    for ref in refs:
+        r = cli("models", "show", ref)
+        assert r.returncode == 1 and words in r.stderr and "None" not in r.stderr, (ref, r.stderr)
+
+
+def model_ref_version_out_of_range():
+    _no_model_refs(["m@0", "m@-1", "m@999999999999999999999"], "versions are numbered from 1")
+
+
+def model_ref_unicode_digit():
+    _no_model_refs(["m@\u00b3", "m@\u0663"], "may hold only letters, digits")  # '³', Arabic 3
+
+
+def model_history_unknown():
+    r = cli("models", "history", "hzo-W01-2ns")
+    assert r.returncode == 1 and r.stderr.strip().endswith("no model named 'hzo-W01-2ns'")
+
+
+def search_inverted_range():
+    usage_error("models", "search", "--pulse-width-min", "1e-6", "--pulse-width-max", "1e-9",
+                words="is above --pulse-width-max")
+
+
+def fit_as_of_negative():
+    usage_error("fit", "--wafer", "W01", "--as-of", "-1", words="must be 0 or a positive integer")
+
+
+def fit_as_of_huge():
+    assert cli("ingest", GOOD).returncode == 0
+    r = cli("fit", "--wafer", "W01", "--as-of", str(2**70))
+    assert r.returncode == 1 and r.stderr.strip().endswith(f"has no version {2**70}"), r.stderr
+
+
+def fit_stack_bad():
+    usage_error("fit", "--wafer", "W01", "--stack", "", words="--stack is empty")
+    usage_error("fit", "--wafer", "W01", "--stack", "../a", words="contains a path separator")
+
+
+def content_hash_chunks(tmp):
+    from pipeline.registry import Registry
+
+    devices = pd.DataFrame({"device": ["D1", "D2", "D3", "D4"], "p_a": [1.0, 2.0, 3.0, 4.0]})
+    halves = pd.concat([devices.iloc[:2], devices.iloc[2:]], ignore_index=True)  # as a pool's
+    pop = pd.DataFrame({"param": ["a"], "median": [2.5]})
+    reg = Registry(tmp / "models")
+    first, created = reg.register("hzo-W01-20ns", devices, pop, {"family": "softbounds"})
+    again, created_again = reg.register("hzo-W01-20ns", halves, pop, {"family": "softbounds"})
+    assert created and not created_again and again == first
+
+
+def _npz(tmp, **arrays) -> Path:
+    import numpy as np
+
+    good = {"x_train": np.zeros((10, 16)), "y_train": np.arange(10), "x_test": np.zeros((10, 16)),
+            "y_test": np.arange(10)}
+    path = tmp / "mnist.npz"
+    np.savez(path, **{**good, **arrays})
+    return path
+
+
+def _mnist_refused(path: Path, words: str):
+    from pipeline.errors import InputError
+    from pipeline.simulation.datasets import load_dataset
+
+    with pytest.raises(InputError) as err:
+        load_dataset(path)
+    assert str(err.value).startswith(f"{path}") and words in str(err.value), err.value
+
+
+def mnist_not_npz(tmp):
+    _mnist_refused(write(tmp / "mnist.npz", "garbage\n"), "not a .npz archive")
+
+
+def mnist_missing_split(tmp):
+    import numpy as np
+
+    np.savez(tmp / "mnist.npz", a=np.zeros(3))
+    _mnist_refused(tmp / "mnist.npz", "no x_train, y_train, x_test, y_test in the archive")
+
+
+def mnist_nan_pixels(tmp):
+    import numpy as np
+
+    _mnist_refused(_npz(tmp, x_train=np.full((10, 16), np.nan)), "x_train holds NaN")
+
+
+def mnist_bad_labels(tmp):
+    import numpy as np
+
+    _mnist_refused(_npz(tmp, y_test=np.arange(10) + 50), "labels other than the digits 0..9")
+    _mnist_refused(_npz(tmp, y_train=np.arange(10) - 1), "labels other than the digits 0..9")
+
+
+def mnist_count_mismatch(tmp):
+    import numpy as np
+
+    _mnist_refused(_npz(tmp, y_train=np.arange(5)), "train: 10 images but labels of shape (5,)")
+    _mnist_refused(_npz(tmp, x_test=np.zeros((10, 9))), "16 pixels, test images 9")
+
+
+def mnist_idx_header_short(tmp):
+    names = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+             "t10k-labels-idx1-ubyte")
+    for n in names:
+        write(tmp / "idx" / n, b"\x00\x00\x08\xc8abcd")  # 200 dimensions, 4 header bytes
+    from pipeline.errors import InputError
+    from pipeline.simulation.datasets import load_dataset
+
+    with pytest.raises(InputError, match="header of 200 dimensions cut short"):
+        load_dataset(tmp / "idx")
+
+
+def mnist_other_data_other_runs(tmp):
+    import numpy as np
+
+    from pipeline.simulation.datasets import load_dataset
+
+    a = load_dataset(_npz(tmp)).name
+    b = load_dataset(_npz(tmp, x_train=np.ones((10, 16)))).name
+    assert a.startswith("mnist-") and a != b  # run ids carry it: no run of one reused for the other
+    assert load_dataset(_npz(tmp, x_train=np.ones((10, 16)))).name == b
+
+
+def _mapping_file(tmp, raw: bytes) -> Path:
+    return write(tmp / "map.toml", raw)
+
+
+def mapping_bom(tmp):
+    from pipeline.readers.mapping import DEFAULT_MAPPING
+
+    mapping = _mapping_file(tmp, b"\xef\xbb\xbf" + DEFAULT_MAPPING.read_bytes())
+    r = cli("ingest", GOOD, "--mapping", mapping)
+    assert r.returncode == 0 and stored_files() == 1, r.stderr
+
+
+def mapping_not_utf8(tmp):
+    mapping = _mapping_file(tmp, b"[format]\n# r\xe9sistance\n")
+    r = cli("ingest", GOOD, "--mapping", mapping)
+    assert r.returncode == 1 and r.stderr.strip().endswith(
+        f"{mapping}: not UTF-8 text (byte 12, line 2)"), r.stderr
+    assert stored_files() == 0
+
+
+def mapping_huge(tmp):
+    mapping = _mapping_file(tmp, b"# x\n" * 300_000)
+    r = cli("ingest", GOOD, "--mapping", mapping)
+    assert r.returncode == 1 and f"{mapping}: over 1 MiB, not a mapping file" in r.stderr
+    assert stored_files() == 0
+
+
+def mapping_is_folder(tmp):
+    r = cli("ingest", GOOD, "--mapping", tmp)
+    assert r.returncode == 1 and r.stderr.strip().endswith(f"Is a directory: {tmp}"), r.stderr
+
+
+def set_twice():
+    usage_error("ingest", GOOD, "--set", "die=X05Y29", "--set", "die=X01Y01",
+                words="--set die given twice: 'X05Y29' and 'X01Y01'")
+    assert stored_files() == 0
+
+
+def set_bad_identifier():
+    usage_error("ingest", GOOD, "--set", "die=", words="--set die is empty")
+    usage_error("ingest", GOOD, "--set", "wafer=W 1", words="--set wafer 'W 1' may hold only")
+    assert stored_files() == 0
+
+
+def generate_out_empty():
+    usage_error("generate", "--out", "", "--dies", "1", words="--out is empty")
+    assert not list(ROOT.glob("W01_*"))  # never the current folder
+
+
+def generate_too_big(tmp):
+    usage_error("generate", "--out", tmp / "w", "--dies", "100000",
+                words="100,000,000,000 files of 60,000,000,000,000 rows")
+    usage_error("generate", "--out", tmp / "w", "--dies", "1", "--cycles", "100000000",
+                words="is beyond the generator's")
+    assert not (tmp / "w").exists()
+
+
+def store_vacuum_negative():
+    usage_error("store", "vacuum", "--retention-hours", "-5", words="must be 0 or a positive integer")
+
+
+def store_action_folder(tmp):
+    usage_error("store", "convert", words="store convert needs the old store folder")
+    usage_error("store", "info", tmp, words="store info takes no folder")
+    usage_error("store", "vacuum", tmp, words="store vacuum takes no folder")
+
+
+def store_is_a_file(tmp):
+    write(tmp / "store", "a file")
+    for args in (["store", "info"], ["ingest", GOOD], ["fit", "--wafer", "W01"]):
+        r = cli(*args, "--store", tmp / "store")
+        assert r.returncode == 1 and r.stderr.strip().endswith(
+            f"store {tmp}/store is a file, not a folder (see --store, FERRO_STORE)"), r.stderr
+    assert (tmp / "store").read_text() == "a file"
+
+
+def registry_is_a_file(tmp):
+    write(tmp / "models", "a file")
+    r = cli("models", "list", "--registry", tmp / "models")
+    assert r.returncode == 1 and r.stderr.strip().endswith(
+        f"registry {tmp}/models is a file, not a folder (see --registry, FERRO_REGISTRY)")
+
+
+def landing_is_a_file():
+    folder = Path(os.environ["FERRO_INCOMING"])
+    write(folder, "a file")  # every scan would otherwise find nothing, and say so with exit 0
+    r = scan()
+    assert r.returncode == 1 and r.stderr.strip().endswith(
+        f"landing folder {folder} is not a folder (see FERRO_INCOMING)"), r.stderr
+
+
+def serve_cron_bad():
+    usage_error("serve", "--cron", "61 * * * *", words="cron minute field '61'")
+    usage_error("serve", "--cron", "*/10 * * *", words="has 5 fields")
+    usage_error("deploy", "--cron", "0 8 * * 9", words="day of week field '9'")
+
+
+def alias_number():
+    r = cli("models", "alias", "hzo-W01-20ns@1", "7")
+    assert r.returncode == 1 and "alias '7' is a number: NAME@7 means version 7" in r.stderr
+    r = cli("models", "alias", "hzo-W01-20ns@1", "LATEST")
+    assert r.returncode == 1 and "'latest' is maintained by the registry" in r.stderr
+
+
+def usage_errors_exit_2(tmp):
+    for args, words in ((["ingest"], "give files or folders to ingest, or --incoming"),
+                        (["ingest", GOOD, "--incoming"], "not both"),
+                        (["ingest", GOOD, "--wafer", "W1"], "need all of --wafer, --device"),
+                        (["ingest", "--ltp", tmp / "up.csv"], "--ltp/--ltd traces need --wafer"),
+                        (["simulate"], "give model refs"),
+                        (["run", "simulate"], "needs --ref")):
+        usage_error(*args, words=words)
+    assert stored_files() == 0
+
+
+def reproduce_seeds_zero():
+    usage_error("reproduce", "garg2025", "--seeds", "0", words="must be a positive integer")
+    usage_error("reproduce", "garg2025", "--epochs", "-1", words="must be a positive integer")
+
+
+def fit_out_is_a_file(tmp):
+    write(tmp / "taken", "a file")
+    usage_error("fit", "--wafer", "W01", "--out", tmp / "taken", words="is a file: give a folder")
+    assert (tmp / "taken").read_text() == "a file" and not (tmp / "models").exists()
+
+
 FAULTS = {
     "name-not-utf8": name_not_utf8,
     "name-not-utf8-good": name_not_utf8_good_file,
@@ -1387,6 +1638,40 @@ FAULTS = {
     **{k: _import_kind(*v) for k, v in IMPORTS.items()},
     "import-twice": import_twice,
     "import-not-a-file": import_not_a_file,
+    # more entry points
+    "model-ref-version-out-of-range": model_ref_version_out_of_range,
+    "model-ref-unicode-digit": model_ref_unicode_digit,
+    "model-history-unknown": model_history_unknown,
+    "search-inverted-range": search_inverted_range,
+    "fit-as-of-negative": fit_as_of_negative,
+    "fit-as-of-huge": fit_as_of_huge,
+    "fit-stack-bad": fit_stack_bad,
+    "content-hash-chunks": content_hash_chunks,
+    "mnist-not-npz": mnist_not_npz,
+    "mnist-missing-split": mnist_missing_split,
+    "mnist-nan-pixels": mnist_nan_pixels,
+    "mnist-bad-labels": mnist_bad_labels,
+    "mnist-count-mismatch": mnist_count_mismatch,
+    "mnist-idx-header-short": mnist_idx_header_short,
+    "mnist-other-data-other-runs": mnist_other_data_other_runs,
+    "mapping-bom": mapping_bom,
+    "mapping-not-utf8": mapping_not_utf8,
+    "mapping-huge": mapping_huge,
+    "mapping-is-folder": mapping_is_folder,
+    "set-twice": set_twice,
+    "set-bad-identifier": set_bad_identifier,
+    "generate-out-empty": generate_out_empty,
+    "generate-too-big": generate_too_big,
+    "store-vacuum-negative": store_vacuum_negative,
+    "store-action-folder": store_action_folder,
+    "store-is-file": store_is_a_file,
+    "registry-is-file": registry_is_a_file,
+    "landing-is-file": landing_is_a_file,
+    "serve-cron-bad": serve_cron_bad,
+    "alias-number": alias_number,
+    "usage-errors-exit-2": usage_errors_exit_2,
+    "reproduce-seeds-zero": reproduce_seeds_zero,
+    "fit-out-is-file": fit_out_is_a_file,
 }
 SLOW = {  # need the sample wafer stored or fitted first
     "kill-fit-sigkill": kill_fit_sigkill,

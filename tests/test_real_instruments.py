@@ -242,7 +242,7 @@ def test_published_device_from_digitised_ltp_ltd_is_fitted(tmp_path):
     device = fit_frame(df, FitConfig(workers=1)).devices.iloc[0]
     sp_true = 1e-6 + 1e-6 * k_p / (k_p + k_d)
     assert device["family"] and abs(device["sp_state"] - sp_true) < 0.02e-6
-    assert ferroflow("ingest", "--ltp", files[0]).returncode == 1  # no device named
+    assert ferroflow("ingest", "--ltp", files[0]).returncode == 2  # no device named: usage error
 
 
 def test_staircase_fit_records_protocol_and_amplitude_ranges(tmp_path, issue_mapping):

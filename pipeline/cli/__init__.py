@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"ferroflow {args.command}: error: {exc.args[0]}", file=sys.stderr)
         return EXIT_ERROR
-    except (InputError, FileNotFoundError, ValueError) as exc:
+    except (InputError, ValueError) as exc:
         if args.debug:
             raise
         print(f"ferroflow {args.command}: error: {exc}", file=sys.stderr)

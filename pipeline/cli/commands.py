@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from ..errors import InputError
-from ..units import format_seconds
+from ..identifiers import check_identifier
 from ..settings import Settings, get_settings
 from ..simulation.catalog import algorithm_info, algorithm_names
 from ..storage import is_url
@@ -41,6 +41,12 @@ def generate(args) -> int:
     given = {k: v for k, v in (("devices_per_die", args.devices), ("cycles", args.cycles)) if v}
     make = GeneratorConfig.staircase if args.protocol == "staircase" else GeneratorConfig
     cfg = make(wafer=args.wafer, seed=args.seed, dies_x=args.dies, dies_y=args.dies, **given)
+    if not args.out.strip():  # '' would be the current folder
+        raise UsageError("--out is empty: give the folder for the raw files")
+    try:
+        cfg.check_size()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     result = generate_wafer(cfg, Path(args.out), fmt=args.format,
                             progress=Progress("generate", args.quiet))
     _output(args).result(f"wrote {len(result.files)} files for wafer {args.wafer} to {args.out} "
@@ -56,7 +62,7 @@ def _trace_options(args):
     if not (args.wafer or args.device or args.pulse_width):
         return None
     if not (args.wafer and args.device and args.pulse_width):
-        raise InputError("two-column traces need all of --wafer, --device and --pulse-width")
+        raise UsageError("two-column traces need all of --wafer, --device and --pulse-width")
     return TraceOptions(wafer=args.wafer, device=args.device, pulse_width_s=args.pulse_width,
                         die=args.die, amplitude_v=args.amplitude, state_unit=args.state_unit)
 
@@ -64,19 +70,28 @@ def _trace_options(args):
 def _overrides(pairs) -> dict[str, str]:
     """``--set FIELD=VALUE`` pairs, each checked (a known field, a number where one is
     meant) before any file is read."""
+    from ..readers.common import die_position
     from ..readers.mapping import parse_override
 
     out = {}
     for pair in pairs or ():
-        field, sep, value = pair.partition("=")
-        if not sep or not field.strip():
+        field, sep, value = (part.strip() for part in pair.partition("="))
+        if not sep or not field:
             raise UsageError(f"--set takes FIELD=VALUE (e.g. die=X05Y29), got {pair!r}")
-        out[field.strip()] = value.strip()
+        if out.get(field, value) != value:
+            raise UsageError(f"--set {field} given twice: {out[field]!r} and {value!r}")
+        out[field] = value
         try:
-            parse_override(field.strip(), value.strip())
+            parse_override(field, value)
+            if field in IDENTIFIER_FIELDS:  # they become store partitions and model names
+                named = die_position(value)[0] if field == "die" else value  # "(3, 4)" is X03Y04
+                check_identifier(named, f"--set {field}")
         except InputError as exc:
             raise UsageError(exc.message) from None
     return out
+
+
+IDENTIFIER_FIELDS = ("wafer", "die", "device")
 
 
 def ingest(args) -> int:
@@ -87,10 +102,12 @@ def ingest(args) -> int:
     if args.ltp or args.ltd:
         trace = _trace_options(args)
         if trace is None:
-            raise InputError("--ltp/--ltd traces need --wafer, --device and --pulse-width")
+            raise UsageError("--ltp/--ltd traces need --wafer, --device and --pulse-width")
         report = app.run_ingest_ltp_ltd(settings, args.ltp, args.ltd, trace, _overrides(args.set))
     elif not args.paths and not args.incoming:
-        raise InputError("give files or folders to ingest, or --incoming")
+        raise UsageError("give files or folders to ingest, or --incoming")
+    elif args.paths and args.incoming:  # --incoming would drop the paths unread
+        raise UsageError("give files or folders, or --incoming, not both")
     else:
         report = app.run_ingest(settings, args.paths, incoming=args.incoming, mapping=args.mapping,
                                 trace=_trace_options(args), min_age_s=args.min_age,
@@ -111,6 +128,12 @@ def fit(args) -> int:
     from .. import app
 
     out = _output(args)
+    try:  # it names every model registered, after the whole fit
+        check_identifier(args.stack, "--stack")
+    except InputError as exc:
+        raise UsageError(exc.message) from None
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UsageError(f"--out {args.out} is a file: give a folder for the fit tables")
     result, registered = app.run_fit(_settings(args), args.wafer, args.pulse_width,
                                      workers=args.workers, stack=args.stack, engine=args.engine,
                                      progress=Progress("fit", out.silent), as_of=args.as_of)
@@ -169,6 +192,10 @@ def models_history(args) -> int:
 
 
 def models_search(args) -> int:
+    low, high = args.pulse_width_min, args.pulse_width_max
+    if low is not None and high is not None and low > high:
+        raise UsageError(f"--pulse-width-min {low:g} is above --pulse-width-max {high:g}: "
+                         "nothing could match")
     found = _registry(args).search(
         wafer=args.wafer, pulse_width_min=args.pulse_width_min,
         pulse_width_max=args.pulse_width_max, tags=tuple(args.tag or ()), family=args.family,
@@ -258,7 +285,7 @@ def simulate(args) -> int:
     elif args.refs:
         refs = args.refs
     else:
-        raise InputError("give model refs (NAME, NAME@3, NAME@alias) or --wafer for a sweep")
+        raise UsageError("give model refs (NAME, NAME@3, NAME@alias) or --wafer for a sweep")
     variants = _variants(args)
     _check_size(args, len(refs), variants)
     cfg = TrainConfig(hidden=tuple(args.hidden), epochs=args.epochs, lr=args.lr,
@@ -313,7 +340,7 @@ def run(args) -> int:
     if args.flow == "fit" and args.wafer:
         app.require_stored(_settings(args), args.wafer)
     if args.flow == "simulate" and not args.ref:
-        raise InputError("ferroflow run simulate needs --ref NAME[@VERSION|@ALIAS]")
+        raise UsageError("ferroflow run simulate needs --ref NAME[@VERSION|@ALIAS]")
     from flows.definitions import FLOWS, with_runner
 
     f = with_runner(FLOWS[args.flow], args.task_runner, args.dask_address)
@@ -369,12 +396,15 @@ def store(args) -> int:
     from .. import app
 
     settings, out = _settings(args), _output(args)
+    if args.action == "convert" and not args.old:
+        raise UsageError("ferroflow store convert needs the old store folder")
+    if args.action != "convert" and args.old:
+        raise UsageError(f"ferroflow store {args.action} takes no folder (got {args.old!r}); "
+                         "the store is --store or $FERRO_STORE")
     measurements = app.store(settings)
     if args.action == "convert":
         from ..convert import convert_legacy
 
-        if not args.old:
-            raise InputError("ferroflow store convert needs the old store folder")
         c = convert_legacy(args.old, measurements)
         out.result(f"converted {len(c.stored)} file(s), {c.rows} rows: {args.old} -> "
                    f"{settings.store} (version {c.version})",

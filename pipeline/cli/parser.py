@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 
 from . import commands
 from ..fitrecords import ENGINES
@@ -41,6 +42,31 @@ fraction = _bounded(float, lambda v: 0 < v <= 1, "in (0, 1]")
 port = _bounded(int, lambda v: 1 <= v <= 65535, "a port number 1..65535")
 
 
+_CRON_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12),
+                ("day of week", 0, 7))
+_CRON_ITEM = re.compile(r"^(\*|(\d+)(?:-(\d+))?|[A-Za-z]{3}(?:-[A-Za-z]{3})?)(?:/(\d+))?$")
+_CRON_MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@hourly")
+
+
+def cron(text: str) -> str:
+    """A five-field cron schedule with numeric fields, checked here so that ``serve``
+    does not start a Prefect server only to be refused by it."""
+    if text.strip() in _CRON_MACROS:
+        return text.strip()
+    fields = text.split()
+    if len(fields) != 5:
+        raise argparse.ArgumentTypeError(f"a cron schedule has 5 fields (minute hour day month "
+                                         f"weekday), got {len(fields)} in {text!r}")
+    for value, (what, lo, hi) in zip(fields, _CRON_FIELDS):
+        for item in value.split(","):
+            m = _CRON_ITEM.match(item)
+            bounds = [int(g) for g in m.group(2, 3) if g is not None] if m else []
+            if not m or any(not lo <= n <= hi for n in bounds) or m.group(4) == "0":
+                raise argparse.ArgumentTypeError(f"cron {what} field {value!r} in {text!r}: "
+                                                 f"expected *, N, N-M or */K with N, M in {lo}..{hi}")
+    return text
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", help="measurement store root (default: $FERRO_STORE or "
                    "raw_measurements/store)")
@@ -54,7 +80,7 @@ def _schedule(p: argparse.ArgumentParser) -> None:
     """Options of the deployments (serve and deploy)."""
     p.add_argument("--interval", type=positive_float, default=60.0,
                    help="seconds between landing-folder scans")
-    p.add_argument("--cron", help="cron schedule instead of an interval")
+    p.add_argument("--cron", type=cron, help="cron schedule instead of an interval")
     p.add_argument("--epochs", type=positive_int, default=5,
                    help="training epochs of triggered simulations")
 
@@ -134,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="step-map fits: all series of a partition at once (batch, default) "
                         "or one lmfit fit per series and family (the reference)")
     p.add_argument("--out", help="also save the full fit tables (parquet) to this folder")
-    p.add_argument("--as-of", type=int, metavar="VERSION",
+    p.add_argument("--as-of", type=count_or_zero, metavar="VERSION",
                    help="fit the store as it was at this table version (the one a model records)")
     p.add_argument("--stack", default="hzo", help="material/stack part of model names (default hzo)")
     p.set_defaults(func=commands.fit)
@@ -171,8 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "  ferroflow reproduce garg2025 --seeds 2 --epochs 3 --dataset digits")
     _common(p)
     p.add_argument("paper", choices=["garg2025"], help="garg2025: Garg et al. 2025, arXiv 2509.18121")
-    p.add_argument("--seeds", type=int, default=5, help="seeds 0..K-1 (default 5)")
-    p.add_argument("--epochs", type=int, default=20, help="training epochs (default 20)")
+    p.add_argument("--seeds", type=positive_int, default=5, help="seeds 0..K-1 (default 5)")
+    p.add_argument("--epochs", type=positive_int, default=20, help="training epochs (default 20)")
     p.add_argument("--dataset", choices=["digits", "mnist5k"], default="mnist5k",
                    help="training data (default mnist5k, as the paper trains on MNIST)")
     p.set_defaults(func=commands.reproduce)
@@ -234,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["info", "convert", "vacuum"])
     p.add_argument("old", nargs="?", help="convert: the store of the earlier layout (hive "
                    "folders + _ledger.sqlite); it is left unchanged")
-    p.add_argument("--retention-hours", type=int, default=168,
+    p.add_argument("--retention-hours", type=count_or_zero, default=168,
                    help="vacuum: keep unreferenced files younger than this (default 168); "
                         "running writers' parts are unreferenced until they commit")
     p.set_defaults(func=commands.store)

@@ -279,10 +279,28 @@ def load_mapping(path: str | Path | None = None) -> Mapping:
     path = path.resolve()
     if path not in _CACHE:
         try:
-            doc = tomllib.loads(path.read_text())
+            doc = tomllib.loads(_mapping_text(path))
         except FileNotFoundError:
             raise MappingError(f"mapping file not found: {path}") from None
         except tomllib.TOMLDecodeError as exc:
             raise MappingError(f"{path}: not valid TOML ({exc})") from None
         _CACHE[path] = parse_mapping(doc, name=path.name, file=str(path))
     return _CACHE[path]
+
+
+MAPPING_MAX_BYTES = 1 << 20  # a mapping is a few KiB; a data file given by mistake is not read
+
+
+def _mapping_text(path: Path) -> str:
+    """A mapping file's text: UTF-8, a leading byte-order mark (Windows editors write one)
+    dropped; a file far bigger than any mapping is refused unread."""
+    with path.open("rb") as fh:
+        raw = fh.read(MAPPING_MAX_BYTES + 1)
+    if len(raw) > MAPPING_MAX_BYTES:
+        raise MappingError(f"{path}: over {MAPPING_MAX_BYTES >> 20} MiB, not a mapping file "
+                           "(a mapping is a few KiB of TOML)")
+    try:
+        return raw.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise MappingError(f"{path}: not UTF-8 text (byte {exc.start}, line {line})") from None

@@ -78,6 +78,8 @@ def _read_idx(path: Path) -> np.ndarray:
     if len(raw) < 8 or raw[:2] != b"\x00\x00":
         raise InputError("not an IDX file", file=str(path))
     dims = raw[3]
+    if len(raw) < 4 + 4 * dims:
+        raise InputError(f"not an IDX file: header of {dims} dimensions cut short", file=str(path))
     shape = struct.unpack(">" + "I" * dims, raw[4:4 + 4 * dims])
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * dims)
     if data.size != int(np.prod(shape)):
@@ -85,10 +87,66 @@ def _read_idx(path: Path) -> np.ndarray:
     return data.reshape(shape)
 
 
-def load_mnist(path: Path) -> Dataset:
-    if path.suffix == ".npz":
+SPLITS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def _read_npz(path: Path) -> list[np.ndarray]:
+    import zipfile
+
+    try:
         with np.load(path, allow_pickle=False) as z:
-            parts = [z[k] for k in ("x_train", "y_train", "x_test", "y_test")]
+            missing = [k for k in SPLITS if k not in z.files]
+            if missing:
+                raise InputError(f"no {', '.join(missing)} in the archive (it holds "
+                                 f"{', '.join(z.files) or 'nothing'})", file=str(path))
+            return [z[k] for k in SPLITS]
+    except (zipfile.BadZipFile, EOFError) as exc:
+        raise InputError(f"not a readable .npz archive ({exc})", file=str(path)) from None
+    except ValueError as exc:  # numpy's words for object arrays and non-archives
+        if isinstance(exc, InputError):
+            raise
+        raise InputError("not a .npz archive of numeric arrays", file=str(path)) from None
+
+
+def _checked(path: Path, parts: list[np.ndarray]) -> list[np.ndarray]:
+    """Images and labels that can train: numbers, finite, one label 0..9 per image,
+    the same image size in both splits. Anything else would train and record a
+    meaningless accuracy."""
+    xtr, ytr, xte, yte = parts
+    for name, a in zip(SPLITS, parts):
+        if a.dtype.kind not in "iuf" or a.ndim == 0 or len(a) == 0:
+            raise InputError(f"{name} must be a non-empty numeric array, got {a.dtype} "
+                             f"of shape {a.shape}", file=str(path))
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            raise InputError(f"{name} holds NaN or infinite values", file=str(path))
+    for x, y, split in ((xtr, ytr, "train"), (xte, yte, "test")):
+        if y.ndim != 1 or len(x) != len(y):
+            raise InputError(f"{split}: {len(x)} images but labels of shape {y.shape}", file=str(path))
+        if ((y < 0) | (y > 9) | (y != np.round(y))).any():
+            raise InputError(f"y_{split} holds labels other than the digits 0..9", file=str(path))
+        if x.min() < 0 or x.max() > 255:
+            raise InputError(f"x_{split} pixels outside 0..255", file=str(path))
+    if xtr[0].size != xte[0].size:
+        raise InputError(f"train images have {xtr[0].size} pixels, test images {xte[0].size}",
+                         file=str(path))
+    return parts
+
+
+def _fingerprint(parts: list[np.ndarray]) -> str:
+    """Run ids carry the data set's name: two different MNIST files must not share
+    runs (the second would be skipped as done before)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for a in parts:
+        h.update(str((a.dtype.str, a.shape)).encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:12]
+
+
+def load_mnist(path: Path) -> Dataset:
+    if path.suffix == ".npz" and path.is_file():
+        parts = _read_npz(path)
     elif path.is_dir():
         names = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                  "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -100,7 +158,8 @@ def load_mnist(path: Path) -> Dataset:
             parts.append(_read_idx(found[0]))
     else:
         raise InputError(f"MNIST path must be a folder of IDX files or a .npz file: {path}")
-    xtr, ytr, xte, yte = parts
+    xtr, ytr, xte, yte = _checked(path, parts)
     scale = 255.0 if xtr.max() > 1 else 1.0
     flat = lambda x: (x.reshape(len(x), -1) / scale).astype(np.float32)  # noqa: E731
-    return Dataset("mnist", flat(xtr), ytr.astype(np.int64), flat(xte), yte.astype(np.int64))
+    return Dataset(f"mnist-{_fingerprint(parts)}", flat(xtr), ytr.astype(np.int64), flat(xte),
+                   yte.astype(np.int64))
