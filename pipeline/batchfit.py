@@ -576,13 +576,41 @@ def _grid_bracket(model, p):
 
 
 def _bisect(model, cols, a, b):
+    """Each row's root in its bracket [a, b] to at least the precision of ``BISECTIONS``
+    halvings, by Illinois false position (a few steps where the net step is smooth, not
+    44), halving where a secant point falls outside the bracket; only rows not yet
+    converged are evaluated."""
     fa = _net(model, a[:, None], cols)[:, 0]
-    for _ in range(BISECTIONS):
-        mid = (a + b) / 2
-        fm = _net(model, mid[:, None], cols)[:, 0]
-        left = (np.sign(fm) == np.sign(fa)) & (fm != 0)
-        a, fa = np.where(left, mid, a), np.where(left, fm, fa)
-        b = np.where(left, b, mid)
+    fb = _net(model, b[:, None], cols)[:, 0]
+    tol = np.abs(b - a) * 2.0 ** -BISECTIONS
+    live = np.flatnonzero(np.isfinite(a) & np.isfinite(b) & (a != b) & (fa != 0) & (fb != 0))
+    side = np.zeros(len(a), int)  # which end the last step kept: +1 a, -1 b
+    for _ in range(4 * BISECTIONS):
+        if not len(live):
+            break
+        la, lb, lfa, lfb = a[live], b[live], fa[live], fb[live]
+        x = la - lfa * (lb - la) / (lfb - lfa)
+        # at least a tolerance from either end: a secant point that lands on the root
+        # from one side then closes the bracket from the other, instead of creeping
+        margin = np.maximum(tol[live] / 2, 2 * EPSMCH * np.maximum(np.abs(la), np.abs(lb)))
+        x = np.minimum(np.maximum(x, la + margin), lb - margin)
+        half = (la + lb) / 2
+        x = np.where(np.isfinite(x) & (x > la) & (x < lb), x, half)
+        fx = _net(model, x[:, None], {k: v[live] for k, v in cols.items()})[:, 0]
+        zero = fx == 0
+        left = (np.sign(fx) == np.sign(lfa)) & ~zero     # the root lies in [x, b]
+        a[live] = np.where(left | zero, x, la)
+        b[live] = np.where(left, lb, x)
+        # Illinois: an end kept twice in a row has its value halved, so the next secant
+        # point falls beyond the root and both ends close in
+        keep_b, keep_a = left, ~left & ~zero
+        fa[live] = np.where(left, fx, np.where(keep_a & (side[live] == 1), lfa / 2, lfa))
+        fb[live] = np.where(keep_a, fx, np.where(keep_b & (side[live] == -1), lfb / 2, lfb))
+        side[live] = np.where(keep_b, -1, np.where(keep_a, 1, 0))
+        width = b[live] - a[live]
+        mid = (a[live] + b[live]) / 2
+        done = zero | (width <= tol[live]) | (mid == a[live]) | (mid == b[live])
+        live = live[~done]
     return (a + b) / 2
 
 

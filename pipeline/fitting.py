@@ -32,6 +32,7 @@ variation a simulator samples from.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -506,18 +507,40 @@ def fit_series_list(series: list[Series], cfg: FitConfig = FitConfig(), progress
         if meanwhile:
             meanwhile()
     else:
-        with process_pool(workers) as pool:
-            # map submits every partition, so the workers are forked before any thread
-            # ``meanwhile`` may start
-            done = pool.map(_partition_tables, parts, [cfg] * len(parts))
-            trace_fits = fit_traces(series)  # here while the workers fit
-            if meanwhile:
-                meanwhile()
-            tables = _collect(done, len(series), progress)
+        token = object()
+        _FORKED[id(token)] = parts
+        try:
+            with process_pool(workers) as pool:
+                # map submits every partition, so the workers are forked before any thread
+                # ``meanwhile`` may start
+                done = pool.map(*_tasks(parts, cfg, id(token)))
+                trace_fits = fit_traces(series)  # here while the workers fit
+                if meanwhile:
+                    meanwhile()
+                tables = _collect(done, len(series), progress)
+        finally:
+            del _FORKED[id(token)]
     tables = tables or [_partition_tables([], cfg)]  # no series: empty tables, same columns
     fits, devices, params = (_concat([t[i] for t in tables]) for i in range(3))
     return FitResult(fits=fits, params=params, devices=devices,
                      population=population(devices, params), traces=trace_fits)
+
+
+# Partitions of the fit_series_list calls in progress, by call: forked workers inherit
+# them, so a task names its partition instead of pickling its series (about 18 kB each).
+_FORKED: dict[int, list] = {}
+
+
+def _tasks(parts: list, cfg: FitConfig, key: int) -> tuple:
+    """(function, *argument lists) of ``pool.map`` over ``parts``: partition numbers where
+    workers are forked (they hold the partitions already), else the partitions."""
+    if multiprocessing.get_start_method() == "fork":
+        return _forked_partition_tables, [key] * len(parts), range(len(parts)), [cfg] * len(parts)
+    return _partition_tables, parts, [cfg] * len(parts)
+
+
+def _forked_partition_tables(key: int, i: int, cfg: FitConfig) -> tuple[pd.DataFrame, ...]:
+    return _partition_tables(_FORKED[key][i], cfg)
 
 
 def _partition_tables(series: list[Series], cfg: FitConfig) -> tuple[pd.DataFrame, ...]:
