@@ -503,7 +503,6 @@ def fit_series_list(series: list[Series], cfg: FitConfig = FitConfig(), progress
     if workers == 1 or len(parts) <= 1:
         done = map(_partition_tables, parts, [cfg] * len(parts))
         tables = _collect(done, len(series), progress)
-        trace_fits = fit_traces(series)
         if meanwhile:
             meanwhile()
     else:
@@ -514,7 +513,6 @@ def fit_series_list(series: list[Series], cfg: FitConfig = FitConfig(), progress
                 # map submits every partition, so the workers are forked before any thread
                 # ``meanwhile`` may start
                 done = pool.map(*_tasks(parts, cfg, id(token)))
-                trace_fits = fit_traces(series)  # here while the workers fit
                 if meanwhile:
                     meanwhile()
                 tables = _collect(done, len(series), progress)
@@ -522,8 +520,10 @@ def fit_series_list(series: list[Series], cfg: FitConfig = FitConfig(), progress
             del _FORKED[id(token)]
     tables = tables or [_partition_tables([], cfg)]  # no series: empty tables, same columns
     fits, devices, params = (_concat([t[i] for t in tables]) for i in range(3))
+    traces = [t[3] for t in tables if len(t[3])]
     return FitResult(fits=fits, params=params, devices=devices,
-                     population=population(devices, params), traces=trace_fits)
+                     population=population(devices, params),
+                     traces=_concat(traces) if traces else pd.DataFrame())
 
 
 # Partitions of the fit_series_list calls in progress, by call: forked workers inherit
@@ -544,13 +544,15 @@ def _forked_partition_tables(key: int, i: int, cfg: FitConfig) -> tuple[pd.DataF
 
 
 def _partition_tables(series: list[Series], cfg: FitConfig) -> tuple[pd.DataFrame, ...]:
-    """(fits, devices, params) rows of a partition: built in the worker, so the parent
-    only concatenates (and frames travel between processes faster than records)."""
+    """(fits, devices, params, trace fits) rows of a partition: built in the worker, so
+    the parent only concatenates (and frames travel between processes faster than
+    records). Each trace fit is its own least-squares problem, so partitions' trace fits
+    concatenated are the wafer's."""
     keep_freed_arrays()
     results = _fit_partition(series, cfg)
     return (records_frame([(r.info, f) for r in results for f in r.fits], (SeriesInfo, FamilyFit)),
             records_frame([(r.info, r.device) for r in results], (SeriesInfo, DeviceFit)),
-            params_frame(results))
+            params_frame(results), fit_traces(series))
 
 
 def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:

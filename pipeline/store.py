@@ -179,7 +179,10 @@ class MeasurementStore:
         return pd.concat(frames, ignore_index=True)
 
     def _read_ledgers(self, actions: list[dict]) -> dict[str, pd.DataFrame]:
-        with ThreadPoolExecutor(max_workers=8) as pool:
+        # Threads hide an object store's latency; on a local disk they only cost CPU (2.5x
+        # the serial time for a 2,000-series wafer), taken from the fit it runs beside.
+        threads = 8 if is_url(self.uri) else 1
+        with ThreadPoolExecutor(max_workers=threads) as pool:
             return dict(zip([a["path"] for a in actions], pool.map(self._file_ledger, actions)))
 
     def _file_ledger(self, action: dict) -> pd.DataFrame:
@@ -187,7 +190,7 @@ class MeasurementStore:
         the rows, so stores written before the ``cycles`` column have it too) and state units."""
         table = pq.read_table(f"{self.base}/{action['path']}", filesystem=self.fs,
                               columns=["source_sha256", "source_file", "die", "device", "cycle",
-                                       "state_unit"])
+                                       "state_unit"], use_threads=is_url(self.uri))
         g = table.group_by(["source_sha256", "source_file", "die", "device", "state_unit"]).aggregate(
             [("cycle", "count"), ("cycle", "min"), ("cycle", "max"), ("cycle", "distinct")])
         cycles = [ranges_text(_ranges(c)) for c in g.column("cycle_distinct").to_pylist()]
