@@ -401,12 +401,9 @@ def _stamped(table: pa.Table, sha256: str) -> pa.Table:
 def _cycle_index(ledger: pd.DataFrame) -> dict[tuple, list[tuple[int, int, str]]]:
     """Series -> [(first, last, file name)] of the cycles the ledger holds."""
     out: dict[tuple, list] = {}
-    has_sets = "cycles" in ledger
-    for r in ledger.itertuples(index=False):
-        ranges = _parse_ranges(r.cycles) if has_sets and isinstance(r.cycles, str) \
-            else ((int(r.cycle_min), int(r.cycle_max)),)   # a ledger without sets: its span
+    for r in ledger.itertuples(index=False):  # every ledger has ``cycles``: it is rebuilt from rows
         out.setdefault((r.wafer, r.die, r.device, float(r.pulse_width_s)), []).extend(
-            (lo, hi, r.name) for lo, hi in ranges)
+            (lo, hi, r.name) for lo, hi in _parse_ranges(r.cycles))
     return out
 
 
