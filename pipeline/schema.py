@@ -60,6 +60,7 @@ SCHEMA = pa.schema(list(COLUMNS.items()))
 
 # Columns that identify a row: no two rows of the store share them.
 KEY = ("wafer", "die", "device", "pulse_width_s", "cycle", "pulse")
+SERIES = KEY[:4]  # one device measured at one pulse width
 # Hive partitioning of the store.
 PARTITION = ("wafer", "pulse_width_s")
 PARTITION_SCHEMA = pa.schema([(c, COLUMNS[c]) for c in PARTITION])

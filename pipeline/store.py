@@ -55,7 +55,7 @@ from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundErr
 from deltalake.transaction import AddAction, CommitProperties, Transaction
 
 from .errors import InputError, probe_writable
-from .schema import COLUMNS, LEGACY_COLUMNS, PARTITION, SCHEMA, upgrade_columns
+from .schema import COLUMNS, LEGACY_COLUMNS, PARTITION, SCHEMA, SERIES, upgrade_columns
 from .storage import arrow_fs, delta_options, is_url, location
 
 APP_ID = "ferroflow-store"   # the application transaction every ferroflow commit carries
@@ -67,7 +67,7 @@ _LEGACY_NAME = {new: old for old, new in LEGACY_COLUMNS.items() if new in COLUMN
 _LEGACY_SCHEMA = pa.schema([f.with_name(_LEGACY_NAME.get(f.name, f.name)) for f in SCHEMA])
 _LEGACY_DATA_SCHEMA = pa.schema([f for f in _LEGACY_SCHEMA if f.name not in PARTITION])
 _TEXT_COLUMNS = [f.name for f in _DATA_SCHEMA if pa.types.is_string(f.type)]
-_SERIES = ["wafer", "die", "device", "pulse_width_s"]
+_SERIES = list(SERIES)
 # ``cycles``: the series' cycle numbers in the file as ranges ("1-3,5"), so a re-export
 # is told from a missing cycle delivered later without keeping one ledger row per cycle
 _LEDGER_COLUMNS = ["path", "sha256", "name", *_SERIES, "rows", "cycle_min", "cycle_max", "cycles",

@@ -27,7 +27,7 @@ from datetime import datetime, timedelta, timezone
 
 from .errors import InputError
 from .identifiers import check_identifier
-from .schema import DIRECTIONS, IDENTIFIERS, KEY, READ, REQUIRED, STATE_UNITS
+from .schema import DIRECTIONS, IDENTIFIERS, KEY, READ, REQUIRED, SERIES, STATE_UNITS
 
 # (low, high) in SI units, inclusive; chosen wide: they catch unit slips (ns given as s,
 # uS as S), not unusual devices.
@@ -81,9 +81,6 @@ def _check_rows(table: pa.Table, file: str) -> None:
     _check_sets(table, file)
 
 
-UNIT_SERIES = ("wafer", "die", "device", "pulse_width_s")
-
-
 def _check_state_units(table: pa.Table, file: str, seen: dict | None = None) -> None:
     """One state unit per series (wafer, die, device, pulse width): S and normalized
     states of one device do not mix. ``seen`` (series -> unit) carries the series of a
@@ -93,10 +90,10 @@ def _check_state_units(table: pa.Table, file: str, seen: dict | None = None) -> 
         if pc.count_distinct(units).as_py() <= 1:
             return
         seen = {}
-    cols = [*UNIT_SERIES, "state_unit"]
+    cols = [*SERIES, "state_unit"]
     pairs = table.select(cols).group_by(cols, use_threads=False).aggregate([])  # in row order
     for r in pairs.to_pylist():
-        key = tuple(r[k] for k in UNIT_SERIES)
+        key = tuple(r[k] for k in SERIES)
         first = seen.setdefault(key, r["state_unit"])
         if first != r["state_unit"]:
             where = [pc.equal(table.column(k), r[k]) for k in cols]
