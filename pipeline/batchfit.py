@@ -216,11 +216,16 @@ GRADIENTS = {"lookup": _lookup_grad}
 LINEAR = set(GRADIENTS)
 
 
-# Parameters entering the same factor of a family's step: their forward differences are
-# evaluated together, with the factors they do not enter computed once for the pair.
-PAIRS = {
-    "powstep": (("a_p", "a_d"), ("gamma_p", "gamma_d"), ("b_hi", "b_lo")),
-    "beta": (("A_p", "A_d"), ("alpha_p", "alpha_d"), ("beta_p", "beta_d"), ("g_min", "g_max")),
+# Pairs (up parameter, down parameter) of which each enters only its own direction's
+# steps: one evaluation moving both gives both forward differences (the up points' change
+# is the up parameter's column, the down points' the down one's), the same numbers as
+# two evaluations. The other varying parameters are moved together in one stacked
+# evaluation, with the factors they do not enter computed once.
+SPLIT = {
+    "softbounds": (("k_p", "k_d"), ("b_hi", "b_lo")),
+    "neurosim": (("A_p", "A_d"),),
+    "powstep": (("a_p", "a_d"), ("gamma_p", "gamma_d")),
+    "beta": (("A_p", "A_d"), ("alpha_p", "alpha_d"), ("beta_p", "beta_d")),
 }
 
 
@@ -229,12 +234,12 @@ class Problem:
 
     def __init__(self, model: DeviceModel, batch: StepBatch, bounds: Bounds, x0: np.ndarray):
         self.model, self.b, self.bounds = model, batch, bounds
-        # parameters whose differences are evaluated together (PAIRS), the rest in one go
-        pairs = [[bounds.names.index(k) for k in pair if k in bounds.names]
-                 for pair in PAIRS.get(model.name, ())]
-        paired = {j for pair in pairs for j in pair}
-        rest = [j for j in range(len(bounds.names)) if j not in paired]
-        self.groups = [g for g in (*pairs, rest) if g]
+        # (index, direction) of the varying parameters of each SPLIT pair; the rest together
+        self.split = [[(bounds.names.index(k), up) for k, up in zip(pair, (True, False))
+                       if k in bounds.names] for pair in SPLIT.get(model.name, ())]
+        self.split = [pair for pair in self.split if pair]
+        paired = {j for pair in self.split for j, _ in pair}
+        self.rest = [j for j in range(len(bounds.names)) if j not in paired]
         self.linear = None
         if model.name in LINEAR:
             rows = np.arange(len(x0))
@@ -247,7 +252,7 @@ class Problem:
         """The same problem for the series ``rows`` only."""
         out = Problem.__new__(Problem)
         b, bd = self.b, self.bounds
-        out.model, out.groups = self.model, self.groups
+        out.model, out.split, out.rest = self.model, self.split, self.rest
         out.b = StepBatch(b.g[rows], b.dg[rows], b.up[rows], b.w[rows], b.n[rows])
         out.bounds = Bounds(bd.names, {k: v[rows] for k, v in bd.fixed.items()}, bd.lo[rows],
                             bd.hi[rows])
@@ -287,13 +292,24 @@ class Problem:
         if self.linear is not None:  # linear in x: moving x_j moves the residual along J_j
             return self.linear[2][rows] * ((moved - x) / h)[:, :, None]
         out = np.empty((len(u), u.shape[1], f.shape[1]))
-        for group in self.groups:
-            # one evaluation per group: set s moves parameter group[s]; the others enter as
-            # (rows, 1) columns, so what they alone determine is computed once, not per set
+        names = self.bounds.names
+        for pair in self.split:
+            cols = self.bounds.values(x, rows)
+            cols.update({names[j]: moved[:, j:j + 1] for j, _ in pair})
+            diff = self._eval_at(cols, rows)
+            diff -= f
+            up = self.b.up[rows]
+            for j, is_up in pair:
+                out[:, j] = np.where(up if is_up else ~up, diff, 0.0) / h[:, j, None]
+        if self.rest:
+            # one evaluation of S parameter sets: set s moves parameter rest[s]; the
+            # others enter as (rows, 1) columns, so what they alone determine is
+            # computed once, not per set
+            group = self.rest
             xs = np.repeat(x[None, :, group], len(group), 0)
             xs[np.arange(len(group)), :, np.arange(len(group))] = moved[:, group].T
             cols = self.bounds.values(x, rows)
-            cols.update({self.bounds.names[j]: xs[:, :, s:s + 1] for s, j in enumerate(group)})
+            cols.update({names[j]: xs[:, :, s:s + 1] for s, j in enumerate(group)})
             diff = self._eval_at(cols, rows).transpose(1, 0, 2)
             diff -= f[:, None, :]
             out[:, group] = diff / h[:, group, None]

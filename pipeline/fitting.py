@@ -490,11 +490,9 @@ def fit_frame(df: pd.DataFrame, cfg: FitConfig = FitConfig(), progress=None) -> 
     return fit_series_list(series_from_frame(df), cfg, progress)
 
 
-def fit_series_list(series: list[Series], cfg: FitConfig = FitConfig(), progress=None,
-                    meanwhile=None) -> FitResult:
+def fit_series_list(series: list[Series], cfg: FitConfig = FitConfig(), progress=None) -> FitResult:
     """Fit device series in partitions of ``PARTITION`` series spread over
-    ``cfg.workers`` processes; ``progress(done, total)`` after each partition.
-    ``meanwhile()``: the caller's own work, done here while the workers fit."""
+    ``cfg.workers`` processes; ``progress(done, total)`` after each partition."""
     workers = cfg.workers or os.cpu_count() or 1
     size = PARTITION if cfg.engine == "batch" else 8
     # a small wafer still gives every worker a partition
@@ -503,18 +501,12 @@ def fit_series_list(series: list[Series], cfg: FitConfig = FitConfig(), progress
     if workers == 1 or len(parts) <= 1:
         done = map(_partition_tables, parts, [cfg] * len(parts))
         tables = _collect(done, len(series), progress)
-        if meanwhile:
-            meanwhile()
     else:
         token = object()
         _FORKED[id(token)] = parts
         try:
             with process_pool(workers) as pool:
-                # map submits every partition, so the workers are forked before any thread
-                # ``meanwhile`` may start
                 done = pool.map(*_tasks(parts, cfg, id(token)))
-                if meanwhile:
-                    meanwhile()
                 tables = _collect(done, len(series), progress)
         finally:
             del _FORKED[id(token)]

@@ -133,7 +133,6 @@ def fit_and_register(registry: Registry, store: MeasurementStore, wafer: str,
                          + f" in {store.root}" + (f" at version {as_of}" if as_of is not None
                                                    else " (ingest first)"))
     series.sort(key=lambda s: s.key)  # the order series_from_frame gives a whole wafer
-    # the lineage (the store's ledger of raw files) is read while the workers fit
-    result = fit_series_list(series, config, progress=progress, meanwhile=store.ledger)
+    result = fit_series_list(series, config, progress=progress)
     return result, register_fit(registry, result, store=store, stack=stack, config=config,
                                 store_version=version)

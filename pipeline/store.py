@@ -179,11 +179,14 @@ class MeasurementStore:
         return pd.concat(frames, ignore_index=True)
 
     def _read_ledgers(self, actions: list[dict]) -> dict[str, pd.DataFrame]:
-        # Threads hide an object store's latency; on a local disk they only cost CPU (2.5x
-        # the serial time for a 2,000-series wafer), taken from the fit it runs beside.
+        return dict(zip([a["path"] for a in actions], self._per_file(self._file_ledger, actions)))
+
+    def _per_file(self, read, actions: list[dict]) -> list:
+        """``read(action)`` of each data file. Threads hide an object store's latency; on a
+        local disk they only cost CPU (2.5x the serial time for a 2,000-series wafer)."""
         threads = 8 if is_url(self.uri) else 1
         with ThreadPoolExecutor(max_workers=threads) as pool:
-            return dict(zip([a["path"] for a in actions], pool.map(self._file_ledger, actions)))
+            return list(pool.map(read, actions))
 
     def _file_ledger(self, action: dict) -> pd.DataFrame:
         """Ledger rows of one data file: its raw files, their series' cycles (read from
@@ -284,13 +287,24 @@ class MeasurementStore:
         return hashlib.sha256("\n".join(shas).encode()).hexdigest()[:24]
 
     def source_files(self, wafer: str, pulse_width_s: float | None = None) -> pd.DataFrame:
-        """Raw files (name, SHA-256) that fed a wafer or one of its partitions: lineage."""
-        led = self.ledger()
-        keep = led.wafer == wafer
-        if pulse_width_s is not None:
-            keep &= led.pulse_width_s == float(pulse_width_s)
-        out = led.loc[keep, ["name", "sha256"]].drop_duplicates()
-        return out.sort_values("name").reset_index(drop=True)
+        """Raw files (name, SHA-256) that fed a wafer or one of its partitions: lineage.
+        Reads the names and hashes of that partition's data files only (a fit registers
+        its lineage with this; the whole ledger also aggregates every series' cycles)."""
+        dt = self.table()
+        actions = [] if dt is None else [
+            a for a in _add_actions(dt) if a["wafer"] == wafer
+            and (pulse_width_s is None or a["pulse_width_s"] == float(pulse_width_s))]
+        frames = self._per_file(self._file_sources, [a for a in actions if a["path"] not in self._ledgers])
+        frames += [self._ledgers[a["path"]][["name", "sha256"]] for a in actions if a["path"] in self._ledgers]
+        out = (pd.concat(frames, ignore_index=True) if frames else
+               pd.DataFrame({"name": pd.Series(dtype=object), "sha256": pd.Series(dtype=object)}))
+        return out.drop_duplicates().sort_values(["name", "sha256"]).reset_index(drop=True)
+
+    def _file_sources(self, action: dict) -> pd.DataFrame:
+        table = pq.read_table(f"{self.base}/{action['path']}", filesystem=self.fs,
+                              columns=["source_file", "source_sha256"], use_threads=is_url(self.uri))
+        g = table.group_by(["source_file", "source_sha256"]).aggregate([]).to_pandas()
+        return g.rename(columns={"source_file": "name", "source_sha256": "sha256"})
 
 
 def _is_legacy(dt: DeltaTable) -> bool:

@@ -179,18 +179,22 @@ def test_remembered_starting_values_equal_the_family_guess(problems, name):
         assert (first[k].value, first[k].min, first[k].max, first[k].vary) == (p.value, p.min, p.max, p.vary)
 
 
-@pytest.mark.parametrize("name", sorted(batchfit.PAIRS))
-def test_paired_differences_equal_one_parameter_at_a_time(problems, name):
-    """Evaluating a pair's moved parameter sets together changes no number of lmdif's
-    Jacobian (what keeps the batched fit on lmfit's path)."""
+@pytest.mark.parametrize("name", sorted(batchfit.SPLIT))
+def test_split_differences_equal_one_parameter_at_a_time(problems, name):
+    """Moving an up and a down parameter in one evaluation, and the rest together, changes
+    no number of lmdif's Jacobian (what keeps the batched fit on lmfit's path); a wrong
+    SPLIT entry (a parameter entering both directions) fails here."""
     model = family(name)
     datas, weights, _ = zip(*problems[:10])
     batch = batchfit.StepBatch.build(list(datas), list(weights))
     bounds, x = batchfit.Bounds.from_params([model.guess(d) for d in datas])
     prob = batchfit.Problem(model, batch, bounds, x)
+    assert prob.split, "no pair of this family is split"
     u = bounds.internal(np.clip(x * 1.03, bounds.lo, bounds.hi))
     rows = np.arange(len(u))
     f = prob.residual(bounds.external(u))
-    paired = prob.jacobian(u, f, rows)
-    prob.groups = [[j] for j in range(u.shape[1])]
-    assert np.array_equal(paired, prob.jacobian(u, f, rows), equal_nan=True)
+    together = prob.jacobian(u, f, rows)
+    prob.split = []
+    for j in range(u.shape[1]):
+        prob.rest = [j]
+        assert np.array_equal(together[:, j], prob.jacobian(u, f, rows)[:, j], equal_nan=True), j
