@@ -240,6 +240,7 @@ class Problem:
         self.split = [pair for pair in self.split if pair]
         paired = {j for pair in self.split for j, _ in pair}
         self.rest = [j for j in range(len(bounds.names)) if j not in paired]
+        self.down = ~batch.up
         self.linear = None
         if model.name in LINEAR:
             rows = np.arange(len(x0))
@@ -252,7 +253,7 @@ class Problem:
         """The same problem for the series ``rows`` only."""
         out = Problem.__new__(Problem)
         b, bd = self.b, self.bounds
-        out.model, out.split, out.rest = self.model, self.split, self.rest
+        out.model, out.split, out.rest, out.down = self.model, self.split, self.rest, self.down[rows]
         out.b = StepBatch(b.g[rows], b.dg[rows], b.up[rows], b.w[rows], b.n[rows])
         out.bounds = Bounds(bd.names, {k: v[rows] for k, v in bd.fixed.items()}, bd.lo[rows],
                             bd.hi[rows])
@@ -298,9 +299,11 @@ class Problem:
             cols.update({names[j]: moved[:, j:j + 1] for j, _ in pair})
             diff = self._eval_at(cols, rows)
             diff -= f
-            up = self.b.up[rows]
             for j, is_up in pair:
-                out[:, j] = np.where(up if is_up else ~up, diff, 0.0) / h[:, j, None]
+                # zero on the other direction's points (there the difference is zero)
+                col = out[:, j]
+                np.multiply(diff, self.b.up[rows] if is_up else self.down[rows], out=col)
+                col /= h[:, j, None]
         if self.rest:
             # one evaluation of S parameter sets: set s moves parameter rest[s]; the
             # others enter as (rows, 1) columns, so what they alone determine is

@@ -349,9 +349,9 @@ class _Prepared:
     judge: str  # the R^2 a fit must reach: "r2_trace", or "r2_steps" for staircases
 
 
-def _prepare(s: Series, cfg: FitConfig) -> _Prepared | SeriesFit:
+def _prepare(s: Series, cfg: FitConfig, trs: list | None = None) -> _Prepared | SeriesFit:
     """Normalise one series for fitting; a series that cannot be fitted comes back as
-    its (flagged) SeriesFit."""
+    its (flagged) SeriesFit. ``trs``: its ``traces(s)`` if known."""
     info = SeriesInfo(*s.key, die_x=s.die_x, die_y=s.die_y, state_unit=s.state_unit)
     scale = StateScale.of(s.state, s.state_unit)
     pulsed = s.pulsed  # reads without a pulse cost no write energy
@@ -370,8 +370,8 @@ def _prepare(s: Series, cfg: FitConfig) -> _Prepared | SeriesFit:
     weights, target = noise_weights(data)
     # A staircase is fitted as its makers do (each step one update) and judged on its steps.
     judge = "r2_steps" if protocol["protocol"] == "staircase" else "r2_trace"
-    return _Prepared(info, device, data, TraceSet.build(traces(s, protocol["protocol"]), scale),
-                     weights, target, scale, judge)
+    trs = trs if trs is not None else traces(s, protocol["protocol"])
+    return _Prepared(info, device, data, TraceSet.build(trs, scale), weights, target, scale, judge)
 
 
 def fit_series(s: Series, cfg: FitConfig = FitConfig()) -> SeriesFit:
@@ -457,11 +457,11 @@ def _series_problem(s: Series, span: float, sm, kind: str) -> str | None:
 
 
 # --- many series ------------------------------------------------------------------------
-def _fit_partition(series: list[Series], cfg: FitConfig) -> list[SeriesFit]:
-    """Fit a partition of series. With the batch engine every family's step-map fits
-    are solved together (``pipeline.batchfit``); trajectory fits, staircases, and series
-    the batched solver leaves unanswered, go to lmfit."""
-    preps = [_prepare(s, cfg) for s in series]
+def _fit_partition(series: list[Series], cfg: FitConfig, split: list[list]) -> list[SeriesFit]:
+    """Fit a partition of series (``split``: each one's traces). With the batch engine
+    every family's step-map fits are solved together (``pipeline.batchfit``); trajectory
+    fits, staircases, and series the batched solver leaves unanswered, go to lmfit."""
+    preps = [_prepare(s, cfg, trs) for s, trs in zip(series, split)]
     todo = [p for p in preps if isinstance(p, _Prepared)]
     # Staircases stay on lmfit: on their hump-shaped step maps the batched solver was seen
     # to stop in other minima (softbounds R^2 0.51 against lmfit's 0.87).
@@ -541,10 +541,11 @@ def _partition_tables(series: list[Series], cfg: FitConfig) -> tuple[pd.DataFram
     records). Each trace fit is its own least-squares problem, so partitions' trace fits
     concatenated are the wafer's."""
     keep_freed_arrays()
-    results = _fit_partition(series, cfg)
+    split = [traces(s) for s in series]  # for the model fits and the trace fits
+    results = _fit_partition(series, cfg, split)
     return (records_frame([(r.info, f) for r in results for f in r.fits], (SeriesInfo, FamilyFit)),
             records_frame([(r.info, r.device) for r in results], (SeriesInfo, DeviceFit)),
-            params_frame(results), fit_traces(series))
+            params_frame(results), fit_traces(series, split))
 
 
 def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
@@ -598,19 +599,20 @@ def population(devices: pd.DataFrame, params: pd.DataFrame) -> pd.DataFrame:
 
 
 # --- trace-level soft-bounds fits (vectorised) -----------------------------------------
-def trace_states(series: list[Series], min_reads: int = 4):
+def trace_states(series: list[Series], min_reads: int = 4, split: list[list] | None = None):
     """(series, trace, normalised reads incl. the one before the trace, scale) for
-    every trace with at least ``min_reads`` reads: what a trace fit sees."""
-    for s in series:
+    every trace with at least ``min_reads`` reads: what a trace fit sees. ``split``:
+    each series' ``traces(s)`` if known."""
+    for i, s in enumerate(series):
         scale = StateScale.of(s.state, s.state_unit)
         scale = scale if scale.span else replace(scale, span=1.0)  # constant: any span will do
-        for t in traces(s):
+        for t in (split[i] if split is not None else traces(s)):
             states = t.states if np.isnan(t.state_before) else np.r_[t.state_before, t.states]
             if len(states) >= min_reads:
                 yield s, t, scale.g(states), scale
 
 
-def fit_traces(series: list[Series]) -> pd.DataFrame:
+def fit_traces(series: list[Series], split: list[list] | None = None) -> pd.DataFrame:
     """Soft-bounds fit of every trace: ``dg = k (b - g)`` per (cycle, direction) run.
 
     The model is linear in (slope = -k, intercept = k b), so the least-squares solution
@@ -619,7 +621,7 @@ def fit_traces(series: list[Series]) -> pd.DataFrame:
     lmfit from generic starting values converges to the same parameters.
     """
     rows, gs, dgs, ids = [], [], [], []
-    for s, t, g, scale in trace_states(series):
+    for s, t, g, scale in trace_states(series, split=split):
         rows.append({**dict(zip(SERIES_COLUMNS, s.key)), "cycle": t.cycle,
                      "direction": "up" if t.up else "down", "norm_lo": scale.lo,
                      "norm_span": scale.span})

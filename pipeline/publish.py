@@ -125,8 +125,9 @@ def fit_and_register(registry: Registry, store: MeasurementStore, wafer: str,
               [pw for w, pw in store.partitions() if w == wafer])  # a superset of older versions'
     series = []
     for pw in widths:  # one pulse width at a time: a wafer's rows never all sit in memory
+        # series_from_frame orders the rows itself
         series += series_from_frame(store.read(wafer=wafer, pulse_width_s=pw, columns=FRAME_COLUMNS,
-                                               as_of=version))
+                                               as_of=version, sort=False))
     if not series:
         raise InputError(f"no stored data for wafer {wafer!r}"
                          + (f" at pulse width {pulse_width_s:g} s" if pulse_width_s else "")

@@ -247,8 +247,10 @@ class MeasurementStore:
                                      schema=_LEGACY_SCHEMA if _is_legacy(dt) else SCHEMA)
 
     def read(self, wafer: str | None = None, pulse_width_s: float | None = None,
-             columns: list[str] | None = None, as_of: int | None = None) -> pd.DataFrame:
-        """Rows of the store (at version ``as_of``) in canonical column order, sorted by key."""
+             columns: list[str] | None = None, as_of: int | None = None,
+             sort: bool = True) -> pd.DataFrame:
+        """Rows of the store (at version ``as_of``) in canonical column order, sorted by key
+        (``sort=False``: in storage order, for a caller that orders them itself)."""
         dset = self.dataset(as_of)
         expr = None
         if wafer is not None:
@@ -260,8 +262,10 @@ class MeasurementStore:
         if LEGACY_COLUMNS.keys() & set(dset.schema.names):
             cols = [_LEGACY_NAME.get(c, c) for c in cols]
         df = upgrade_columns(dset.to_table(filter=expr, columns=cols)).to_pandas()
-        sort = [c for c in ("wafer", "die", "device", "pulse_width_s", "cycle", "pulse") if c in df]
-        return df.sort_values(sort, kind="stable").reset_index(drop=True)
+        if not sort:
+            return df
+        by = [c for c in ("wafer", "die", "device", "pulse_width_s", "cycle", "pulse") if c in df]
+        return df.sort_values(by, kind="stable").reset_index(drop=True)
 
     def data_files(self) -> list[str]:
         """Parquet files of the current version, relative to the root."""
@@ -301,10 +305,13 @@ class MeasurementStore:
         return out.drop_duplicates().sort_values(["name", "sha256"]).reset_index(drop=True)
 
     def _file_sources(self, action: dict) -> pd.DataFrame:
-        table = pq.read_table(f"{self.base}/{action['path']}", filesystem=self.fs,
-                              columns=["source_file", "source_sha256"], use_threads=is_url(self.uri))
-        g = table.group_by(["source_file", "source_sha256"]).aggregate([]).to_pandas()
-        return g.rename(columns={"source_file": "name", "source_sha256": "sha256"})
+        columns = ["source_file", "source_sha256"]
+        # as dictionaries: a file's few distinct names are decoded once, not per row
+        table = pq.read_table(f"{self.base}/{action['path']}", filesystem=self.fs, columns=columns,
+                              read_dictionary=columns, use_threads=is_url(self.uri))
+        g = table.unify_dictionaries().combine_chunks().group_by(columns).aggregate([])
+        return pd.DataFrame({"name": g["source_file"].cast(pa.string()).to_pylist(),
+                             "sha256": g["source_sha256"].cast(pa.string()).to_pylist()})
 
 
 def _is_legacy(dt: DeltaTable) -> bool:

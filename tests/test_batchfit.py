@@ -148,7 +148,7 @@ def test_partition_tables_equal_one_table_of_all_rows(sample_frame, monkeypatch)
 
     series = series_from_frame(sample_frame)[:30]
     cfg = FitConfig(workers=1)
-    whole = fitting._fit_partition(series, cfg)
+    whole = fitting._fit_partition(series, cfg, [traces(s) for s in series])
     monkeypatch.setattr(fitting, "PARTITION", 7)
     got = fitting.fit_series_list(series, cfg)
     pd.testing.assert_frame_equal(got.fits, records_frame(
