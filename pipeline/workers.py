@@ -8,15 +8,30 @@ watchdog thread in each worker exits once its parent is gone (the parent pid cha
 from __future__ import annotations
 
 import ctypes
+import gc
 import os
 import signal
 import sys
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 
 PR_SET_PDEATHSIG = 1
 WATCH_S = 0.5
+
+
+@contextmanager
+def parent_objects_frozen():
+    """Fork workers in here (a fork pool starts every worker at its first submit): the
+    parent's Python objects are out of the garbage collector's reach in the workers, so
+    their collections never write to (and so copy) every page holding one. That copying
+    cost each worker 0.1-0.2 s of its first partition in a 2,000-series fit."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()  # the parent collects them again; the forked workers keep them frozen
 
 
 def process_pool(workers: int) -> ProcessPoolExecutor:

@@ -225,3 +225,21 @@ def test_tables_have_the_columns_of_their_records(sample_fit):
     assert set(DeviceFit.POPULATION_METRICS) <= set(columns(DeviceFit))
     assert set(PopulationStat.SUMMARY_COLUMNS) <= set(columns(PopulationStat))
     assert set(PopulationStat.HEADLINE_PARAMS) <= set(sample_fit.population.param)
+
+
+def test_fit_workers_are_forked_with_the_parents_objects_frozen():
+    """A forked worker's garbage collections skip the objects it inherited, so they do not
+    copy every page that holds one; the parent collects its objects again afterwards."""
+    import gc
+    import multiprocessing
+
+    from pipeline.workers import parent_objects_frozen, process_pool
+
+    if multiprocessing.get_start_method() != "fork":
+        pytest.skip("workers are not forked under this start method: nothing to freeze")
+    assert gc.get_freeze_count() == 0
+    with process_pool(2) as pool:
+        with parent_objects_frozen():
+            futures = [pool.submit(gc.get_freeze_count) for _ in range(4)]
+        assert gc.get_freeze_count() == 0
+        assert all(f.result() > 1000 for f in futures)
