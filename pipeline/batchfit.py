@@ -198,16 +198,19 @@ class Bounds:
 
 
 def _lookup_grad(g, up, g_lo, g_hi, **nodes):
-    """Each node's hat weight at g (the model is linear in the node steps)."""
+    """Each node's hat weight at g (the model is linear in the node steps): a point
+    weighs its segment's two nodes of its own direction by 1 - t and t."""
     n = len(nodes) // 2
     u = np.clip((g - g_lo) / (g_hi - g_lo), 0.0, 1.0) * (n - 1)
     j = np.clip(np.floor(u), 0, n - 2)
     t = u - j
-    out = {}
-    for i in range(n):
-        hat = np.where(j == i, 1 - t, 0.0) + np.where(j == i - 1, t, 0.0)
-        out[f"up_{i}"], out[f"down_{i}"] = np.where(up, hat, 0.0), np.where(up, 0.0, hat)
-    return out
+    left = j.astype(int) + np.where(up, 0, n)  # columns: up_0 .. up_{n-1}, down_0 .. down_{n-1}
+    out = np.zeros((g.shape[0], 2 * n, g.shape[1]))
+    rows, points = np.indices(g.shape, sparse=True)
+    out[rows, left, points] = 1 - t
+    out[rows, left + 1, points] = t
+    names = [f"{d}_{i}" for d in ("up", "down") for i in range(n)]
+    return {k: out[:, i] for i, k in enumerate(names)}
 
 
 # The analytic Jacobian of a family linear in its varying parameters: one Jacobian
