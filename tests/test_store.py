@@ -148,6 +148,29 @@ def test_concurrent_batches_store_each_file_once(tmp_path):
     assert set(store.data_files()) == _parts_on_disk(store)  # the conflicting part was rewritten
 
 
+def test_lineage_names_the_raw_files_of_each_partition(tmp_path):
+    """``source_files`` (what a fit registers as lineage) reads names and hashes only: the
+    same files as the ledger, per partition and per wafer, over several data files and
+    whether or not the ledger was read first."""
+    import hashlib
+
+    files = SOME + sorted(SAMPLE.glob("W01_X0[01]Y0[01]_D1_2000ns.txt"))
+    store = MeasurementStore(tmp_path / "store")
+    for batch in (files[:3], files[3:]):  # two commits: two data files per partition
+        ingest(batch, store, tmp_path / "q")
+    want = {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+    assert len(store.data_files()) == 3 and len(files) == 12  # 20 ns in two data files
+    for pw, names in ((2e-8, [f.name for f in SOME]), (2e-6, [f.name for f in files[len(SOME):]]),
+                      (None, list(want))):
+        fresh = MeasurementStore(tmp_path / "store").source_files("W01", pw)
+        assert list(fresh["name"]) == sorted(names)
+        assert list(fresh["sha256"]) == [want[n] for n in sorted(names)]
+        led = MeasurementStore(tmp_path / "store")
+        led.ledger()  # cached ledger rows serve instead of the files
+        pd.testing.assert_frame_equal(led.source_files("W01", pw), fresh, check_dtype=False)
+    assert store.source_files("W02").empty and MeasurementStore(tmp_path / "none").source_files("W01").empty
+
+
 def test_a_fit_can_read_the_version_it_saw(tmp_path):
     store = MeasurementStore(tmp_path / "store")
     assert store.version() is None
