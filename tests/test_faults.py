@@ -1448,6 +1448,14 @@ def mapping_huge(tmp):
     assert stored_files() == 0
 
 
+def mapping_fifo(tmp):
+    os.mkfifo(tmp / "map.toml")
+    r = cli("ingest", GOOD, "--mapping", tmp / "map.toml", timeout=30)  # never opened: no hang
+    assert r.returncode == 1 and r.stderr.strip().endswith(f"{tmp}/map.toml: not a regular file; "
+                                                           "not opened"), r.stderr
+    assert stored_files() == 0
+
+
 def mapping_is_folder(tmp):
     r = cli("ingest", GOOD, "--mapping", tmp)
     assert r.returncode == 1 and r.stderr.strip().endswith(f"Is a directory: {tmp}"), r.stderr
@@ -1658,6 +1666,7 @@ FAULTS = {
     "mapping-not-utf8": mapping_not_utf8,
     "mapping-huge": mapping_huge,
     "mapping-is-folder": mapping_is_folder,
+    "mapping-fifo": mapping_fifo,
     "set-twice": set_twice,
     "set-bad-identifier": set_bad_identifier,
     "generate-out-empty": generate_out_empty,

@@ -41,6 +41,7 @@ are taken as SI.
 
 from __future__ import annotations
 
+import stat
 import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -293,7 +294,11 @@ MAPPING_MAX_BYTES = 1 << 20  # a mapping is a few KiB; a data file given by mist
 
 def _mapping_text(path: Path) -> str:
     """A mapping file's text: UTF-8, a leading byte-order mark (Windows editors write one)
-    dropped; a file far bigger than any mapping is refused unread."""
+    dropped; a file far bigger than any mapping is refused unread, a FIFO, socket or
+    device unopened (reading one would wait for a writer or never end)."""
+    mode = path.stat().st_mode
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):  # a folder: open() names it
+        raise MappingError(f"{path}: not a regular file; not opened")
     with path.open("rb") as fh:
         raw = fh.read(MAPPING_MAX_BYTES + 1)
     if len(raw) > MAPPING_MAX_BYTES:
