@@ -24,7 +24,8 @@ MAX_HEADER_BYTES = 64 * 1024
 MAX_INFLATED_BYTES = 256 << 20  # a gzip file read whole may expand to this much, no more
 _DIE_XY = re.compile(r"^\s*X(-?\d+)\s*Y(-?\d+)\s*$", re.I)
 _DIE_PAIR = re.compile(r"^\s*\(\s*(-?\d+)\s*[,;]\s*(-?\d+)\s*\)\s*$")
-EOL = re.compile(rb"\r\n|\r|\n")   # a line ends as pyarrow's CSV parser ends it
+_LINE_END = r"\r\n|\r|\n"  # a line ends as pyarrow's CSV parser ends it
+EOL = re.compile(_LINE_END.encode())
 _COMMENT = ord("#")
 
 
@@ -93,7 +94,7 @@ def decode(raw: RawFile) -> str:
 
 def first_line(text: str) -> str:
     """The first line of ``text``, whatever its line ending (``\\n``, ``\\r\\n`` or ``\\r``)."""
-    return re.split(r"\r\n|\r|\n", text, maxsplit=1)[0]
+    return re.split(_LINE_END, text, maxsplit=1)[0]
 
 
 def scan_lines(data: bytes, first: int) -> tuple[bytes, np.ndarray, int]:
