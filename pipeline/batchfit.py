@@ -288,17 +288,17 @@ class Problem:
         coordinates ``u`` (step ``sqrt(EPSFCN) |u|``), transposed: (rows, P, N). ``f``:
         the residual at ``u``. lmfit's path depends on these differences: with the
         analytic Jacobian the kinked families were seen to stop in other minima."""
-        b = self.bounds
+        bounds = self.bounds
         eps = np.sqrt(max(EPSFCN, EPSMCH))
         h = eps * np.abs(u)
         h[h == 0] = eps
-        x, moved = b.external(u, rows), b.external(u + h, rows)
+        x, moved = bounds.external(u, rows), bounds.external(u + h, rows)
         if self.linear is not None:  # linear in x: moving x_j moves the residual along J_j
             return self.linear[2][rows] * ((moved - x) / h)[:, :, None]
         out = np.empty((len(u), u.shape[1], f.shape[1]))
-        names = self.bounds.names
+        names = bounds.names
         for pair in self.split:
-            cols = self.bounds.values(x, rows)
+            cols = bounds.values(x, rows)
             cols.update({names[j]: moved[:, j:j + 1] for j, _ in pair})
             diff = self._eval_at(cols, rows)
             diff -= f
@@ -314,7 +314,7 @@ class Problem:
             group = self.rest
             xs = np.repeat(x[None, :, group], len(group), 0)
             xs[np.arange(len(group)), :, np.arange(len(group))] = moved[:, group].T
-            cols = self.bounds.values(x, rows)
+            cols = bounds.values(x, rows)
             cols.update({names[j]: xs[:, :, s:s + 1] for s, j in enumerate(group)})
             diff = self._eval_at(cols, rows).transpose(1, 0, 2)
             diff -= f[:, None, :]

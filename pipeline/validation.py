@@ -19,11 +19,11 @@ Rules (each has a test with a file that breaks it):
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-
-from datetime import datetime, timedelta, timezone
 
 from .errors import InputError
 from .identifiers import check_identifier
