@@ -20,6 +20,7 @@ import os
 import sqlite3
 import tempfile
 import threading
+import time
 import zlib
 from contextlib import contextmanager
 from pathlib import Path
@@ -53,6 +54,7 @@ CREATE TABLE IF NOT EXISTS runs (
 """
 
 _SCHEMA_LOCK = 0x6665_72  # advisory lock key held while PostgreSQL creates the tables
+WAIT_S = 60  # how long a SQLite connection waits for another process's lock
 
 
 def is_postgres(target) -> bool:
@@ -109,6 +111,12 @@ class _Index:
         """A PostgreSQL index says what it refuses when written."""
 
 
+def _busy(exc: BaseException) -> bool:
+    """SQLITE_BUSY or one of its extended codes ("database is locked")."""
+    code = getattr(exc, "sqlite_errorcode", None) or 0
+    return isinstance(exc, sqlite3.OperationalError) and code & 0xFF == sqlite3.SQLITE_BUSY
+
+
 class SqliteIndex(_Index):
     def __init__(self, path: Path):
         super().__init__()
@@ -125,7 +133,7 @@ class SqliteIndex(_Index):
             return None
         uri = self.path.absolute().as_uri()
         try:
-            con = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=60, isolation_level=None)
+            con = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=WAIT_S, isolation_level=None)
             con.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
         except sqlite3.OperationalError:
             if self._refusal() is None:  # writable: a real error (busy, damaged...)
@@ -138,15 +146,22 @@ class SqliteIndex(_Index):
     def _connect_rw(self):
         with self._writing():
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            con = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-            try:
-                con.execute("PRAGMA journal_mode=WAL")
-                con.execute("PRAGMA synchronous=NORMAL")
-                con.executescript(DDL + ";")
-            except BaseException:
-                con.close()
-                raise
-            return con
+            deadline = time.monotonic() + WAIT_S
+            while True:
+                con = sqlite3.connect(self.path, timeout=WAIT_S, isolation_level=None)
+                try:
+                    con.execute("PRAGMA journal_mode=WAL")
+                    con.execute("PRAGMA synchronous=NORMAL")
+                    con.executescript(DDL + ";")
+                    return con
+                except BaseException as exc:
+                    con.close()
+                    # SQLite answers a journal-mode switch that meets another process's
+                    # lock at once, without its busy wait: seen when stations open a
+                    # new index together ("database is locked"), so wait here instead
+                    if not (_busy(exc) and time.monotonic() < deadline):
+                        raise
+                time.sleep(0.01)
 
     def _empty(self):
         con = sqlite3.connect(":memory:", isolation_level=None)

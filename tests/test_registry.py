@@ -2,8 +2,10 @@ import json
 import multiprocessing as mp
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 
 import pandas as pd
@@ -12,6 +14,7 @@ import pytest
 from pipeline.errors import InputError
 from pipeline.publish import register_fit
 from pipeline.registry import Ref, Registry, model_name
+from pipeline.registry_index import SqliteIndex
 from tests.servers import pg_url, postgres  # noqa: F401  (fixtures)
 
 
@@ -129,10 +132,29 @@ def _register_many(root, tag, n, queue):
     queue.put(refs)
 
 
+def test_opening_a_new_index_waits_for_another_writer(tmp_path):
+    """Stations opening a new index together: while another connection holds a write lock
+    on the still rollback-journal database, SQLite answers the switch to WAL at once with
+    'database is locked', with no busy wait (a clean-clone CI run failed so, in
+    test_two_processes_register_at_once). The index must wait for the lock instead."""
+    path = tmp_path / "index.sqlite"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("CREATE TABLE t (x)")
+    other.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(0.3, other.execute, ["COMMIT"])
+    release.start()
+    t0 = time.monotonic()
+    con = SqliteIndex(path)._con(write=True)
+    release.join()
+    assert time.monotonic() - t0 >= 0.25  # it waited for the lock, then opened
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    other.close()
+
+
 @pytest.mark.slow
 def test_two_processes_register_at_once(tmp_path, index):
     root = tmp_path / "models"
-    Registry(root).list()  # create the index first
+    Registry(root).list()  # a read creates nothing: both processes open a new index
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
     procs = [ctx.Process(target=_register_many, args=(root, tag, 15, q)) for tag in "ab"]
