@@ -358,19 +358,19 @@ def _prepare(s: Series, cfg: FitConfig, trs: list | None = None) -> _Prepared | 
     energy = energy_per_pulse(s.energy_j[pulsed] if s.energy_j is not None else [np.nan],
                               s.amplitude[pulsed], s.state[pulsed], s.pulse_width_s,
                               s.state_unit, s.area_m2)
-    protocol = amplitude_ranges(s)
+    ranges = amplitude_ranges(s)
     device = DeviceFit(n_pulses=int(pulsed.sum()), energy_per_pulse_j=energy.energy_j,
-                       energy_source=energy.source, norm_lo=scale.lo, norm_span=scale.span, **protocol)
+                       energy_source=energy.source, norm_lo=scale.lo, norm_span=scale.span, **ranges)
     sm = step_map(s)
-    problem = _series_problem(s, scale.span, sm, protocol["protocol"])
+    problem = _series_problem(s, scale.span, sm)
     if problem:
         return SeriesFit(info, tuple(FamilyFit(f, flag=problem) for f in cfg.families),
                          replace(device, flag=problem))
     data = sm.normalised(scale)
     weights, target = noise_weights(data)
     # A staircase is fitted as its makers do (each step one update) and judged on its steps.
-    judge = "r2_steps" if protocol["protocol"] == "staircase" else "r2_trace"
-    trs = trs if trs is not None else traces(s, protocol["protocol"])
+    judge = "r2_steps" if s.protocol == "staircase" else "r2_trace"
+    trs = trs if trs is not None else traces(s)
     return _Prepared(info, device, data, TraceSet.build(trs, scale), weights, target, scale, judge)
 
 
@@ -440,13 +440,13 @@ def _fit_all(data: StepMap, ts: TraceSet, cfg: FitConfig, weights, target: FitTa
     return [rows[f] for f in cfg.families]
 
 
-def _series_problem(s: Series, span: float, sm, kind: str) -> str | None:
+def _series_problem(s: Series, span: float, sm) -> str | None:
     if len(s.state) < 10:
         return f"too few pulses ({len(s.state)})"
     if not np.isfinite(span) or span <= 0:
         return "constant state: no steps to fit"
     try:
-        check_protocol(s, kind)
+        check_protocol(s)
     except InputError as exc:  # a protocol we cannot fit: flagged, not raised
         return exc.message
     if sm.up.any() and sm.dg[sm.up].mean() <= 0:

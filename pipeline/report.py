@@ -44,7 +44,7 @@ from .reproduce import explanations, run_table
 from .schema import StateScale
 from .simulation.sweep import mean_curve_epochs, read_run, run_exists, runs_dir, summarize, sweep_table
 from .store import MeasurementStore
-from .traces import protocol, series_from_frame, step_map, traces
+from .traces import series_from_frame, step_map, traces
 from .units import format_seconds
 
 UP, DOWN, MODEL, SP = "#1f77b4", "#d62728", "black", "#2ca02c"
@@ -157,7 +157,7 @@ def fit_figure(v: ModelVersion, s) -> Figure:
         pred = model.run(p, np.array([norm.g(g0)]), np.array([tr.up]), n - first)[0]
         ax.plot(x[tr.rows[first:]], norm.state(pred) * scale, "-", color=MODEL, lw=1.2,
                 label=f"{v.family} fit (per trace)" if k == 0 else None)
-    if protocol(s) == "staircase":  # the amplitude staircase beside G
+    if s.protocol == "staircase":  # the amplitude staircase beside G
         amp = ax.twinx()
         amp.step(x, s.amplitude, where="mid", color="grey", lw=0.6, alpha=0.6)
         amp.set_ylabel("write amplitude (V)", color="grey")

@@ -20,6 +20,7 @@ Two protocols (``protocol``), both fitted:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -58,6 +59,15 @@ class Series:
     @property
     def pulsed(self) -> np.ndarray:
         return np.ones(len(self.state), bool) if self.pulse is None else self.pulse
+
+    @cached_property
+    def protocol(self) -> str:
+        """``staircase`` when the median run of identical pulses is shorter than
+        ``MIN_RUN``, else ``identical``. Computed once: traces, checks and the model
+        version's record all ask."""
+        rows, new = _runs(self)
+        lengths = np.diff(np.r_[np.flatnonzero(new), len(rows)])
+        return "staircase" if len(lengths) and np.median(lengths) < MIN_RUN else "identical"
 
 
 @dataclass(frozen=True)
@@ -159,18 +169,10 @@ def _runs(s: Series, by_amplitude: bool = True) -> tuple[np.ndarray, np.ndarray]
     return rows, new
 
 
-def protocol(s: Series) -> str:
-    """``staircase`` when the median run of identical pulses is shorter than ``MIN_RUN``,
-    else ``identical``."""
-    rows, new = _runs(s)
-    lengths = np.diff(np.r_[np.flatnonzero(new), len(rows)])
-    return "staircase" if len(lengths) and np.median(lengths) < MIN_RUN else "identical"
-
-
-def check_protocol(s: Series, kind: str | None = None) -> None:
+def check_protocol(s: Series) -> None:
     """Raise InputError when no trace has two pulses (directions alternate every pulse):
-    neither protocol then has a trace to re-simulate. ``kind``: ``protocol(s)`` if known."""
-    rows, new = _runs(s, by_amplitude=(kind or protocol(s)) == "identical")
+    neither protocol then has a trace to re-simulate."""
+    rows, new = _runs(s, by_amplitude=s.protocol == "identical")
     lengths = np.diff(np.r_[np.flatnonzero(new), len(rows)])
     if not len(lengths) or lengths.max() < 2:
         raise InputError(f"{s.wafer}/{s.die}/{s.device} at {s.pulse_width_s:g} s has no two "
@@ -179,7 +181,7 @@ def check_protocol(s: Series, kind: str | None = None) -> None:
 
 def amplitude_ranges(s: Series) -> dict:
     """Protocol and write-amplitude range per direction (what a model version records)."""
-    out = {"protocol": protocol(s)}
+    out = {"protocol": s.protocol}
     for name, mask in (("up", s.up), ("down", ~s.up)):
         amp = s.amplitude[mask & s.pulsed]
         amp = amp[np.isfinite(amp)]
@@ -188,10 +190,9 @@ def amplitude_ranges(s: Series) -> dict:
     return out
 
 
-def traces(s: Series, kind: str | None = None) -> list[Trace]:
-    """Identical-pulse runs, or for a staircase each direction's run within a cycle.
-    ``kind``: ``protocol(s)`` if known."""
-    staircase = (kind or protocol(s)) == "staircase"
+def traces(s: Series) -> list[Trace]:
+    """Identical-pulse runs, or for a staircase each direction's run within a cycle."""
+    staircase = s.protocol == "staircase"
     rows, new = _runs(s, by_amplitude=not staircase)
     starts = np.flatnonzero(new)
     ends = np.r_[starts[1:], len(rows)]

@@ -7,7 +7,7 @@ from pipeline.fitrecords import (DeviceFit, FamilyFit, FitTarget, PopulationStat
                                  columns)
 from pipeline.fitting import FitConfig, fit_frame, fit_series, fit_traces
 from pipeline.readers import TraceOptions, read_file
-from pipeline.traces import Series, check_protocol, protocol, series_from_frame, step_map, traces
+from pipeline.traces import Series, check_protocol, series_from_frame, step_map, traces
 from pipeline.validation import validate
 from pipeline.errors import InputError
 
@@ -128,7 +128,7 @@ def test_amplitude_staircase_is_one_trace_per_direction():
     amps = np.round(np.arange(0.05, 1.05, 0.05), 2)
     s = _series(np.linspace(1e-6, 2e-6, 20), [1] * 20, amp=amps)
     check_protocol(s)  # a staircase is fitted, not refused
-    assert protocol(s) == "staircase"
+    assert s.protocol == "staircase"
     assert [len(t.states) for t in traces(s)] == [20]  # each step one update
     grouped = step_map(s, by_amplitude=True)
     assert len(grouped) == 19  # one step per amplitude after the first read
