@@ -18,6 +18,7 @@ names and ``upgrade_columns`` renames them where data enters (canonical files, m
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,6 +72,11 @@ DIRECTIONS = ("up", "down")
 READ = "read"
 
 DEFAULT_STATE_UNIT = "S"
+
+
+def rows_equal(table: pa.Table, values: dict) -> pa.ChunkedArray:
+    """Mask of the rows of ``table`` whose columns hold ``values`` (column -> value)."""
+    return functools.reduce(pc.and_, [pc.equal(table.column(k), v) for k, v in values.items()])
 
 
 def tidy_float(x: float) -> float:

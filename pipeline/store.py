@@ -55,7 +55,7 @@ from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundErr
 from deltalake.transaction import AddAction, CommitProperties, Transaction
 
 from .errors import InputError, probe_writable
-from .schema import COLUMNS, LEGACY_COLUMNS, PARTITION, SCHEMA, SERIES, upgrade_columns
+from .schema import COLUMNS, LEGACY_COLUMNS, PARTITION, SCHEMA, SERIES, rows_equal, upgrade_columns
 from .storage import arrow_fs, delta_options, is_url, location
 
 APP_ID = "ferroflow-store"   # the application transaction every ferroflow commit carries
@@ -452,10 +452,7 @@ def _unit_error(units: dict, index: dict, table: pa.Table) -> InputError | None:
         other, where = index.get(key, (unit, None))
         if other == unit:
             continue
-        mask = pc.equal(table.column("pulse_width_s"), key[3])
-        for k, v in zip(_SERIES[:3], key[:3]):
-            mask = pc.and_(mask, pc.equal(table.column(k), v))
-        row = table.column("source_row").filter(mask)[0].as_py()
+        row = table.column("source_row").filter(rows_equal(table, dict(zip(_SERIES, key))))[0].as_py()
         source = f" (from {where})" if where else ""
         return InputError(f"state unit {unit!r} differs from {other!r}, the state unit already "
                           f"taken for wafer {key[0]} die {key[1]} device {key[2]} pulse width "

@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 
 from .errors import InputError
 from .identifiers import check_identifier
-from .schema import DIRECTIONS, IDENTIFIERS, KEY, READ, REQUIRED, SERIES, STATE_UNITS
+from .schema import DIRECTIONS, IDENTIFIERS, KEY, READ, REQUIRED, SERIES, STATE_UNITS, rows_equal
 
 # (low, high) in SI units, inclusive; chosen wide: they catch unit slips (ns given as s,
 # uS as S), not unusual devices.
@@ -96,10 +96,7 @@ def _check_state_units(table: pa.Table, file: str, seen: dict | None = None) -> 
         key = tuple(r[k] for k in SERIES)
         first = seen.setdefault(key, r["state_unit"])
         if first != r["state_unit"]:
-            where = [pc.equal(table.column(k), r[k]) for k in cols]
-            mask = where[0]
-            for m in where[1:]:
-                mask = pc.and_(mask, m)
+            mask = rows_equal(table, {k: r[k] for k in cols})
             _fail(table, _first(np.asarray(mask)), "state_unit",
                   f"state unit {r['state_unit']!r} differs from {first!r} earlier in the file "
                   f"for wafer {key[0]} die {key[1]} device {key[2]} pulse width {key[3]:g} s: "
