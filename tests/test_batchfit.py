@@ -105,6 +105,34 @@ def test_too_few_points_is_left_to_lmfit(problems):
     assert rows[0] is None and rows[1] is not None
 
 
+def test_length_groups_bound_the_padding():
+    groups = batchfit.length_groups([600, 6000, 600, 590, 900, 899], 1.5)
+    assert groups == [[3, 0, 2], [5, 4], [1]]  # longest <= 1.5 x shortest; equal lengths keep order
+    assert batchfit.length_groups([], 1.5) == []
+
+
+def test_a_long_series_is_not_padded_with_the_short_ones(problems, monkeypatch):
+    """A batch is padded to its longest series: one series ten times longer than the
+    rest of its partition made the partition's fit six times slower. It is solved in a
+    batch of its own length, and every series gets the fit it gets without the other."""
+    data, weights, ts = problems[0]
+    long = StepMap(np.tile(data.g, 10), np.tile(data.dg, 10), np.tile(data.up, 10))
+    datas, ws, tss = zip(*problems[1:11])
+    sizes, build = [], batchfit.StepBatch.build
+
+    def spy(cls, d, w):
+        sizes.append(sorted(len(x.g) for x in d))
+        return build(d, w)
+    monkeypatch.setattr(batchfit.StepBatch, "build", classmethod(spy))
+    both = batchfit.fit_steps("softbounds", [*datas[:5], long, *datas[5:]],
+                              [*ws[:5], np.tile(weights, 10), *ws[5:]], [*tss[:5], ts, *tss[5:]], 0.9)
+    assert all(s[-1] <= batchfit.LENGTH_SPREAD * s[0] for s in sizes) and len(sizes) == 2
+    alone = batchfit.fit_steps("softbounds", [long], [np.tile(weights, 10)], [ts], 0.9)
+    short = batchfit.fit_steps("softbounds", list(datas), list(ws), list(tss), 0.9)
+    assert both[5].values == alone[0].values and both[5].n_points == 10 * len(data.g)
+    assert [f.values for f in both[:5] + both[6:]] == [f.values for f in short]
+
+
 def test_symmetry_points_match_the_family(problems):
     model = family("beta")
     params = [model.guess(d).valuesdict() for d, _, _ in problems[:10]]

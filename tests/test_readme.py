@@ -35,6 +35,7 @@ SMALLER = {  # README command -> extra arguments that shrink it (later ones win)
     "bench/big_ingest.py": ["--rows", "20000", "200000"],
     "bench/fit.py": ["--cycles", "1"],
     "bench/fit_wafer.py": ["--dies", "2", "--devices", "1"],
+    "bench/fit_lengths.py": ["--dies", "2", "--long", "1", "--times", "3"],
     "bench/registry.py": ["--names", "5", "--versions", "4"],
     "bench/sim.py": ["--epochs", "1"],
     "ferroflow reproduce garg2025": ["--seeds", "1", "--epochs", "1", "--dataset", "digits"],
