@@ -44,6 +44,11 @@ class ReadOnlyError(InputError):
     (a read-only mount, or no write permission for this user)."""
 
 
+class WorkerLost(RuntimeError):
+    """A worker process of a pool ended abruptly (a signal, the out-of-memory killer):
+    the work stopped; nothing half-done was kept."""
+
+
 # what the OS answers when a place cannot be written: a read-only mount, no permission
 READ_ONLY_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
 

@@ -50,7 +50,7 @@ from .fitrecords import (ENGINES, DeviceFit, FamilyFit, FitTarget, PopulationSta
                          records_frame, state_summary)
 from .schema import StateScale, upgrade_columns
 from .traces import Series, amplitude_ranges, check_protocol, series_from_frame, step_map, traces
-from .workers import keep_freed_arrays, parent_objects_frozen, process_pool
+from .workers import keep_freed_arrays, parent_objects_frozen, process_pool, workers_lost_explained
 
 SERIES_COLUMNS = ["wafer", "die", "device", "pulse_width_s"]
 CRITERIA = ("bic", "aic")
@@ -505,7 +505,7 @@ def fit_series_list(series: list[Series], cfg: FitConfig = FitConfig(), progress
         token = object()
         _FORKED[id(token)] = parts
         try:
-            with process_pool(workers) as pool:
+            with process_pool(workers) as pool, workers_lost_explained("fit"):
                 with parent_objects_frozen():  # map's first submit forks the workers
                     done = pool.map(*_tasks(parts, cfg, id(token)))
                 tables = _collect(done, len(series), progress)

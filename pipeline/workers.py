@@ -15,7 +15,10 @@ import sys
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
+
+from .errors import WorkerLost
 
 PR_SET_PDEATHSIG = 1
 WATCH_S = 0.5
@@ -32,6 +35,18 @@ def parent_objects_frozen():
         yield
     finally:
         gc.unfreeze()  # the parent collects them again; the forked workers keep them frozen
+
+
+@contextmanager
+def workers_lost_explained(what: str):
+    """A pool whose worker died (SIGKILL, the out-of-memory killer) raises BrokenProcessPool
+    with Python's words; this says what stopped, and what to try, in one line."""
+    try:
+        yield
+    except BrokenProcessPool as exc:
+        raise WorkerLost(f"a {what} worker process ended abruptly (killed by a signal, or by the "
+                         f"out-of-memory killer): the {what} stopped and kept nothing; run it "
+                         "again (fewer --workers need less memory)") from exc
 
 
 def process_pool(workers: int) -> ProcessPoolExecutor:

@@ -25,6 +25,7 @@ import pandas as pd
 import pytest
 
 from pipeline.rawfiles import NAME_MAX
+from pipeline.registry import Registry
 from pipeline.store import MeasurementStore
 from tests.conftest import ROOT, SAMPLE
 from tests.helpers import GOOD, write
@@ -485,9 +486,9 @@ def fit_store(tmp_path_factory):
     return root / "store"
 
 
-def _fit_with_workers(store: Path, registry: Path) -> tuple[subprocess.Popen, list[int]]:
+def _fit_with_workers(store: Path, registry: Path, *extra: str) -> tuple[subprocess.Popen, list[int]]:
     p = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "fit", "--wafer", "W01",
-                          "--workers", "2", "--store", str(store), "--registry", str(registry)],
+                          "--workers", "2", "--store", str(store), "--registry", str(registry), *extra],
                          cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and p.poll() is None:
@@ -529,6 +530,19 @@ def kill_fit_sigterm(tmp, fit_store):
     assert "Traceback" not in err and _gone(workers)
     left = [f for f in (tmp / "models").rglob("*") if ".tmp" in f.name]
     assert left == [], left
+
+
+def kill_fit_worker(tmp, fit_store):
+    # the lmfit engine takes about 20 s here: the kill lands mid-fit, never after it
+    p, workers = _fit_with_workers(fit_store, tmp / "models", "--engine", "lmfit")
+    os.kill(workers[0], signal.SIGKILL)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 1 and err.strip().splitlines()[-1] == (
+        "ferroflow fit: error: a fit worker process ended abruptly (killed by a signal, or by "
+        "the out-of-memory killer): the fit stopped and kept nothing; run it again (fewer "
+        "--workers need less memory)"), err
+    assert "Traceback" not in err and _gone(workers)
+    assert Registry(tmp / "models").list().empty
 
 
 def kill_ingest_sigterm():
@@ -1685,6 +1699,7 @@ FAULTS = {
 SLOW = {  # need the sample wafer stored or fitted first
     "kill-fit-sigkill": kill_fit_sigkill,
     "kill-fit-sigterm": kill_fit_sigterm,
+    "kill-fit-worker": kill_fit_worker,
     "run-link-fails": run_link_fails,
     "run-unlinked": run_unlinked_reconciled,
     # read-only, run ingest (need a Prefect server or a training run)

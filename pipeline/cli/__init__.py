@@ -11,7 +11,7 @@ import re
 import signal
 import sys
 
-from ..errors import InputError
+from ..errors import InputError, WorkerLost
 from ..rawfiles import shown
 from .commands import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, UsageError
 from .parser import build_parser
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"ferroflow {args.command}: error: {exc.args[0]}", file=sys.stderr)
         return EXIT_ERROR
-    except (InputError, ValueError) as exc:
+    except (InputError, ValueError, WorkerLost) as exc:
         if args.debug:
             raise
         print(f"ferroflow {args.command}: error: {exc}", file=sys.stderr)
