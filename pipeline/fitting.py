@@ -493,7 +493,10 @@ def fit_frame(df: pd.DataFrame, cfg: FitConfig = FitConfig(), progress=None) -> 
 def fit_series_list(series: list[Series], cfg: FitConfig = FitConfig(), progress=None) -> FitResult:
     """Fit device series in partitions of ``PARTITION`` series spread over
     ``cfg.workers`` processes; ``progress(done, total)`` after each partition."""
-    workers = cfg.workers or os.cpu_count() or 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    # more processes than cores only add forks and cut the batches smaller: --workers 200
+    # on 2 cores fitted 2,000 series in 12.9 s instead of 4.3 s
+    workers = min(cfg.workers or cores, cores)
     size = PARTITION if cfg.engine == "batch" else 8
     # a small wafer still gives every worker a partition
     size = max(1, min(size, -(-len(series) // workers)))

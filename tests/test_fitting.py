@@ -77,6 +77,21 @@ def test_fits_are_reproducible_serial_and_parallel(sample_frame):
     pd.testing.assert_frame_equal(a.devices, b.devices)
 
 
+def test_workers_are_at_most_one_per_core(sample_frame, monkeypatch):
+    """--workers 200 on 2 cores forked 200 processes and cut the batches to 10 series:
+    2,000 series took 12.9 s instead of 4.3 s."""
+    import os
+
+    from pipeline import fitting
+
+    pools, real = [], fitting.process_pool
+    monkeypatch.setattr(fitting, "process_pool", lambda n: pools.append(n) or real(n))
+    part = sample_frame[sample_frame.die.isin(["X00Y00", "X01Y01"])]
+    fit_frame(part, FitConfig(workers=64))
+    cores = len(os.sched_getaffinity(0))
+    assert pools == ([cores] if cores > 1 else [])
+
+
 @pytest.mark.slow
 def test_real_gong_trace_fits_with_every_family(gong_path):
     df = validate(read_file(gong_path, trace=TraceOptions("GONG", "R1", 1e-6))).to_pandas()

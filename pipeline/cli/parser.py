@@ -155,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--wafer", required=True)
     p.add_argument("--pulse-width", type=positive_float, help="only this pulse width (seconds)")
-    p.add_argument("--workers", type=count_or_zero, default=0, help="processes (default: one per core)")
+    p.add_argument("--workers", type=count_or_zero, default=0,
+                   help="processes (default and most: one per core this process may use)")
     p.add_argument("--engine", choices=ENGINES, default=ENGINES[0],
                    help="step-map fits: all series of a partition at once (batch, default) "
                         "or one lmfit fit per series and family (the reference)")
