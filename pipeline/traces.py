@@ -6,7 +6,7 @@ only taken between consecutive reads of the same cycle. A row with direction ``r
 (a read without a pulse, e.g. a staircase's 0 V row) causes no step; its state is the
 state before the next pulse.
 
-Two protocols (``protocol``), both fitted:
+Two protocols (``Series.protocol``), both fitted:
 
 - identical-pulse trains: a *trace* is a run of identical pulses within a cycle
   (cycle, direction, amplitude);
