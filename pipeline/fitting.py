@@ -37,7 +37,6 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import lmfit
 import numpy as np
 import pandas as pd
 from scipy.optimize import nnls
@@ -48,6 +47,7 @@ from .energy import energy_per_pulse
 from .errors import InputError
 from .fitrecords import (ENGINES, DeviceFit, FamilyFit, FitTarget, PopulationStat, SeriesFit, SeriesInfo,
                          records_frame, state_summary)
+from .lazy import lmfit
 from .schema import StateScale, upgrade_columns
 from .traces import Series, amplitude_ranges, check_protocol, series_from_frame, step_map, traces
 from .workers import keep_freed_arrays, parent_objects_frozen, process_pool, workers_lost_explained
@@ -505,6 +505,8 @@ def fit_series_list(series: list[Series], cfg: FitConfig = FitConfig(), progress
         done = map(_partition_tables, parts, [cfg] * len(parts))
         tables = _collect(done, len(series), progress)
     else:
+        if cfg.engine == "lmfit":
+            lmfit.load()  # once here, not once in every forked worker
         token = object()
         _FORKED[id(token)] = parts
         try:

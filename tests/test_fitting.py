@@ -77,6 +77,33 @@ def test_fits_are_reproducible_serial_and_parallel(sample_frame):
     pd.testing.assert_frame_equal(a.devices, b.devices)
 
 
+LMFIT_UNUSED = """
+import sys
+from pipeline.fitting import FitConfig, fit_series_list
+from pipeline.readers import read_file
+from pipeline.traces import series_from_frame
+import pipeline.app, pipeline.cli.commands, pipeline.publish
+assert "lmfit" not in sys.modules, "imported at start"
+series = series_from_frame(read_file(sys.argv[1]).to_pandas())
+fit = fit_series_list(series, FitConfig(workers=1))
+assert len(fit.devices) == 1 and fit.devices.family.notna().all()
+assert "lmfit" not in sys.modules, "imported by a batch fit"
+"""
+
+
+def test_a_batch_fit_does_not_import_lmfit(sample_file):
+    """lmfit (with scipy.stats) took 0.3 s of every start of a fitting command; the batch
+    engine fits an ordinary series without it, so it is imported on first use only."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    r = subprocess.run([sys.executable, "-c", LMFIT_UNUSED, str(sample_file)], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
 def test_workers_are_at_most_one_per_core(sample_frame, monkeypatch):
     """--workers 200 on 2 cores forked 200 processes and cut the batches to 10 series:
     2,000 series took 12.9 s instead of 4.3 s."""

@@ -11,10 +11,10 @@ import inspect
 import math
 from typing import NamedTuple
 
-import lmfit
 import numpy as np
 from scipy.optimize import brentq
 
+from ..lazy import lmfit
 from ..traces import StepMap
 from . import geometric
 

@@ -10,11 +10,14 @@ fitted per direction on shared bounds. Soft bounds is ``alpha_p = 1, beta_p = 2`
 
 from __future__ import annotations
 
-import lmfit
+from typing import TYPE_CHECKING
 
 from .base import StepMap, DeviceModel, ParamSpec, bounds_into_data
 from .xp import ops_for
 from .softbounds import SoftBounds
+
+if TYPE_CHECKING:  # annotations only: lmfit is imported where a fit uses it
+    import lmfit
 
 
 class Beta(DeviceModel):

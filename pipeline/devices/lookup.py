@@ -9,11 +9,15 @@ does not extrapolate bounds. Symmetry point: bracketed root.
 
 from __future__ import annotations
 
-import lmfit
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from .base import StepMap, DeviceModel, ParamSpec
 from .xp import ops_for
+
+if TYPE_CHECKING:  # annotations only: lmfit is imported where a fit uses it
+    import lmfit
 
 N_NODES = 8
 

@@ -17,12 +17,16 @@ at Gmax).
 
 from __future__ import annotations
 
-import lmfit
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from .base import StepMap, DeviceModel, ParamSpec
 from .xp import NP, ops_for
 from .softbounds import SoftBounds
+
+if TYPE_CHECKING:  # annotations only: lmfit is imported where a fit uses it
+    import lmfit
 
 P_MAX = 100
 

@@ -9,11 +9,14 @@ the step map. Symmetry point: bracketed root of ``a_p w^gp = a_d (1 - w)^gd``.
 
 from __future__ import annotations
 
-import lmfit
+from typing import TYPE_CHECKING
 
 from .base import StepMap, DeviceModel, ParamSpec, bounds_into_data
 from .xp import ops_for
 from .softbounds import SoftBounds
+
+if TYPE_CHECKING:  # annotations only: lmfit is imported where a fit uses it
+    import lmfit
 
 
 class PowStep(DeviceModel):

@@ -14,11 +14,15 @@ Pulse response (closed form): ``g_n = b - (b - g_0)(1 - k)^n`` toward ``b``.
 
 from __future__ import annotations
 
-import lmfit
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from .base import StepMap, DeviceModel, ParamSpec
 from .xp import ops_for
+
+if TYPE_CHECKING:  # annotations only: lmfit is imported where a fit uses it
+    import lmfit
 
 
 def line_fit(g: np.ndarray, dg: np.ndarray) -> tuple[float, float]:
