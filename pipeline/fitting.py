@@ -48,11 +48,11 @@ from .errors import InputError
 from .fitrecords import (ENGINES, DeviceFit, FamilyFit, FitTarget, PopulationStat, SeriesFit, SeriesInfo,
                          records_frame, state_summary)
 from .lazy import lmfit
-from .schema import StateScale, upgrade_columns
+from .schema import SERIES, StateScale, upgrade_columns
 from .traces import Series, amplitude_ranges, check_protocol, series_from_frame, step_map, traces
 from .workers import keep_freed_arrays, parent_objects_frozen, process_pool, workers_lost_explained
 
-SERIES_COLUMNS = ["wafer", "die", "device", "pulse_width_s"]
+SERIES_COLUMNS = list(SERIES)
 CRITERIA = ("bic", "aic")
 PARTITION = 256  # series fitted together by the batched engine: one progress step each
 READ_DOMINATED = 2.0

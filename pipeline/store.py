@@ -55,7 +55,7 @@ from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundErr
 from deltalake.transaction import AddAction, CommitProperties, Transaction
 
 from .errors import InputError, probe_writable
-from .schema import COLUMNS, LEGACY_COLUMNS, PARTITION, SCHEMA, SERIES, rows_equal, upgrade_columns
+from .schema import COLUMNS, KEY, LEGACY_COLUMNS, PARTITION, SCHEMA, SERIES, rows_equal, upgrade_columns
 from .storage import arrow_fs, delta_options, is_url, location
 
 APP_ID = "ferroflow-store"   # the application transaction every ferroflow commit carries
@@ -264,7 +264,7 @@ class MeasurementStore:
         df = upgrade_columns(dset.to_table(filter=expr, columns=cols)).to_pandas()
         if not sort:
             return df
-        by = [c for c in ("wafer", "die", "device", "pulse_width_s", "cycle", "pulse") if c in df]
+        by = [c for c in KEY if c in df]
         return df.sort_values(by, kind="stable").reset_index(drop=True)
 
     def data_files(self) -> list[str]:

@@ -26,9 +26,9 @@ import numpy as np
 import pandas as pd
 
 from .errors import InputError
-from .schema import READ, StateScale
+from .schema import READ, SERIES, StateScale
 
-SERIES_KEY = ["wafer", "die", "device", "pulse_width_s"]
+SERIES_KEY = list(SERIES)
 MIN_RUN = 5  # identical pulses needed for a trace
 # the canonical columns series_from_frame reads: all a fit needs from the store
 FRAME_COLUMNS = [*SERIES_KEY, "cycle", "pulse", "conductance_state", "direction", "pulse_amplitude_v",
