@@ -62,15 +62,24 @@ def _die_with_parent(parent: int, use_prctl: bool) -> None:
     # must simply die on it, as on the death signal below
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
-    if use_prctl and sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        except (OSError, AttributeError):
-            pass  # no prctl here: the watchdog still serves
+    if use_prctl:
+        sigterm_at_parent_death()  # where there is none, the watchdog still serves
     if os.getppid() != parent:  # the parent died before the line above
         os._exit(1)
     threading.Thread(target=_watch, args=(parent,), daemon=True, name="parent-watchdog").start()
+
+
+def sigterm_at_parent_death() -> None:
+    """Have the kernel send this process SIGTERM when the thread that started it ends
+    (Linux ``prctl(PR_SET_PDEATHSIG)``; elsewhere nothing). The caller checks afterwards
+    that its parent is still the one it expects: a parent that died before the call
+    sends nothing."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # no prctl in this libc
 
 
 def _watch(parent: int) -> None:

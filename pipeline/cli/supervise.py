@@ -9,14 +9,14 @@ SIGHUP sent to the command are passed on; the exit code is the child's.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
 import sys
 
+from ..workers import sigterm_at_parent_death
+
 CHILD = "FERROFLOW_SUPERVISOR"  # the supervisor's pid, in the child's environment
-PR_SET_PDEATHSIG = 1
 
 
 def is_supervised() -> bool:
@@ -30,7 +30,7 @@ def supervise(argv: list[str], stopped: type[BaseException]) -> int:
     me = os.getpid()
 
     def die_with_parent():
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        sigterm_at_parent_death()
         if os.getppid() != me:  # the supervisor died before prctl took effect
             os.kill(os.getpid(), signal.SIGTERM)
 
