@@ -361,10 +361,10 @@ class Registry:
         """Record a downstream simulation run of a version (lineage: version -> runs)."""
         target = self.resolve(ref)
         self.db.write("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name, version, "
-                        "run_id) DO UPDATE SET kind = excluded.kind, path = excluded.path, "
-                        "created_at = excluded.created_at",
-                           (target.name, target.version, run_id, kind, path,
-                            datetime.now(timezone.utc).isoformat()))
+                      "run_id) DO UPDATE SET kind = excluded.kind, path = excluded.path, "
+                      "created_at = excluded.created_at",
+                      (target.name, target.version, run_id, kind, path,
+                       datetime.now(timezone.utc).isoformat()))
 
     def runs(self, ref: str | Ref) -> pd.DataFrame:
         target = self.resolve(ref)
